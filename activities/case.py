@@ -1,0 +1,67 @@
+"""Case activities: governance context, enrichment, escalation. Small, typed, idempotent."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+
+import httpx
+from pydantic import BaseModel, ConfigDict
+from temporalio import activity
+
+from activities.enrichers import enrich_entities
+from policies.engine import GovernanceSnapshot
+from policies.loader import load_policy
+from signoff.models import Enrichment, Entity
+from signoff.settings import home
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class GovernanceRequest(_In):
+    alert_type: str
+
+
+class EnrichRequest(_In):
+    case_id: str
+    entities: tuple[Entity, ...]
+
+
+class Escalation(_In):
+    case_id: str
+    reason: str
+    step_id: str = ""
+    kind: str = "approval_timeout"  # approval_timeout | action_failed | rollback_failed | drift
+
+
+@activity.defn
+async def load_governance(req: GovernanceRequest) -> GovernanceSnapshot:
+    """The policy file plus the live autonomy/threshold state for the alert type."""
+    from signoff.governance_state import effective_governance
+
+    policy = load_policy()
+    return await effective_governance(policy, req.alert_type)
+
+
+@activity.defn
+async def enrich_case(req: EnrichRequest) -> Enrichment:
+    return await enrich_entities(req.case_id, req.entities)
+
+
+@activity.defn
+async def escalate(req: Escalation) -> str:
+    """Tell a human. Writes the escalation queue file; posts to a webhook when one is configured."""
+    record = {"at": datetime.now(UTC).isoformat(), **req.model_dump()}
+    path = home() / "escalations.jsonl"
+    with path.open("a") as fh:
+        fh.write(json.dumps(record, sort_keys=True) + "\n")
+    url = os.environ.get("SIGNOFF_ESCALATION_WEBHOOK")
+    if url:
+        async with httpx.AsyncClient(timeout=10) as http:
+            response = await http.post(url, json=record)
+            response.raise_for_status()
+    activity.logger.warning("escalated case %s (%s): %s", req.case_id, req.kind, req.reason)
+    return str(path)

@@ -1,0 +1,76 @@
+"""The response actions a playbook may use, each declared with its risk and its undo, side by side.
+
+A declaration is data: what the action does, how much sign-off it needs, whether it can be undone
+and which compensation undoes it. Executors (activities/executors/) implement them per backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from signoff.models import Reversibility, RiskTier
+
+LOW, HIGH, CRITICAL = RiskTier.low, RiskTier.high, RiskTier.critical
+REVERSIBLE, PARTIAL, IRREVERSIBLE = Reversibility.reversible, Reversibility.partial, Reversibility.irreversible
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    name: str
+    target_kind: str  # entity type the action works on ("case" for the case itself)
+    tier: RiskTier
+    reversibility: Reversibility
+    compensation: str | None  # restores the state captured before the action; None if irreversible
+    description: str
+
+
+ACTIONS: dict[str, ActionSpec] = {}
+
+
+def declare(
+    name: str,
+    target_kind: str,
+    tier: RiskTier,
+    reversibility: Reversibility,
+    compensation: str | None,
+    description: str,
+) -> ActionSpec:
+    if reversibility != IRREVERSIBLE and compensation is None:
+        raise ValueError(f"action {name!r} is {reversibility.value} and must declare its compensation")
+    if reversibility == IRREVERSIBLE and compensation is not None:
+        raise ValueError(f"action {name!r} is irreversible: it cannot declare a compensation")
+    spec = ActionSpec(name, target_kind, tier, reversibility, compensation, description)
+    ACTIONS[name] = spec
+    return spec
+
+
+# Low-stakes steps: run automatically, still recorded and still undone on rollback.
+TAG_CASE = declare("tag_case", "case", LOW, REVERSIBLE, "restore_case_tags", "Tag the case")
+ADD_NOTE = declare("add_note", "case", LOW, REVERSIBLE, "restore_case_notes", "Add an analyst note to the case")
+WATCH_ENTITY = declare(
+    "watch_entity", "any", LOW, REVERSIBLE, "restore_watchlist", "Put the entity on the SOC watchlist"
+)
+
+# High-impact steps: wait for the approvals their tier requires.
+DISABLE_ACCOUNT = declare(
+    "disable_account", "account", HIGH, REVERSIBLE, "restore_account", "Disable the user account"
+)
+REVOKE_SESSIONS = declare(
+    "revoke_sessions", "account", CRITICAL, IRREVERSIBLE, None,
+    "Revoke every sign-in session and refresh token of the account (cannot be undone)",
+)
+ISOLATE_HOST = declare(
+    "isolate_host", "host", HIGH, REVERSIBLE, "restore_host_network",
+    "Contain the host: cut its network except the management channel",
+)
+QUARANTINE_EMAIL = declare(
+    "quarantine_email", "mail_message", HIGH, REVERSIBLE, "restore_email", "Move the message to quarantine"
+)
+BLOCK_SENDER = declare(
+    "block_sender", "mailbox", HIGH, REVERSIBLE, "restore_sender", "Block the sender at the mail gateway"
+)
+BLOCK_IP = declare("block_ip", "ip", HIGH, REVERSIBLE, "restore_ip", "Block the IP address at the perimeter")
+DEACTIVATE_ACCESS_KEY = declare(
+    "deactivate_access_key", "access_key", HIGH, REVERSIBLE, "restore_access_key",
+    "Deactivate the cloud access key",
+)

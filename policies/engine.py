@@ -1,0 +1,164 @@
+"""The policy engine: pure functions over a `Policy`. No I/O, safe inside workflow code."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import timedelta
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from signoff.models import ApprovalRecord, Decision, RiskTier, StepPlan
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"duration {text!r} is not like '30s', '15m', '4h' or '7d'")
+    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Approver(_Model):
+    roles: tuple[str, ...]
+    public_key: str | None = None  # base64 raw Ed25519 public key
+
+
+class TierRule(_Model):
+    auto: bool = False
+    quorum: int = 1
+    roles: tuple[str, ...] = ()
+    requester_may_approve: bool = False
+    timeout: str = "4h"
+
+    @field_validator("timeout")
+    @classmethod
+    def _valid_timeout(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
+class AlertTypeRule(_Model):
+    playbook: str
+    autonomy: Literal["in_the_loop", "on_the_loop"] = "in_the_loop"
+    threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+
+
+class Deployment(_Model):
+    trust_unsigned_approvals: bool = False
+    approval_token_max_ttl: str = "1h"
+
+
+class Policy(_Model):
+    version: int
+    deployment: Deployment = Deployment()
+    approvers: dict[str, Approver]
+    tiers: dict[RiskTier, TierRule]
+    irreversible_tier: RiskTier = RiskTier.critical
+    rollback_roles: tuple[str, ...] = ()
+    governance_roles: tuple[str, ...] = ()
+    on_step_failure: Literal["compensate", "hold"] = "compensate"
+    alert_types: dict[str, AlertTypeRule]
+    default_alert_type: str
+    alert_type_map: dict[str, str] = Field(default_factory=dict)
+    review_sample_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    case_idle_close: str = "30d"
+    # Sections other modules own (correlation, drift, autonomy) live beside these.
+    correlation: dict | None = None
+    drift: dict | None = None
+    autonomy: dict | None = None
+
+    @field_validator("tiers")
+    @classmethod
+    def _all_tiers(cls, tiers: dict[RiskTier, TierRule]) -> dict[RiskTier, TierRule]:
+        missing = [t.value for t in RiskTier if t not in tiers]
+        if missing:
+            raise ValueError(f"policy must define every tier; missing: {', '.join(missing)}")
+        return tiers
+
+    def digest(self) -> str:
+        """The policy version every decision records: sha256 of the canonical JSON."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def alert_type_for_category(self, category: str) -> str:
+        return self.alert_type_map.get(category, self.default_alert_type)
+
+    def alert_type(self, name: str) -> AlertTypeRule:
+        return self.alert_types.get(name) or self.alert_types[self.default_alert_type]
+
+    def effective_tier(self, step: StepPlan) -> RiskTier:
+        if step.reversibility == "irreversible":
+            return self.irreversible_tier
+        return step.tier
+
+    def rule_for(self, step: StepPlan) -> TierRule:
+        return self.tiers[self.effective_tier(step)]
+
+    def roles_of(self, user: str) -> tuple[str, ...]:
+        approver = self.approvers.get(user)
+        return approver.roles if approver else ()
+
+
+def approval_refusal(
+    policy: Policy,
+    step: StepPlan,
+    approver: str,
+    decision: Decision,
+    requested_by: str,
+    prior: list[ApprovalRecord],
+) -> str | None:
+    """Why this approval must be refused, or None when it may count.
+
+    The same check guards updates (in the validator, before anything is written) and signals
+    (in the handler, after the signal is already in history).
+    """
+    rule = policy.rule_for(step)
+    if rule.auto:
+        return f"step {step.step_id!r} is tier {policy.effective_tier(step).value}: it needs no approval"
+    if approver not in policy.approvers:
+        return f"{approver!r} is not an approver in policy"
+    roles = policy.roles_of(approver)
+    if not set(roles) & set(rule.roles):
+        return (
+            f"{approver!r} has roles {list(roles)}; tier {policy.effective_tier(step).value} "
+            f"needs one of {list(rule.roles)}"
+        )
+    if approver == requested_by and not rule.requester_may_approve:
+        return f"{approver!r} requested this step and may not approve it (separation of duties)"
+    if any(r.approver == approver and r.accepted for r in prior if r.step == step.step_id):
+        return f"{approver!r} has already decided step {step.step_id!r}; a quorum needs distinct approvers"
+    return None
+
+
+def quorum_met(policy: Policy, step: StepPlan, records: list[ApprovalRecord]) -> bool:
+    approvers = {
+        r.approver
+        for r in records
+        if r.step == step.step_id and r.accepted and r.decision == Decision.approve
+    }
+    return len(approvers) >= policy.rule_for(step).quorum
+
+
+class GovernanceSnapshot(_Model):
+    """What a case decides under: the policy file plus the live governance state for its alert type.
+
+    Autonomy and threshold come from the governance workflow (who moved the line, when, why);
+    the policy file gives the defaults.
+    """
+
+    policy: Policy
+    policy_version: str
+    alert_type: str
+    autonomy: Literal["in_the_loop", "on_the_loop"]
+    threshold: float | None
+    threshold_set_by: str = "policy file"
+    model_id: str | None = None  # the active model; None scores with the shipped default

@@ -1,0 +1,302 @@
+"""`signoff model ...`: train, evaluate, cross-validate, list, promote and roll back triage models."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    help="Triage models: train (deterministic), evaluate, cross-validate, list, promote, roll back.",
+    no_args_is_help=True,
+)
+err = Console(stderr=True)
+out = Console()
+
+DATA = typer.Option(..., "--data", help="Labelled GUIDE CSV file.", exists=True, dir_okay=False, readable=True)
+FORMAT = typer.Option("guide", "--format", help="Input format; labelled training data is GUIDE ('guide').")
+JSON = typer.Option(False, "--json", help="Print one JSON object on stdout.")
+BUDGET = typer.Option(
+    0.005,
+    "--risk-budget",
+    min=0.0,
+    max=1.0,
+    help="Largest share of true positives you accept being auto-closed (95% upper bound). 0.005 = 0.5%.",
+)
+
+
+def _fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(1)
+
+
+def _emit(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, sort_keys=True, default=str) + "\n")
+    sys.stdout.flush()
+
+
+@contextmanager
+def _progress(label: str) -> Iterator[Callable[[str], None]]:
+    with err.status(label) as status:
+
+        def say(message: str) -> None:
+            status.update(f"{label}: {message}")
+
+        yield say
+
+
+def _read(data: Path, fmt: str) -> tuple[Any, str]:
+    from signoff.sources.guide import GuideFormatError, read_guide
+
+    if fmt != "guide":
+        _fail(f"--format {fmt!r} is not supported here: models train and evaluate on labelled GUIDE data (--format guide)")
+    try:
+        read = read_guide(data)
+    except GuideFormatError as exc:
+        _fail(str(exc))
+    if read.rejected:
+        err.print(f"[yellow]{len(read.rejected)} rows rejected[/] (first: line {read.rejected[0].line}: {read.rejected[0].reason})")
+    return read, hashlib.sha256(data.read_bytes()).hexdigest()
+
+
+def _cases(read: Any) -> Any:
+    from signoff.scoring.train import cases_from_guide
+
+    try:
+        return cases_from_guide(read)
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def train(
+    data: Path = DATA,
+    fmt: str = FORMAT,
+    seed: int = typer.Option(7, "--seed", help="Random seed: same data + seed → the same model bytes and id."),
+    risk_budget: float = BUDGET,
+    out_dir: Path | None = typer.Option(None, "--out", help="Write the model here instead of the local store."),
+    as_json: bool = JSON,
+) -> None:
+    """Train a model deterministically and store it (it is NOT activated: promote it to use it)."""
+    from signoff.scoring import model_store
+    from signoff.scoring.train import TrainParams
+    from signoff.scoring.train import train as run_train
+
+    read, digest = _read(data, fmt)
+    cases = _cases(read)
+    params = TrainParams(seed=seed, risk_budget=risk_budget)
+    with _progress(f"training on {len(cases)} incidents") as say:
+        trained = run_train(cases, params, {"sha256": digest, "name": data.name, "rows": read.rows,
+                                            "rejected_rows": len(read.rejected), "format": fmt}, say)
+    path = model_store.save(trained.model_id, trained.artifact, trained.manifest, out_dir)
+    cv = trained.manifest["cv"]
+    summary = {
+        "model_sha256": trained.model_id,
+        "path": str(path),
+        "incidents": len(cases),
+        "data_sha256": digest,
+        "seed": seed,
+        "oof_macro_f1": cv["macro_f1"],
+        "oof_ece": cv["ece"],
+        "recommended_threshold": cv["threshold"],
+    }
+    if as_json:
+        _emit(summary)
+        return
+    out.print(f"model [bold]{trained.model_id}[/] saved in {path}")
+    out.print(f"out-of-fold macro-F1 {cv['macro_f1']:.3f}, ECE {cv['ece']:.3f}")
+    rec = cv["threshold"]
+    out.print(
+        f"recommended threshold {rec['threshold']:.4f} for risk budget {risk_budget:.3%}: auto-closes "
+        f"{rec['at']['auto_closed_share']:.1%} of training incidents (out-of-fold)"
+    )
+    out.print(f"activate it with: signoff model promote {trained.model_id[:12]} --as USER --reason TEXT")
+
+
+@app.command()
+def evaluate(
+    data: Path = DATA,
+    fmt: str = FORMAT,
+    model: str | None = typer.Option(None, "--model", help="Model id (default: the active model)."),
+    risk_budget: float = BUDGET,
+    report: Path | None = typer.Option(None, "--report", help="Write the safety curve HTML here."),
+    as_json: bool = JSON,
+) -> None:
+    """Score labelled incidents and report quality, calibration and auto-close safety."""
+    from policies import PolicyError, load_policy
+    from signoff.scoring.evaluate import evaluate as run_evaluate
+    from signoff.scoring.model_store import ModelStoreError
+
+    read, digest = _read(data, fmt)
+    try:
+        policy = load_policy()
+        with _progress("evaluating") as say:
+            result = run_evaluate(read, policy=policy, model_id=model, risk_budget=risk_budget,
+                                  report=report, data_sha256=digest, progress=say)
+    except (ModelStoreError, PolicyError, ValueError) as exc:
+        _fail(str(exc))
+    if as_json:
+        _emit(result)
+        return
+    out.print(f"model {result['model_sha256'][:12]} on {result['incidents']} incidents")
+    out.print(f"macro-F1 {result['macro_f1']:.3f}  ECE {result['ece']:.3f}")
+    for grade, r in result["per_class"].items():
+        out.print(f"  {grade:15} precision {r['precision']:.3f} recall {r['recall']:.3f} (n={r['support']})")
+    out.print(
+        f"threshold {result['threshold']:.4f} ({result['threshold_source']}): auto-closed "
+        f"{result['auto_closed_share']:.1%}, true positives wrongly closed {result['tp_wrongly_closed']}/"
+        f"{result['tp_total']} (95% upper bound {result['tp_wrongly_closed_upper95']:.2%})"
+    )
+    if "warning" in result:
+        out.print(f"[yellow]{result['warning']}[/]")
+    out.print(f"safety curve: {result['safety_curve']}")
+
+
+@app.command()
+def cv(
+    data: Path = DATA,
+    fmt: str = FORMAT,
+    seed: int = typer.Option(7, "--seed"),
+    folds: int = typer.Option(5, "--folds", min=2),
+    grouping: str = typer.Option("both", "--grouping", help="incident, org or both."),
+    risk_budget: float = BUDGET,
+    as_json: bool = JSON,
+) -> None:
+    """Grouped cross-validation (by incident and by organisation); threshold from training folds only."""
+    from signoff.scoring.cv import grouped_cv
+    from signoff.scoring.train import TrainParams
+
+    if grouping not in ("incident", "org", "both"):
+        _fail("--grouping must be incident, org or both")
+    read, digest = _read(data, fmt)
+    cases = _cases(read)
+    params = TrainParams(seed=seed, risk_budget=risk_budget)
+    result: dict[str, Any] = {"data_sha256": digest, "params": params.model_dump()}
+    with _progress("cross-validating") as say:
+        for g in ("incident", "org"):
+            if grouping in (g, "both"):
+                result[f"{g}_grouped"] = grouped_cv(cases, params, g, folds, say)  # type: ignore[arg-type]
+    if as_json:
+        _emit(result)
+        return
+    table = Table("grouping", "macro-F1", "ECE", "auto-closed", "TPs wrongly closed", "upper 95%")
+    for g in ("incident", "org"):
+        r = result.get(f"{g}_grouped")
+        if r:
+            table.add_row(g, f"{r['macro_f1']:.3f}", f"{r['ece']:.3f}", f"{r['auto_closed_share']:.1%}",
+                          f"{r['tp_wrongly_closed']}/{r['tp_total']}", f"{r['tp_wrongly_closed_upper95']:.2%}")
+    out.print(table)
+
+
+@app.command("list")
+def list_models(as_json: bool = JSON) -> None:
+    """Models in the local store and the shipped default; which one is active."""
+    from signoff.scoring import model_store
+
+    models = model_store.list_models()
+    if as_json:
+        for m in models:
+            _emit(m.model_dump())
+        return
+    table = Table("active", "model id", "shipped", "incidents", "OOF macro-F1", "ECE", "rec. threshold")
+    for m in models:
+        table.add_row("*" if m.active else "", m.model_id[:16], "yes" if m.shipped else "", str(m.incidents or ""),
+                      f"{m.macro_f1:.3f}" if m.macro_f1 is not None else "", f"{m.ece:.3f}" if m.ece is not None else "",
+                      f"{m.recommended_threshold:.4f}" if m.recommended_threshold is not None else "")
+    out.print(table)
+
+
+def _check_governor(user: str) -> None:
+    from policies import PolicyError, load_policy
+
+    try:
+        policy = load_policy()
+    except PolicyError as exc:
+        _fail(str(exc))
+    roles = set(policy.roles_of(user))
+    if not roles & set(policy.governance_roles):
+        _fail(f"{user!r} has roles {sorted(roles)}; promoting or rolling back models needs one of "
+              f"{list(policy.governance_roles)} (policy governance_roles)")
+
+
+@app.command()
+def promote(
+    model_id: str = typer.Argument(..., help="Model id (or a unique prefix of 8+ characters)."),
+    user: str = typer.Option(..., "--as", help="Who promotes (needs a governance role in policy)."),
+    reason: str = typer.Option(..., "--reason", help="Why (recorded)."),
+    as_json: bool = JSON,
+) -> None:
+    """Make a model the active scorer (recorded: who, when, why)."""
+    from signoff.scoring import model_store
+
+    _check_governor(user)
+    try:
+        entry = model_store.promote(model_id, user, reason)
+    except model_store.ModelStoreError as exc:
+        _fail(str(exc))
+    if as_json:
+        _emit(entry.model_dump(mode="json"))
+    else:
+        out.print(f"model {entry.model_id} is active (was {entry.previous}); promoted by {user}")
+
+
+@app.command()
+def rollback(
+    user: str = typer.Option(..., "--as", help="Who rolls back (needs a governance role in policy)."),
+    reason: str = typer.Option(..., "--reason", help="Why (recorded)."),
+    as_json: bool = JSON,
+) -> None:
+    """Re-activate the model that was active before the last promotion."""
+    from signoff.scoring import model_store
+
+    _check_governor(user)
+    try:
+        entry = model_store.rollback(user, reason)
+    except model_store.ModelStoreError as exc:
+        _fail(str(exc))
+    if as_json:
+        _emit(entry.model_dump(mode="json"))
+    else:
+        now = entry.model_id or f"the shipped default ({model_store.active_model_id()})"
+        out.print(f"rolled back {entry.previous}; active: {now}")
+
+
+@app.command("recommend-threshold")
+def recommend_threshold(
+    model: str | None = typer.Option(None, "--model", help="Model id (default: the active model)."),
+    risk_budget: float = BUDGET,
+    as_json: bool = JSON,
+) -> None:
+    """The auto-close threshold a risk budget buys (from the model's out-of-fold training predictions).
+
+    Advice only: `signoff policy set-threshold` is what changes behaviour.
+    """
+    from signoff.scoring import model_store
+    from signoff.scoring.evaluate import recommended_for
+
+    try:
+        model_id = model_store.resolve(model) if model else model_store.active_model_id()
+        rec = recommended_for(model_id, risk_budget)
+    except (model_store.ModelStoreError, ValueError) as exc:
+        _fail(str(exc))
+    payload = {"model_sha256": model_id, **rec.model_dump()}
+    if as_json:
+        _emit(payload)
+        return
+    if not rec.feasible:
+        out.print(f"no threshold keeps the 95% upper bound within {risk_budget:.2%}: keep humans in the loop")
+        return
+    out.print(
+        f"threshold {rec.threshold:.6f}: auto-closes {rec.at.auto_closed_share:.1%} of training incidents "
+        f"(out-of-fold), {rec.at.tp_wrongly_closed}/{rec.at.tp_total} true positives, 95% upper bound "
+        f"{rec.at.tp_wrongly_closed_upper95:.2%} <= budget {risk_budget:.2%}"
+    )
+    out.print(f"to apply it: signoff policy set-threshold ALERT_TYPE {rec.threshold:.6f} --as USER --reason TEXT")

@@ -1,0 +1,150 @@
+"""Running Signoff: the embedded dev server, workers, the demo."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import Counter
+from importlib import resources
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from signoff import devserver, settings
+from signoff.cli._common import emit_json, err, fail, out
+from signoff.cli._common import run as run_async
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(dev)
+    app.command()(worker)
+    app.command()(demo)
+    app.command()(stop)
+
+
+def dev(
+    port: int = typer.Option(devserver.GRPC_PORT, help="Temporal frontend port"),
+    ui_port: int = typer.Option(devserver.UI_PORT, help="Temporal Web UI port"),
+) -> None:
+    """Start the embedded Temporal dev server (SQLite under .signoff/) and a worker, in the foreground."""
+    home = settings.home()
+    address = devserver.start_server(home, port, ui_port)
+
+    async def main() -> None:
+        from signoff.worker import build_worker
+
+        client = await devserver.wait_ready(address)
+        added = await devserver.register_search_attributes(client)
+        if added:
+            err.print(f"registered search attributes: {', '.join(added)}")
+        out.print(f"Temporal at [bold]{address}[/], UI at [bold]{devserver.ui_address(ui_port)}[/]")
+        out.print(f"state in {home}; worker on task queue {settings.task_queue()} (Ctrl-C stops the worker)")
+        await build_worker(client).run()
+
+    try:
+        run_async(main())
+    except KeyboardInterrupt:
+        err.print("worker stopped; the dev server keeps running (`signoff stop` ends it)")
+
+
+def worker(
+    address: str = typer.Option(None, envvar="TEMPORAL_ADDRESS", help="Temporal frontend host:port"),
+    task_queue: str = typer.Option(None, envvar="SIGNOFF_TASK_QUEUE", help="task queue to poll"),
+) -> None:
+    """Run a worker against TEMPORAL_ADDRESS (default localhost:7233). Scale by running more."""
+    from signoff.worker import run_worker
+
+    try:
+        run_async(run_worker(address, task_queue))
+    except KeyboardInterrupt:
+        pass
+
+
+def stop() -> None:
+    """Stop the embedded dev server and the background worker started by `signoff demo`."""
+    stopped = devserver.stop()
+    out.print("stopped " + ", ".join(stopped) if stopped else "nothing was running")
+
+
+def demo_slice() -> Path:
+    return Path(str(resources.files("signoff").joinpath("data/guide_demo.csv")))
+
+
+def demo(
+    data: Path = typer.Option(None, help="GUIDE CSV to ingest (default: the slice shipped with Signoff)"),
+    json_out: bool = typer.Option(False, "--json", help="print the summary as JSON"),
+    wait: float = typer.Option(120.0, help="seconds to wait for the cases to settle"),
+) -> None:
+    """The main job: dev server + worker, ingest real GUIDE incidents, score, decide, act, wait for sign-off."""
+    home = settings.home()
+    data = data or demo_slice()
+    err.print(f"starting the embedded Temporal dev server (state in {home}) ...")
+    address = devserver.start_server(home)
+    os.environ["TEMPORAL_ADDRESS"] = address
+
+    async def main() -> dict:
+        from signoff.ingest import ingest_path
+
+        client = await devserver.wait_ready(address)
+        await devserver.register_search_attributes(client)
+        pid = devserver.start_worker_process(home, address)
+        err.print(f"worker running in the background (pid {pid}, log {home / 'worker.log'})")
+        with Progress(TextColumn("ingesting {task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=err, transient=True) as bar:
+            task = bar.add_task(data.name, total=None)
+            summary = await ingest_path(client, data, "guide",
+                                        progress=lambda done, total: bar.update(task, completed=done, total=total))
+        statuses = await _settle(client, summary.case_ids, wait)
+        return {"ingest": summary.as_json(), "statuses": dict(statuses), "case_ids": summary.case_ids}
+
+    result = run_async(main())
+    if json_out:
+        emit_json({**result["ingest"], "statuses": result["statuses"], "ui": devserver.ui_address()})
+        return
+    _print_demo(result)
+
+
+async def _settle(client, case_ids: list[str], wait: float) -> Counter:  # type: ignore[no-untyped-def]
+    """Wait until no case is still in triage, then count cases by status."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    wanted = set(case_ids)
+    while True:
+        statuses: Counter = Counter()
+        async for wf in client.list_workflows("WorkflowType='CaseWorkflow'"):
+            if wf.id in wanted:
+                values = wf.typed_search_attributes
+                from signoff.search_attributes import CASE_STATUS
+
+                statuses[values.get(CASE_STATUS) or "open"] += 1
+        busy = statuses.get("triage", 0) + statuses.get("open", 0) + (len(wanted) - sum(statuses.values()))
+        if busy == 0 or loop.time() > deadline:
+            if busy:
+                err.print(f"[yellow]{busy} cases still settling after {wait:.0f} s; see `signoff cases`[/]")
+            return statuses
+        await asyncio.sleep(1.0)
+
+
+def _print_demo(result: dict) -> None:
+    ingest = result["ingest"]
+    out.print(
+        f"\n[bold]Ingested[/] {ingest['records']} alerts from {ingest['source']}: "
+        f"{ingest['accepted']} accepted, {ingest['rejected']} rejected (dead letter: {ingest['dead_letter']}), "
+        f"{ingest['duplicates']} already known; {ingest['cases_opened']} cases opened, "
+        f"{ingest['cases_updated']} updated."
+    )
+    table = Table(title="Cases by status", show_lines=False)
+    table.add_column("status")
+    table.add_column("cases", justify="right")
+    for status, count in sorted(result["statuses"].items(), key=lambda kv: -kv[1]):
+        table.add_row(status, str(count))
+    out.print(table)
+    out.print(f"\nTemporal UI: [bold]{devserver.ui_address()}[/]  (filter: CaseStatus=\"awaiting_approval\")")
+    out.print("Next steps:")
+    out.print("  signoff cases --status awaiting_approval      # the approval queue")
+    out.print("  signoff show CASE                             # one case: alerts, score, steps")
+    out.print("  signoff approve CASE STEP --as bob --reason 'confirmed'")
+    out.print("  signoff rollback CASE --as carol --reason 'false positive'")
+    out.print("  signoff stop                                  # stop the dev server and worker")

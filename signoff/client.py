@@ -1,0 +1,42 @@
+"""One place that connects to Temporal: address, namespace, data converter, interceptors."""
+
+from __future__ import annotations
+
+from temporalio.client import Client, Interceptor
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from signoff import settings
+
+
+def interceptors() -> list[Interceptor]:
+    """Tracing when OpenTelemetry is configured (signoff/telemetry.py)."""
+    try:
+        from signoff.telemetry import client_interceptors
+    except ImportError:
+        return []
+    return client_interceptors()
+
+
+def data_converter():  # type: ignore[no-untyped-def]
+    """The pydantic converter, with the payload codec when history encryption is configured."""
+    try:
+        from signoff.codec import converter_with_codec
+    except ImportError:
+        return pydantic_data_converter
+    return converter_with_codec(pydantic_data_converter)
+
+
+async def connect(address: str | None = None, namespace: str | None = None) -> Client:
+    target = address or settings.temporal_address()
+    try:
+        return await Client.connect(
+            target,
+            namespace=namespace or settings.namespace(),
+            data_converter=data_converter(),
+            interceptors=interceptors(),
+        )
+    except RuntimeError as exc:
+        raise ConnectionError(
+            f"cannot reach Temporal at {target}: {exc}. Start the embedded server with `signoff dev` "
+            f"(or `signoff demo`), or set TEMPORAL_ADDRESS to your cluster's frontend."
+        ) from exc

@@ -1,0 +1,336 @@
+"""The data contract of a case: what flows into, through and out of a case workflow.
+
+Every model here crosses Temporal's pydantic data converter, so it is recorded in workflow
+histories. Keep secrets out of them; add fields with defaults so old histories still decode.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# ---------------------------------------------------------------- alerts and cases
+
+
+class Entity(Frozen):
+    """Something an alert is about: a host, an account, an IP, a file, a mailbox, ...
+
+    `type` is lower-case and source-neutral: "host", "account", "ip", "file", "url", "mailbox",
+    "mail_message", "process", "cloud_app", ... `attributes` keeps source detail the scorer may use.
+    """
+
+    type: str
+    value: str
+    role: str = ""
+    attributes: dict[str, str] = Field(default_factory=dict)
+
+
+class Alert(Frozen):
+    """One alert as the case sees it: source-neutral, small, no raw payload.
+
+    The raw record stays in the alert store; the case keeps what decisions are made from.
+    """
+
+    uid: str
+    source: str  # "guide" | "ocsf" | a SIEM name
+    time: datetime
+    title: str
+    rule: str = ""  # detector / analytic uid
+    category: str = ""
+    severity: str = "medium"
+    mitre: tuple[str, ...] = ()
+    entities: tuple[Entity, ...] = ()
+    # Source-specific attributes the scorer may read (strings/numbers only, no secrets).
+    attributes: dict[str, str] = Field(default_factory=dict)
+    # Why this alert joined its case (correlation rule, matched entity); "" for the first one.
+    joined_because: str = ""
+
+
+class AlertBatch(Frozen):
+    """Alerts for one case, delivered in one signal-with-start.
+
+    Large batches carry a sample in full and the rest as counts: the alert store keeps every
+    alert, so a case with 400,000 alerts stays far inside Temporal's history limits.
+    """
+
+    case_id: str
+    alerts: tuple[Alert, ...]  # in full: all of them, or the first ones
+    total: int = 0  # alerts in the batch (0: len(alerts))
+    rules: dict[str, int] = Field(default_factory=dict)  # per-rule counts over the whole batch
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+    batch_id: str = ""  # sha256 of the batch's alert uids: a re-sent batch counts once
+
+
+class CaseStatus(StrEnum):
+    open = "open"
+    triage = "triage"  # enrich / score / decide running
+    awaiting_approval = "awaiting_approval"
+    running = "running"  # an approved action is executing
+    escalated = "escalated"  # an approval timed out: a human must look
+    contained = "contained"  # high-impact actions executed; waiting for an analyst's verdict
+    awaiting_verdict = "awaiting_verdict"  # playbook done, nothing contained; an analyst closes it
+    rolling_back = "rolling_back"
+    rolled_back = "rolled_back"
+    rollback_failed = "rollback_failed"
+    action_failed = "action_failed"
+    auto_closed = "auto_closed"
+    closed = "closed"
+
+
+class Verdict(StrEnum):
+    true_positive = "TruePositive"
+    benign_positive = "BenignPositive"
+    false_positive = "FalsePositive"
+
+
+class CaseInput(Frozen):
+    """Start argument of a case workflow. The case id is also the workflow id."""
+
+    case_id: str
+    alert_type: str
+    severity: str = "medium"
+    title: str = ""
+    requested_by: str = "signoff-ingest"
+    # Alerts known when the case opened; later ones arrive through the `add_alerts` signal.
+    alerts: tuple[Alert, ...] = ()
+    # Alerts carried over by continue-as-new are summarised, not repeated.
+    carried: CaseCarry | None = None
+
+
+class CaseCarry(Frozen):
+    alert_count: int
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+    seen_uids_digest: str = ""
+
+
+# ---------------------------------------------------------------- playbooks and actions
+
+
+class RiskTier(StrEnum):
+    """How much sign-off a step needs. Policy defines what each tier requires."""
+
+    low = "low"  # tag, enrich, note: runs automatically
+    high = "high"  # isolate host, disable account: approval quorum
+    critical = "critical"  # irreversible or fleet-wide: the top tier
+
+
+class Reversibility(StrEnum):
+    reversible = "reversible"  # compensation restores the captured state fully
+    partial = "partial"  # restores what can be restored (e.g. sessions stay revoked)
+    irreversible = "irreversible"  # nothing to restore: needs the top tier
+
+
+class ActionTarget(Frozen):
+    kind: str  # "host" | "account" | "access_key" | "mailbox" | "case" ...
+    id: str
+
+
+class StepPlan(Frozen):
+    """One step of a playbook, resolved for a case (targets chosen from its entities)."""
+
+    step_id: str
+    action: str
+    tier: RiskTier
+    reversibility: Reversibility
+    compensation: str | None
+    target: ActionTarget
+    params: dict[str, str] = Field(default_factory=dict)
+    description: str = ""
+
+
+class StepState(StrEnum):
+    pending = "pending"
+    awaiting_approval = "awaiting_approval"
+    approved = "approved"
+    running = "running"
+    executed = "executed"
+    skipped = "skipped"  # rejected, or the case was closed before it ran
+    failed = "failed"
+    escalated = "escalated"
+    compensated = "compensated"
+    compensation_failed = "compensation_failed"
+
+
+class ActionRequest(Frozen):
+    """Input of the `execute_action` activity. `idempotency_key` is stable across retries."""
+
+    case_id: str
+    step_id: str
+    action: str
+    target: ActionTarget
+    params: dict[str, str] = Field(default_factory=dict)
+    idempotency_key: str
+
+
+class ActionResult(Frozen):
+    action: str
+    target: ActionTarget
+    before: dict[str, Any]  # the state captured before the action ran
+    after: dict[str, Any]  # the state verified after it ran
+    already_in_state: bool = False
+    detail: str = ""
+
+
+class CompensationRequest(Frozen):
+    case_id: str
+    step_id: str
+    action: str  # the compensating action's name
+    forward_action: str
+    target: ActionTarget
+    restore_to: dict[str, Any]  # the captured before-state
+    idempotency_key: str
+
+
+class CompensationResult(Frozen):
+    action: str
+    target: ActionTarget
+    restored: dict[str, Any]
+    detail: str = ""
+
+
+# ---------------------------------------------------------------- approvals
+
+
+class Decision(StrEnum):
+    approve = "approve"
+    reject = "reject"
+
+
+class ApprovalRequest(Frozen):
+    """What an approver sends, as an update (`approve` / `reject`) or a signal.
+
+    UI form, update `approve`:  {"step": "disable_account", "approver": "alice", "reason": "C2 confirmed"}
+    `signoff approve` adds `token`: an Ed25519-signed statement of (case, step, decision, expiry, nonce).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    step: str
+    approver: str
+    reason: str
+    token: str | None = None
+
+
+class ApprovalRecord(Frozen):
+    step: str
+    approver: str
+    decision: Decision
+    reason: str
+    at: datetime
+    via: str  # "update" | "signal"
+    signed: bool = False
+    accepted: bool = True
+    refusal: str = ""
+
+
+class RollbackRequest(Frozen):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    requested_by: str
+    reason: str
+    token: str | None = None
+
+
+class CloseRequest(Frozen):
+    """An analyst's verdict; closes the case (skipping steps still waiting)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    analyst: str
+    verdict: Verdict
+    reason: str
+
+
+# ---------------------------------------------------------------- enrichment, scoring, decision
+
+
+class Enrichment(Frozen):
+    summary: str = ""
+    facts: dict[str, str] = Field(default_factory=dict)
+    sources: tuple[str, ...] = ()
+
+
+class Contribution(Frozen):
+    feature: str
+    value: float  # the feature's value for this case
+    contribution: float  # TreeSHAP log-odds contribution towards the predicted class
+
+
+class ScoreResult(Frozen):
+    model_id: str  # sha256 of the model artifact
+    feature_hash: str  # sha256 of the feature vector bytes
+    probabilities: dict[str, float]  # per grade (Verdict values)
+    predicted: Verdict
+    confidence: float  # calibrated probability of `predicted`
+    benign_confidence: float  # calibrated P(not a true positive): what auto-close is judged on
+    contributions: tuple[Contribution, ...] = ()
+
+
+class DecisionKind(StrEnum):
+    auto_close = "auto_close"
+    respond = "respond"  # run the playbook; gated steps wait for approval
+    analyst = "analyst"  # no confident automation: a human decides
+
+
+class CaseDecision(Frozen):
+    kind: DecisionKind
+    reason: str
+    autonomy: str
+    threshold: float | None
+    policy_version: str
+    model_id: str | None = None
+    confidence: float | None = None
+
+
+# ---------------------------------------------------------------- status query
+
+
+class StepView(Frozen):
+    step_id: str
+    action: str
+    tier: RiskTier
+    reversibility: Reversibility
+    target: ActionTarget
+    state: StepState
+    approvals: tuple[ApprovalRecord, ...] = ()
+    quorum: int = 0
+    result: ActionResult | None = None
+    compensation: CompensationResult | None = None
+    error: str = ""
+
+
+class CaseView(Frozen):
+    case_id: str
+    alert_type: str
+    severity: str
+    title: str
+    status: CaseStatus
+    playbook: str
+    policy_version: str
+    alert_count: int
+    first_seen: datetime | None
+    last_seen: datetime | None
+    rules: dict[str, int]
+    entities: tuple[Entity, ...]
+    enrichment: Enrichment | None
+    score: ScoreResult | None
+    decision: CaseDecision | None
+    steps: tuple[StepView, ...]
+    refusals: tuple[ApprovalRecord, ...]
+    verdict: CloseRequest | None = None
+    rollback: RollbackRequest | None = None
+    escalations: tuple[str, ...] = ()
+    timeline: tuple[Alert, ...] = ()  # the first alerts of the case, capped
+
+
+CaseInput.model_rebuild()

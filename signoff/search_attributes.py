@@ -1,0 +1,27 @@
+"""Custom search attributes: how the queue, the UI and auditors find cases.
+
+SQL visibility allows 10 Keyword, 3 KeywordList, 3 Bool and 3 Double attributes per namespace.
+Values are stored unencrypted: never put personal data or secrets in them.
+"""
+
+from __future__ import annotations
+
+from temporalio.common import SearchAttributeKey
+
+CASE_STATUS = SearchAttributeKey.for_keyword("CaseStatus")
+ALERT_TYPE = SearchAttributeKey.for_keyword("AlertType")
+CASE_SEVERITY = SearchAttributeKey.for_keyword("CaseSeverity")
+PLAYBOOK = SearchAttributeKey.for_keyword("Playbook")
+MODEL_VERSION = SearchAttributeKey.for_keyword("ModelVersion")
+POLICY_VERSION = SearchAttributeKey.for_keyword("PolicyVersion")
+DECISION = SearchAttributeKey.for_keyword("Decision")
+APPROVERS = SearchAttributeKey.for_keyword_list("Approvers")
+EXECUTED_ACTIONS = SearchAttributeKey.for_keyword_list("ExecutedActions")
+AWAITING_APPROVAL = SearchAttributeKey.for_bool("AwaitingApproval")
+ROLLED_BACK = SearchAttributeKey.for_bool("RolledBack")
+CONFIDENCE = SearchAttributeKey.for_float("Confidence")
+
+ALL = (
+    CASE_STATUS, ALERT_TYPE, CASE_SEVERITY, PLAYBOOK, MODEL_VERSION, POLICY_VERSION, DECISION,
+    APPROVERS, EXECUTED_ACTIONS, AWAITING_APPROVAL, ROLLED_BACK, CONFIDENCE,
+)

@@ -1,0 +1,601 @@
+"""One workflow per case: ingest -> enrich -> score -> decide -> act -> close.
+
+The workflow only orchestrates: every read or write of the outside world is an activity. Humans
+act on it through updates (refusable before anything is written) and signals (always written,
+then checked): approve, reject, rollback, close. `status` returns the whole case.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import ValidationError
+
+    from activities.case import EnrichRequest, Escalation, GovernanceRequest, enrich_case, escalate, load_governance
+    from activities.response import ExecuteRequest, capture_state, compensate_action, execute_action
+    from activities.scoring import ScoreRequest, score_case
+    from playbooks import get_playbook
+    from policies.engine import GovernanceSnapshot, approval_refusal, parse_duration, quorum_met
+    from policies.signing import token_nonce, token_refusal
+    from signoff import search_attributes as sa
+    from signoff.models import (
+        ActionRequest,
+        ActionResult,
+        Alert,
+        AlertBatch,
+        ApprovalRecord,
+        ApprovalRequest,
+        CaseDecision,
+        CaseInput,
+        CaseStatus,
+        CaseView,
+        CloseRequest,
+        CompensationRequest,
+        CompensationResult,
+        Decision,
+        DecisionKind,
+        Enrichment,
+        Entity,
+        RollbackRequest,
+        ScoreResult,
+        StepPlan,
+        StepState,
+        StepView,
+    )
+    from workflows.decide import decide
+
+TIMELINE_CAP = 50
+ENTITY_CAP = 200
+QUICK = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=5)
+ACTION_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=6,
+    non_retryable_error_types=["ActionRefused", "NoExecutor", "NonRetryableConnectorError"],
+)
+
+
+class _Step:
+    """Runtime state of one planned step."""
+
+    def __init__(self, plan: StepPlan, quorum: int, auto: bool) -> None:
+        self.plan = plan
+        self.quorum = quorum
+        self.auto = auto
+        self.state = StepState.pending if auto else StepState.awaiting_approval
+        self.approvals: list[ApprovalRecord] = []
+        self.before: dict[str, Any] | None = None
+        self.result: ActionResult | None = None
+        self.compensation: CompensationResult | None = None
+        self.error = ""
+
+    def view(self) -> StepView:
+        return StepView(
+            step_id=self.plan.step_id, action=self.plan.action, tier=self.plan.tier,
+            reversibility=self.plan.reversibility, target=self.plan.target, state=self.state,
+            approvals=tuple(self.approvals), quorum=self.quorum, result=self.result,
+            compensation=self.compensation, error=self.error,
+        )
+
+
+@workflow.defn(name="CaseWorkflow")
+class CaseWorkflow:
+    @workflow.init
+    def __init__(self, inp: CaseInput) -> None:
+        self.inp = inp
+        self.status = CaseStatus.open
+        self.gov: GovernanceSnapshot | None = None
+        self.playbook = ""
+        self.timeline: list[Alert] = []
+        self.seen_uids: set[str] = set()
+        self.seen_batches: set[str] = set()
+        self.alert_count = inp.carried.alert_count if inp.carried else 0
+        self.first_seen: datetime | None = inp.carried.first_seen if inp.carried else None
+        self.last_seen: datetime | None = inp.carried.last_seen if inp.carried else None
+        self.rules: dict[str, int] = {}
+        self.entities: dict[tuple[str, str], Entity] = {}
+        self.enrichment: Enrichment | None = None
+        self.score: ScoreResult | None = None
+        self.decision: CaseDecision | None = None
+        self.steps: dict[str, _Step] = {}
+        self.refusals: list[ApprovalRecord] = []
+        self.used_nonces: set[str] = set()
+        self.verdict: CloseRequest | None = None
+        self.rollback_request: RollbackRequest | None = None
+        self.rollback_done = False
+        self.escalations: list[str] = []
+        self.action_running = False
+        self._add_alerts(inp.alerts)
+
+    # ------------------------------------------------------------------ main line
+
+    @workflow.run
+    async def run(self, inp: CaseInput) -> CaseView:
+        self._set_status(CaseStatus.triage)
+        workflow.upsert_search_attributes(
+            [sa.ALERT_TYPE.value_set(inp.alert_type), sa.CASE_SEVERITY.value_set(inp.severity)]
+        )
+        self.gov = await workflow.execute_activity(
+            load_governance, GovernanceRequest(alert_type=inp.alert_type),
+            start_to_close_timeout=timedelta(seconds=30), retry_policy=QUICK,
+        )
+        policy = self.gov.policy
+        self.playbook = policy.alert_type(inp.alert_type).playbook
+        workflow.upsert_search_attributes(
+            [sa.PLAYBOOK.value_set(self.playbook), sa.POLICY_VERSION.value_set(self.gov.policy_version[:16])]
+        )
+        self.enrichment = await workflow.execute_activity(
+            enrich_case, EnrichRequest(case_id=inp.case_id, entities=tuple(self.entities.values())),
+            start_to_close_timeout=timedelta(seconds=60), retry_policy=QUICK,
+        )
+        self.score, scoring_problem = await self._score()
+        self.decision = decide(self.gov, self.score, scoring_problem)
+        attrs = [sa.DECISION.value_set(self.decision.kind.value)]
+        if self.score is not None:
+            attrs += [sa.MODEL_VERSION.value_set(self.score.model_id[:16]),
+                      sa.CONFIDENCE.value_set(self.score.benign_confidence)]
+        workflow.upsert_search_attributes(attrs)
+
+        if self.decision.kind == DecisionKind.auto_close:
+            self._set_status(CaseStatus.auto_closed)
+            return self.view()
+
+        self._plan_steps()
+        await self._run_steps()
+        if self.status not in (CaseStatus.rollback_failed, CaseStatus.action_failed, CaseStatus.rolled_back):
+            contained = any(s.state == StepState.executed and not s.auto for s in self.steps.values())
+            self._set_status(CaseStatus.contained if contained else CaseStatus.awaiting_verdict)
+        await self._wait_for_close()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self.view()
+
+    async def _score(self) -> tuple[ScoreResult | None, str]:
+        """Score the case; a scoring failure sends the case to an analyst, it never fails the case."""
+        assert self.gov is not None
+        if not self.timeline:
+            return None, "the case has no alerts to score"
+        try:
+            score = await workflow.execute_activity(
+                score_case,
+                ScoreRequest(case_id=self.inp.case_id, alerts=tuple(self.timeline), model_id=self.gov.model_id),
+                start_to_close_timeout=timedelta(seconds=60), retry_policy=QUICK,
+            )
+            return score, ""
+        except ActivityError as err:
+            return None, f"scoring failed: {_cause(err)}"
+
+    def _plan_steps(self) -> None:
+        assert self.gov is not None
+        policy = self.gov.policy
+        for plan in get_playbook(self.playbook).plan(self.inp.case_id, tuple(self.entities.values())):
+            rule = policy.rule_for(plan)
+            self.steps[plan.step_id] = _Step(plan, quorum=0 if rule.auto else rule.quorum, auto=rule.auto)
+        self._refresh_awaiting()
+
+    async def _run_steps(self) -> None:
+        for step in list(self.steps.values()):
+            if self._stopping():
+                break
+            if not step.auto:
+                await self._gate(step)
+            if step.state not in (StepState.pending, StepState.approved) or self._stopping():
+                continue
+            ok = await self._execute(step)
+            if not ok:
+                await self._on_step_failure(step)
+                return
+        # Steps never reached (closed or rolled back first) are skipped, recorded.
+        for step in self.steps.values():
+            if step.state in (StepState.pending, StepState.awaiting_approval, StepState.escalated):
+                step.state = StepState.skipped
+                step.error = step.error or "case closed or rolled back before this step ran"
+        self._refresh_awaiting()
+        if self.rollback_request is not None and not self.rollback_done:
+            await self._rollback()
+
+    async def _gate(self, step: _Step) -> None:
+        """Block until the step is approved, rejected, or the case is closed; timeouts escalate."""
+        assert self.gov is not None
+        self._set_status(CaseStatus.awaiting_approval)
+        timeout = parse_duration(self.gov.policy.rule_for(step.plan).timeout)
+        decided = lambda: step.state in (StepState.approved, StepState.skipped) or self._stopping()  # noqa: E731
+        try:
+            await workflow.wait_condition(decided, timeout=timeout)
+        except TimeoutError:
+            step.state = StepState.escalated
+            message = (f"step {step.plan.step_id} ({step.plan.action} on {step.plan.target.kind} "
+                       f"{step.plan.target.id}) waited {timeout} without the approvals its tier needs")
+            self.escalations.append(message)
+            self._set_status(CaseStatus.escalated)
+            await workflow.execute_activity(
+                escalate, Escalation(case_id=self.inp.case_id, reason=message, step_id=step.plan.step_id),
+                start_to_close_timeout=timedelta(seconds=30), retry_policy=QUICK,
+            )
+            # Escalation never executes: the step keeps waiting for a human decision.
+            await workflow.wait_condition(decided)
+        self._refresh_awaiting()
+
+    async def _execute(self, step: _Step) -> bool:
+        plan = step.plan
+        request = ActionRequest(
+            case_id=self.inp.case_id, step_id=plan.step_id, action=plan.action, target=plan.target,
+            params=plan.params, idempotency_key=f"{self.inp.case_id}:{plan.step_id}",
+        )
+        step.state = StepState.running
+        self.action_running = True
+        if not step.auto:
+            self._set_status(CaseStatus.running)
+        try:
+            step.before = await workflow.execute_activity(
+                capture_state, request, start_to_close_timeout=timedelta(seconds=60), retry_policy=ACTION_RETRY,
+            )
+            step.result = await workflow.execute_activity(
+                execute_action, ExecuteRequest(request=request, before=step.before),
+                start_to_close_timeout=timedelta(minutes=2), retry_policy=ACTION_RETRY,
+                summary=f"{plan.action} {plan.target.kind} {plan.target.id}",
+            )
+            step.state = StepState.executed
+            workflow.upsert_search_attributes([sa.EXECUTED_ACTIONS.value_set(self._executed_actions())])
+            return True
+        except ActivityError as err:
+            step.state = StepState.failed
+            step.error = _cause(err)
+            return False
+        finally:
+            self.action_running = False
+            self._refresh_awaiting()
+
+    async def _on_step_failure(self, failed: _Step) -> None:
+        assert self.gov is not None
+        for step in self.steps.values():
+            if step.state in (StepState.pending, StepState.awaiting_approval, StepState.escalated):
+                step.state = StepState.skipped
+                step.error = f"not run: step {failed.plan.step_id} failed before it"
+        message = f"step {failed.plan.step_id} failed: {failed.error}"
+        self.escalations.append(message)
+        if self.gov.policy.on_step_failure == "compensate":
+            ok = await self._compensate_all(reason=f"automatic: {message}")
+            if ok:
+                self._set_status(CaseStatus.action_failed)
+        else:
+            self._set_status(CaseStatus.action_failed)
+        await workflow.execute_activity(
+            escalate, Escalation(case_id=self.inp.case_id, reason=message, step_id=failed.plan.step_id,
+                                 kind="action_failed"),
+            start_to_close_timeout=timedelta(seconds=30), retry_policy=QUICK,
+        )
+
+    async def _compensate_all(self, reason: str) -> bool:
+        """Run the compensations of executed steps in reverse order. False if any failed."""
+        ok = True
+        for step in reversed(list(self.steps.values())):
+            if step.state not in (StepState.executed, StepState.compensation_failed, StepState.failed):
+                continue
+            if step.before is None or step.plan.compensation is None:
+                continue  # irreversible, or it never captured anything to restore
+            try:
+                step.compensation = await workflow.execute_activity(
+                    compensate_action,
+                    CompensationRequest(
+                        case_id=self.inp.case_id, step_id=step.plan.step_id, action=step.plan.compensation,
+                        forward_action=step.plan.action, target=step.plan.target, restore_to=step.before,
+                        idempotency_key=f"{self.inp.case_id}:{step.plan.step_id}:undo",
+                    ),
+                    start_to_close_timeout=timedelta(minutes=2), retry_policy=ACTION_RETRY,
+                    summary=f"undo {step.plan.action} {step.plan.target.kind} {step.plan.target.id}",
+                )
+                step.state = StepState.compensated
+            except ActivityError as err:
+                ok = False
+                step.state = StepState.compensation_failed
+                step.error = f"compensation failed ({reason}): {_cause(err)}"
+        if not ok:
+            self._set_status(CaseStatus.rollback_failed)
+            failed = [s.plan.step_id for s in self.steps.values() if s.state == StepState.compensation_failed]
+            message = f"compensation failed for {failed}: a human must restore these by hand or retry rollback"
+            self.escalations.append(message)
+            await workflow.execute_activity(
+                escalate, Escalation(case_id=self.inp.case_id, reason=message, kind="rollback_failed"),
+                start_to_close_timeout=timedelta(seconds=30), retry_policy=QUICK,
+            )
+        return ok
+
+    async def _rollback(self) -> None:
+        self._set_status(CaseStatus.rolling_back)
+        reason = self.rollback_request.reason if self.rollback_request else ""
+        ok = await self._compensate_all(reason=f"rollback requested: {reason}")
+        if ok:
+            self._set_status(CaseStatus.rolled_back)
+            workflow.upsert_search_attributes([sa.ROLLED_BACK.value_set(True)])
+        self.rollback_done = True
+
+    async def _wait_for_close(self) -> None:
+        """After the playbook: wait for an analyst's verdict, a rollback, or the idle timeout."""
+        assert self.gov is not None
+        idle = parse_duration(self.gov.policy.case_idle_close)
+        while self.verdict is None:
+            try:
+                await workflow.wait_condition(
+                    lambda: self.verdict is not None or (self.rollback_request is not None and not self.rollback_done),
+                    timeout=idle,
+                )
+            except TimeoutError:
+                self.escalations.append(f"closed after {idle} idle with no verdict")
+                break
+            if self.rollback_request is not None and not self.rollback_done:
+                await self._rollback()
+        if self.status not in (CaseStatus.rolled_back, CaseStatus.rollback_failed):
+            self._set_status(CaseStatus.closed)
+        else:
+            workflow.upsert_search_attributes([sa.AWAITING_APPROVAL.value_set(False)])
+
+    # ------------------------------------------------------------------ humans: approvals
+
+    @workflow.update(description='Approve a high-impact step: {"step": "disable_account", "approver": "alice", "reason": "C2 confirmed"}')
+    async def approve(self, req: ApprovalRequest) -> str:
+        return self._record(req, Decision.approve, via="update")
+
+    @approve.validator
+    def _validate_approve(self, req: ApprovalRequest) -> None:
+        self._validate(req, Decision.approve)
+
+    @workflow.update(description='Reject a high-impact step (it is skipped): {"step": "disable_account", "approver": "alice", "reason": "false positive"}')
+    async def reject(self, req: ApprovalRequest) -> str:
+        return self._record(req, Decision.reject, via="update")
+
+    @reject.validator
+    def _validate_reject(self, req: ApprovalRequest) -> None:
+        self._validate(req, Decision.reject)
+
+    @workflow.signal(description='Approve a step (checked after it is recorded): {"step": "disable_account", "approver": "alice", "reason": "C2 confirmed"}')
+    def approve_signal(self, raw: Any) -> None:
+        self._signal(raw, Decision.approve)
+
+    @workflow.signal(description='Reject a step (checked after it is recorded): {"step": "disable_account", "approver": "alice", "reason": "benign"}')
+    def reject_signal(self, raw: Any) -> None:
+        self._signal(raw, Decision.reject)
+
+    def _refusal(self, req: ApprovalRequest, decision: Decision) -> str | None:
+        if self.gov is None:
+            return "the case is still being triaged: no step is waiting for approval yet"
+        step = self.steps.get(req.step)
+        if step is None:
+            known = [s for s, st in self.steps.items() if not st.auto]
+            return f"case {self.inp.case_id} has no step {req.step!r}; steps needing approval: {known}"
+        if step.state not in (StepState.awaiting_approval, StepState.escalated):
+            return f"step {req.step!r} is {step.state.value}, not waiting for approval"
+        if not req.reason.strip():
+            return "a reason is required"
+        refusal = token_refusal(
+            self.gov.policy, case_id=self.inp.case_id, step=req.step, decision=decision.value,
+            approver=req.approver, token=req.token, now=workflow.now(), used_nonces=self.used_nonces,
+        )
+        if refusal:
+            return refusal
+        return approval_refusal(self.gov.policy, step.plan, req.approver, decision,
+                                self.inp.requested_by, step.approvals)
+
+    def _validate(self, req: ApprovalRequest, decision: Decision) -> None:
+        refusal = self._refusal(req, decision)
+        if refusal:
+            raise ApplicationError(refusal, type="ApprovalRefused", non_retryable=True)
+
+    def _record(self, req: ApprovalRequest, decision: Decision, via: str) -> str:
+        refusal = self._refusal(req, decision)  # re-checked: state may have moved since validation
+        record = ApprovalRecord(
+            step=req.step, approver=req.approver, decision=decision, reason=req.reason, at=workflow.now(),
+            via=via, signed=req.token is not None, accepted=refusal is None, refusal=refusal or "",
+        )
+        if refusal:
+            self.refusals.append(record)
+            return f"refused: {refusal}"
+        if req.token:
+            self.used_nonces.add(token_nonce(req.token))
+        step = self.steps[req.step]
+        step.approvals.append(record)
+        assert self.gov is not None
+        if decision == Decision.reject:
+            step.state = StepState.skipped
+            step.error = f"rejected by {req.approver}: {req.reason}"
+            self._refresh_awaiting()
+            return f"rejected: step {req.step} will not run"
+        approvers = sorted({r.approver for r in step.approvals if r.accepted and r.decision == Decision.approve})
+        workflow.upsert_search_attributes([sa.APPROVERS.value_set(self._all_approvers())])
+        if quorum_met(self.gov.policy, step.plan, step.approvals):
+            step.state = StepState.approved
+            self._refresh_awaiting()
+            return f"approved: quorum {len(approvers)}/{step.quorum} reached, step {req.step} will run"
+        return f"approval recorded: {len(approvers)}/{step.quorum} ({', '.join(approvers)})"
+
+    def _signal(self, raw: Any, decision: Decision) -> None:
+        try:
+            req = ApprovalRequest.model_validate(raw)
+        except ValidationError as exc:
+            self.refusals.append(ApprovalRecord(
+                step=str(raw.get("step", "")) if isinstance(raw, dict) else "",
+                approver=str(raw.get("approver", "")) if isinstance(raw, dict) else "",
+                decision=decision, reason="", at=workflow.now(), via="signal", accepted=False,
+                refusal=f"malformed approval: {_first_error(exc)}",
+            ))
+            return
+        self._record(req, decision, via="signal")
+
+    # ------------------------------------------------------------------ humans: rollback and close
+
+    @workflow.update(description='Undo every executed action of the case, newest first: {"requested_by": "carol", "reason": "false positive"}')
+    async def rollback(self, req: RollbackRequest) -> str:
+        self.rollback_request = req
+        self.rollback_done = False
+        await workflow.wait_condition(lambda: self.rollback_done)
+        return f"rollback {self.status.value}: " + ", ".join(
+            f"{s.plan.step_id}={s.state.value}" for s in self.steps.values() if s.before is not None
+        )
+
+    @rollback.validator
+    def _validate_rollback(self, req: RollbackRequest) -> None:
+        refusal = self._rollback_refusal(req)
+        if refusal:
+            raise ApplicationError(refusal, type="RollbackRefused", non_retryable=True)
+
+    @workflow.signal(description='Request a rollback (checked after it is recorded): {"requested_by": "carol", "reason": "false positive"}')
+    def rollback_signal(self, raw: Any) -> None:
+        try:
+            req = RollbackRequest.model_validate(raw)
+        except ValidationError as exc:
+            self.escalations.append(f"refused rollback signal: malformed: {_first_error(exc)}")
+            return
+        refusal = self._rollback_refusal(req)
+        if refusal:
+            self.escalations.append(f"refused rollback signal from {req.requested_by!r}: {refusal}")
+            return
+        self.rollback_request = req
+        self.rollback_done = False
+
+    def _rollback_refusal(self, req: RollbackRequest) -> str | None:
+        if self.gov is None:
+            return "the case is still being triaged; nothing has run yet"
+        roles = set(self.gov.policy.roles_of(req.requested_by))
+        if not roles & set(self.gov.policy.rollback_roles):
+            return (f"{req.requested_by!r} may not roll back: needs one of the roles "
+                    f"{list(self.gov.policy.rollback_roles)}")
+        if not req.reason.strip():
+            return "a reason is required"
+        if self.rollback_request is not None and not self.rollback_done:
+            return "a rollback is already running"
+        if self.status == CaseStatus.rolled_back:
+            return "the case is already rolled back"
+        if not any(s.before is not None for s in self.steps.values()):
+            return "nothing has been executed on this case: there is nothing to roll back"
+        return None
+
+    @workflow.update(description='Close the case with a verdict: {"analyst": "alice", "verdict": "FalsePositive", "reason": "known scanner"}')
+    async def close(self, req: CloseRequest) -> str:
+        self.verdict = req
+        return f"closing with verdict {req.verdict.value}"
+
+    @close.validator
+    def _validate_close(self, req: CloseRequest) -> None:
+        refusal = self._close_refusal(req)
+        if refusal:
+            raise ApplicationError(refusal, type="CloseRefused", non_retryable=True)
+
+    @workflow.signal(description='Close with a verdict (checked after it is recorded): {"analyst": "alice", "verdict": "TruePositive", "reason": "confirmed"}')
+    def close_signal(self, raw: Any) -> None:
+        try:
+            req = CloseRequest.model_validate(raw)
+        except ValidationError as exc:
+            self.escalations.append(f"refused close signal: malformed: {_first_error(exc)}")
+            return
+        refusal = self._close_refusal(req)
+        if refusal:
+            self.escalations.append(f"refused close signal from {req.analyst!r}: {refusal}")
+            return
+        self.verdict = req
+
+    def _close_refusal(self, req: CloseRequest) -> str | None:
+        if self.gov is None:
+            return "the case is still being triaged"
+        if req.analyst not in self.gov.policy.approvers:
+            return f"{req.analyst!r} is not an analyst in policy"
+        if not req.reason.strip():
+            return "a reason is required"
+        if self.verdict is not None:
+            return f"already closed by {self.verdict.analyst}"
+        return None
+
+    # ------------------------------------------------------------------ alerts
+
+    @workflow.signal(description="More alerts for this case (sent by the ingester with signal-with-start)")
+    def add_alerts(self, batch: AlertBatch) -> None:
+        if batch.batch_id:
+            if batch.batch_id in self.seen_batches:
+                return  # a re-sent batch (ingester retry) never counts twice
+            self.seen_batches.add(batch.batch_id)
+        fresh = [a for a in batch.alerts if a.uid not in self.seen_uids]
+        self._add_alerts(tuple(fresh))
+        extra = max(batch.total - len(batch.alerts), 0)
+        if extra:
+            self.alert_count += extra
+            for rule, count in batch.rules.items():
+                sampled = sum(1 for a in batch.alerts if a.rule == rule)
+                self.rules[rule] = self.rules.get(rule, 0) + max(count - sampled, 0)
+            if batch.first_seen and (self.first_seen is None or batch.first_seen < self.first_seen):
+                self.first_seen = batch.first_seen
+            if batch.last_seen and (self.last_seen is None or batch.last_seen > self.last_seen):
+                self.last_seen = batch.last_seen
+
+    def _add_alerts(self, alerts: tuple[Alert, ...]) -> None:
+        for alert in alerts:
+            if alert.uid in self.seen_uids:
+                continue  # the same alert twice never counts twice
+            if len(self.seen_uids) < 10_000:
+                self.seen_uids.add(alert.uid)
+            self.alert_count += 1
+            self.rules[alert.rule] = self.rules.get(alert.rule, 0) + 1
+            if self.first_seen is None or alert.time < self.first_seen:
+                self.first_seen = alert.time
+            if self.last_seen is None or alert.time > self.last_seen:
+                self.last_seen = alert.time
+            if len(self.timeline) < TIMELINE_CAP:
+                self.timeline.append(alert)
+            for entity in alert.entities:
+                key = (entity.type, entity.value)
+                if key not in self.entities and len(self.entities) < ENTITY_CAP:
+                    self.entities[key] = entity
+
+    # ------------------------------------------------------------------ queries and helpers
+
+    @workflow.query(description="The whole case: alerts, score, decision, steps, approvals, compensations")
+    def status(self) -> CaseView:
+        return self.view()
+
+    def view(self) -> CaseView:
+        return CaseView(
+            case_id=self.inp.case_id, alert_type=self.inp.alert_type, severity=self.inp.severity,
+            title=self.inp.title, status=self.status, playbook=self.playbook,
+            policy_version=self.gov.policy_version if self.gov else "", alert_count=self.alert_count,
+            first_seen=self.first_seen, last_seen=self.last_seen, rules=dict(self.rules),
+            entities=tuple(self.entities.values()), enrichment=self.enrichment, score=self.score,
+            decision=self.decision, steps=tuple(s.view() for s in self.steps.values()),
+            refusals=tuple(self.refusals), verdict=self.verdict, rollback=self.rollback_request,
+            escalations=tuple(self.escalations), timeline=tuple(self.timeline),
+        )
+
+    def _stopping(self) -> bool:
+        return self.verdict is not None or self.rollback_request is not None
+
+    def _awaiting(self) -> bool:
+        return any(s.state in (StepState.awaiting_approval, StepState.escalated) for s in self.steps.values())
+
+    def _refresh_awaiting(self) -> None:
+        workflow.upsert_search_attributes([sa.AWAITING_APPROVAL.value_set(self._awaiting())])
+
+    def _set_status(self, status: CaseStatus) -> None:
+        self.status = status
+        workflow.upsert_search_attributes([sa.CASE_STATUS.value_set(status.value)])
+
+    def _executed_actions(self) -> list[str]:
+        return sorted({s.plan.action for s in self.steps.values() if s.result is not None})
+
+    def _all_approvers(self) -> list[str]:
+        return sorted({r.approver for s in self.steps.values() for r in s.approvals if r.accepted})
+
+
+def _cause(err: BaseException) -> str:
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return str(err)
+
+
+def _first_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first.get("loc", ())) or "input"
+    return f"{where}: {first.get('msg', 'invalid')}"
+
