@@ -12,8 +12,9 @@ import typer
 from rich.console import Console
 
 T = TypeVar("T")
-out = Console()
-err = Console(stderr=True)
+# Piped output (CI logs, `| less`) gets a readable width instead of rich's 80-column default.
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

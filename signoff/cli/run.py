@@ -22,6 +22,7 @@ def register(app: typer.Typer) -> None:
     app.command()(worker)
     app.command()(demo)
     app.command()(stop)
+    app.command()(setup)
 
 
 def dev(
@@ -60,6 +61,19 @@ def worker(
         run_async(run_worker(address, task_queue))
     except KeyboardInterrupt:
         pass
+
+
+def setup(
+    address: str = typer.Option(None, envvar="TEMPORAL_ADDRESS", help="Temporal frontend host:port"),
+) -> None:
+    """Prepare a Temporal cluster for Signoff: register its search attributes (idempotent)."""
+
+    async def main() -> list[str]:
+        client = await devserver.wait_ready(address or settings.temporal_address(), attempts=150)
+        return await devserver.register_search_attributes(client)
+
+    added = run_async(main())
+    out.print("registered: " + ", ".join(added) if added else "search attributes already registered")
 
 
 def stop() -> None:
