@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -60,7 +59,6 @@ def build_worker(client: Client, task_queue: str | None = None, **overrides: Any
         task_queue=task_queue or settings.task_queue(),
         workflows=workflows(),
         activities=activities(),
-        activity_executor=ThreadPoolExecutor(max_workers=int(env("SIGNOFF_ACTIVITY_THREADS", "8"))),
         max_concurrent_workflow_tasks=int(env("SIGNOFF_MAX_WORKFLOW_TASKS", "100")),
         max_concurrent_activities=int(env("SIGNOFF_MAX_ACTIVITIES", "200")),
         max_cached_workflows=int(env("SIGNOFF_MAX_CACHED_WORKFLOWS", "2000")),

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from policies.engine import GovernanceSnapshot
 from signoff.models import CaseDecision, DecisionKind, ScoreResult, Verdict
 
 
 def decide(gov: GovernanceSnapshot, score: ScoreResult | None, scoring_problem: str = "") -> CaseDecision:
-    common = dict(
+    common: dict[str, Any] = dict(
         autonomy=gov.autonomy, threshold=gov.threshold, policy_version=gov.policy_version,
         model_id=score.model_id if score else None, confidence=score.confidence if score else None,
     )

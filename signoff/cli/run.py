@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections import Counter
 from importlib import resources
@@ -13,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from signoff import devserver, settings
-from signoff.cli._common import emit_json, err, fail, out
+from signoff.cli._common import emit_json, err, out
 from signoff.cli._common import run as run_async
 
 
@@ -57,10 +58,8 @@ def worker(
     """Run a worker against TEMPORAL_ADDRESS (default localhost:7233). Scale by running more."""
     from signoff.worker import run_worker
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         run_async(run_worker(address, task_queue))
-    except KeyboardInterrupt:
-        pass
 
 
 def setup(
