@@ -23,6 +23,8 @@ class _In(BaseModel):
 
 class GovernanceRequest(_In):
     alert_type: str
+    case_id: str = ""  # for the deterministic on-the-loop review sample
+    fresh: bool = False  # bypass the per-process cache of the live governance state (before an auto-close)
 
 
 class EnrichRequest(_In):
@@ -43,7 +45,7 @@ async def load_governance(req: GovernanceRequest) -> GovernanceSnapshot:
     from signoff.governance_state import effective_governance
 
     policy = load_policy()
-    return await effective_governance(policy, req.alert_type)
+    return await effective_governance(policy, req.alert_type, req.case_id, fresh=req.fresh)
 
 
 @activity.defn

@@ -6,7 +6,9 @@ before the action changes anything: a retry after a crash re-applies, it never r
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 from temporalio import activity
@@ -14,12 +16,33 @@ from temporalio import activity
 from activities.executors import ActionNotConfirmed, executor_for
 from signoff.models import ActionRequest, ActionResult, CompensationRequest, CompensationResult
 
+T = TypeVar("T")
+
 
 class ExecuteRequest(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     request: ActionRequest
     before: dict[str, Any]
+
+
+HEARTBEAT_EVERY = 2.0  # seconds; the workflow's heartbeat timeout notices a dead worker after ACTION_HEARTBEAT
+
+
+async def heartbeating(call: Awaitable[T]) -> T:
+    """Await a vendor call while heartbeating, so a worker that dies mid-call is noticed within the
+    heartbeat timeout (and the call retried elsewhere) instead of after the whole start-to-close."""
+    task = asyncio.ensure_future(call)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_EVERY)
+            if done:
+                return task.result()
+            if activity.in_activity():
+                activity.heartbeat("vendor call in progress")
+    finally:
+        if not task.done():
+            task.cancel()
 
 
 @activity.defn
@@ -35,7 +58,7 @@ async def execute_action(req: ExecuteRequest) -> ActionResult:
     goal = executor.goal(req.before, action.params, action.idempotency_key)
     already = all(req.before.get(k) == v for k, v in goal.items())
     try:
-        after = await executor.apply(action.target, req.before, action.params, action.idempotency_key)
+        after = await heartbeating(executor.apply(action.target, req.before, action.params, action.idempotency_key))
     except ActionNotConfirmed as exc:
         activity.logger.warning("%s", exc)
         raise
@@ -51,5 +74,5 @@ async def execute_action(req: ExecuteRequest) -> ActionResult:
 @activity.defn
 async def compensate_action(req: CompensationRequest) -> CompensationResult:
     executor = executor_for(req.forward_action)
-    restored = await executor.restore(req.target, req.restore_to, req.idempotency_key)
+    restored = await heartbeating(executor.restore(req.target, req.restore_to, req.idempotency_key))
     return CompensationResult(action=req.action, target=req.target, restored=restored)

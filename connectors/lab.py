@@ -53,6 +53,7 @@ class Lab:
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across crashes, no fsync per write
             self._local.conn = conn
         return conn
 

@@ -57,6 +57,37 @@ class Deployment(_Model):
     approval_token_max_ttl: str = "1h"
 
 
+class AutonomyPolicy(_Model):
+    """How autonomy is earned and changed (policy `autonomy:` section)."""
+
+    promotion_quorum: int = Field(default=1, ge=1)  # distinct governance-role holders to go on the loop
+    model_promotion_quorum: int = Field(default=2, ge=1)  # distinct governance-role holders to activate a model
+    kill_switch_roles: tuple[str, ...] = ()  # who may demote (besides governance_roles)
+    require_evidence: bool = True  # refuse promotion until the shadow evidence supports it
+    min_reviewed: int = Field(default=50, ge=1)  # reviewed cases above the threshold before promotion
+    miss_budget: float = Field(default=0.05, gt=0.0, le=1.0)  # max 95% upper bound of TPs auto-closed
+
+
+class DriftPolicy(_Model):
+    """When the inputs, scores or analysts say the model no longer fits (policy `drift:` section)."""
+
+    schedule: str = "1h"  # how often the drift check runs (a Temporal Schedule)
+    window: str = "7d"  # cases started within this window are compared with the reference
+    min_cases: int = Field(default=30, ge=1)  # fewer cases of an alert type: no verdict on its drift
+    max_cases: int = Field(default=200, ge=1)  # newest cases per alert type that are read
+    feature_psi: float = Field(default=0.25, gt=0.0)  # max PSI of any input feature
+    score_psi: float = Field(default=0.25, gt=0.0)  # PSI of the benign-confidence distribution
+    override_rate: float = Field(default=0.35, gt=0.0, le=1.0)  # analysts overruling the model
+    min_verdicts: int = Field(default=20, ge=1)  # fewer recent verdicts: override rate not judged
+    open_case_alert_type: str = "model_drift"
+
+    @field_validator("schedule", "window")
+    @classmethod
+    def _valid_duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
 class Policy(_Model):
     version: int
     deployment: Deployment = Deployment()
@@ -73,8 +104,8 @@ class Policy(_Model):
     case_idle_close: str = "30d"
     # Sections other modules own (correlation, drift, autonomy) live beside these.
     correlation: dict | None = None
-    drift: dict | None = None
-    autonomy: dict | None = None
+    drift: DriftPolicy = Field(default_factory=DriftPolicy)
+    autonomy: AutonomyPolicy = Field(default_factory=AutonomyPolicy)
 
     @field_validator("tiers")
     @classmethod
@@ -162,3 +193,7 @@ class GovernanceSnapshot(_Model):
     threshold: float | None
     threshold_set_by: str = "policy file"
     model_id: str | None = None  # the active model; None scores with the shipped default
+    autonomy_set_by: str = "policy file"
+    governance_revision: int = 0  # revision of the live governance state (0: policy file only)
+    candidate_model_id: str | None = None  # a candidate model scoring in shadow (recorded, never decides)
+    review_sampled: bool = False  # on the loop: this case is in the analysts' review sample

@@ -28,12 +28,28 @@ def policy_path() -> Path:
     return Path(configured) if configured else default_policy_path()
 
 
+_cache: dict[tuple[Path, str], Policy] = {}
+
+
 def load_policy(path: Path | None = None) -> Policy:
+    """The policy in `path`, parsed once per content (cases load it once each; parsing is the cost)."""
     path = path or policy_path()
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_text()
     except FileNotFoundError as exc:
         raise PolicyError(f"policy file {path} not found; set {POLICY_ENV} to a policy YAML file") from exc
+    key = (path, text)
+    policy = _cache.get(key)
+    if policy is None:
+        if len(_cache) > 16:
+            _cache.clear()
+        policy = _cache[key] = _parse(path, text)
+    return policy
+
+
+def _parse(path: Path, text: str) -> Policy:
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise PolicyError(f"policy file {path} is not valid YAML: {exc}") from exc
     try:

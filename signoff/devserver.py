@@ -66,7 +66,31 @@ def server_command(home: Path, port: int = GRPC_PORT, ui_port: int = UI_PORT) ->
     ]
     for pragma in SQLITE_PRAGMAS:
         cmd += ["--sqlite-pragma", pragma]
+    if _encryption_on():
+        # Histories are encrypted: the UI decodes them through Signoff's codec server.
+        cmd += ["--ui-codec-endpoint", f"http://127.0.0.1:{CODEC_PORT}"]
     return cmd
+
+
+CODEC_PORT = int(os.environ.get("SIGNOFF_CODEC_PORT", "8081"))
+
+
+def _encryption_on() -> bool:
+    return bool(os.environ.get("SIGNOFF_CODEC_KEY") or os.environ.get("SIGNOFF_CODEC_KEY_FILE"))
+
+
+def start_codec_server(home: Path, ui_port: int) -> int | None:
+    """With payload encryption on, a background codec server lets the local UI read histories."""
+    if not _encryption_on() or port_open(CODEC_PORT):
+        return None
+    log = (home / "codec.log").open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "signoff.cli", "audit", "codec-server", "--port", str(CODEC_PORT),
+         "--origin", f"http://127.0.0.1:{ui_port},http://localhost:{ui_port}"],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+    )
+    (home / "codec.pid").write_text(str(proc.pid))
+    return proc.pid
 
 
 def start_server(home: Path | None = None, port: int = GRPC_PORT, ui_port: int = UI_PORT) -> str:
@@ -75,6 +99,7 @@ def start_server(home: Path | None = None, port: int = GRPC_PORT, ui_port: int =
     address = f"127.0.0.1:{port}"
     if port_open(port):
         return address
+    start_codec_server(home, ui_port)
     log = (home / "temporal.log").open("ab")
     proc = subprocess.Popen(
         server_command(home, port, ui_port), stdout=log, stderr=subprocess.STDOUT,
@@ -140,7 +165,7 @@ def start_worker_process(home: Path | None = None, address: str | None = None) -
 def stop(home: Path | None = None) -> list[str]:
     home = home or settings.home()
     stopped = []
-    for name in ("worker", "temporal"):
+    for name in ("worker", "temporal", "codec"):
         pid = _pid_alive(home / f"{name}.pid")
         if pid:
             os.killpg(pid, signal.SIGTERM)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +28,8 @@ Format = Literal["guide", "ocsf"]
 SEVERITY_ORDER = ("informational", "low", "medium", "high", "critical")
 BATCH_ALERTS_IN_SIGNAL = 50  # alerts carried in full per signal; the rest are in the alert store
 CONCURRENCY = 64
+CHUNK_LINES = 20_000  # records parsed and correlated per step: bounds memory on huge files
+CORRELATOR_STATE = "correlator"
 
 
 @dataclass
@@ -36,6 +38,18 @@ class CaseDraft:
     alert_type: str
     title: str
     alerts: list[Alert] = field(default_factory=list)
+    raw: list[Any] = field(default_factory=list)  # the source record of each alert (alert store)
+
+
+@dataclass
+class Chunk:
+    """A bounded piece of the input: one draft per case, plus what was rejected or already known."""
+
+    drafts: dict[str, CaseDraft] = field(default_factory=dict)
+    rejected: list[Rejected] = field(default_factory=list)
+    duplicates: int = 0
+    accepted: int = 0
+    correlator_state: dict[str, Any] | None = None  # saved once the chunk is delivered
 
 
 @dataclass
@@ -84,56 +98,110 @@ def _worst(severities: Iterable[str]) -> str:
     return max(ranked, key=SEVERITY_ORDER.index) if ranked else "medium"
 
 
-def group_guide(path: Path, dead: DeadLetter) -> tuple[list[CaseDraft], int]:
-    """GUIDE: one case per incident (OrgId + IncidentId)."""
+def guide_chunks(path: Path, store: AlertStore) -> Iterator[Chunk]:
+    """GUIDE: one case per incident (OrgId + IncidentId). Small files: one chunk."""
     from signoff.sources.guide import read_guide
 
     policy = load_policy()
     read = read_guide(path)
-    for rejected in read.rejected:
-        dead.write(rejected)
-    drafts = [
-        CaseDraft(
-            case_id=incident.case_id,
-            alert_type=policy.alert_type_for_category(incident.category),
-            title=incident.alerts[0].title if incident.alerts else incident.case_id,
-            alerts=list(incident.alerts),
-        )
-        for incident in read.incidents
-    ]
-    return drafts, read.accepted
+    chunk = Chunk(rejected=list(read.rejected))
+    known = store.cases_of([a.uid for i in read.incidents for a in i.alerts])
+    for incident in read.incidents:
+        fresh = [a for a in incident.alerts if a.uid not in known]
+        chunk.duplicates += incident.evidence_rows if not fresh else 0
+        chunk.accepted += incident.evidence_rows
+        if fresh:
+            chunk.drafts[incident.case_id] = CaseDraft(
+                case_id=incident.case_id,
+                alert_type=policy.alert_type_for_category(incident.category),
+                title=incident.alerts[0].title if incident.alerts else incident.case_id,
+                alerts=fresh,
+                raw=[None] * len(fresh),
+            )
+    yield chunk
 
 
-def group_ocsf(path: Path, dead: DeadLetter) -> tuple[list[CaseDraft], int]:
-    """OCSF: the correlation policy decides which alerts share a case (policies/correlation.yaml)."""
-    from signoff.correlation import Correlator, load_correlation_rules
-    from signoff.sources.ocsf import iter_ocsf
+def ocsf_chunks(path: Path, store: AlertStore, chunk_lines: int = CHUNK_LINES) -> Iterator[Chunk]:
+    """OCSF: the correlation policy decides which alerts share a case (policies/correlation.yaml).
+
+    Memory stays bounded by `chunk_lines` whatever the file size. Alerts already in the store are
+    counted as duplicates before correlation, so re-ingesting a file changes no case. The
+    correlator continues from its saved state, so a second file's alerts join the open cases.
+    """
+    from signoff.correlation import Correlator, annotate, load_correlation_rules
+    from signoff.sources.ocsf import iter_ocsf_raw
 
     policy = load_policy()
-    correlator = Correlator(load_correlation_rules())
+    rules = load_correlation_rules()
+    saved = store.get_state(CORRELATOR_STATE)
+    correlator = Correlator.restore(saved, rules) if saved else Correlator(rules)
+    pending: list[tuple[Alert | Rejected, str]] = []
+
+    def flush() -> Chunk:
+        chunk = Chunk()
+        alerts = [item for item, _ in pending if isinstance(item, Alert)]
+        known = store.cases_of([a.uid for a in alerts])
+        for item, text in pending:
+            if isinstance(item, Rejected):
+                chunk.rejected.append(item)
+                continue
+            chunk.accepted += 1
+            if item.uid in known:
+                chunk.duplicates += 1
+                continue
+            assignment = correlator.assign(item)
+            if assignment.duplicate:  # the same uid twice in this input
+                chunk.duplicates += 1
+                continue
+            alert = annotate(item, assignment)
+            draft = chunk.drafts.get(assignment.case_id)
+            if draft is None:
+                draft = chunk.drafts[assignment.case_id] = CaseDraft(
+                    case_id=assignment.case_id,
+                    alert_type=policy.alert_type_for_category(alert.category),
+                    title=alert.title,
+                )
+            draft.alerts.append(alert)
+            draft.raw.append(text)
+        chunk.correlator_state = correlator.snapshot()
+        pending.clear()
+        return chunk
+
+    for item in iter_ocsf_raw(path):
+        pending.append(item)
+        if len(pending) >= chunk_lines:
+            yield flush()
+    if pending:
+        yield flush()
+
+
+def group_guide(path: Path, dead: DeadLetter, store: AlertStore | None = None) -> tuple[list[CaseDraft], int]:
+    """Parse and group a GUIDE file without Temporal: (case drafts, accepted records)."""
+    return _group(guide_chunks(path, store or AlertStore(":memory:")), dead)
+
+
+def group_ocsf(path: Path, dead: DeadLetter, store: AlertStore | None = None) -> tuple[list[CaseDraft], int]:
+    """Parse and correlate an OCSF file without Temporal: (case drafts, accepted records)."""
+    return _group(ocsf_chunks(path, store or AlertStore(":memory:")), dead)
+
+
+def _group(chunks: Iterator[Chunk], dead: DeadLetter) -> tuple[list[CaseDraft], int]:
     drafts: dict[str, CaseDraft] = {}
     accepted = 0
-    for item in iter_ocsf(path):
-        if isinstance(item, Rejected):
-            dead.write(item)
-            continue
-        accepted += 1
-        assignment = correlator.assign(item)
-        alert = item.model_copy(update={"joined_because": assignment.reason})
-        draft = drafts.get(assignment.case_id)
-        if draft is None:
-            draft = drafts[assignment.case_id] = CaseDraft(
-                case_id=assignment.case_id,
-                alert_type=policy.alert_type_for_category(alert.category),
-                title=alert.title,
-            )
-        draft.alerts.append(alert)
+    for chunk in chunks:
+        for rejected in chunk.rejected:
+            dead.write(rejected)
+        accepted += chunk.accepted
+        for case_id, draft in chunk.drafts.items():
+            merged = drafts.setdefault(case_id, CaseDraft(case_id, draft.alert_type, draft.title))
+            merged.alerts.extend(draft.alerts)
+            merged.raw.extend(draft.raw)
     return list(drafts.values()), accepted
 
 
-GROUPERS: dict[str, Callable[[Path, DeadLetter], tuple[list[CaseDraft], int]]] = {
-    "guide": group_guide,
-    "ocsf": group_ocsf,
+CHUNKERS: dict[str, Callable[[Path, AlertStore], Iterator[Chunk]]] = {
+    "guide": guide_chunks,
+    "ocsf": ocsf_chunks,
 }
 
 
@@ -147,50 +215,64 @@ async def ingest_path(
     task_queue: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> IngestSummary:
+    """Ingest a file. Every record is accepted into a case, counted as a duplicate, or dead-lettered."""
     from workflows.case import CaseWorkflow
 
-    if fmt not in GROUPERS:
-        raise ValueError(f"unknown format {fmt!r}; use one of {sorted(GROUPERS)}")
+    if fmt not in CHUNKERS:
+        raise ValueError(f"unknown format {fmt!r}; use one of {sorted(CHUNKERS)}")
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
-    started = asyncio.get_running_loop().time()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     store = store or AlertStore(settings.home() / "alerts.db")
     dead = DeadLetter(str(path))
     summary = IngestSummary(source=str(path), format=fmt, dead_letter=str(dead.path))
-    try:
-        drafts, accepted = await asyncio.to_thread(GROUPERS[fmt], path, dead)
-    finally:
-        dead.close()
-    summary.accepted = accepted
-    summary.rejected = dead.count
-    summary.records = accepted + dead.count
-
     queue = task_queue or settings.task_queue()
     gate = asyncio.Semaphore(CONCURRENCY)
-    done = 0
+    touched: set[str] = set()
+    chunks = CHUNKERS[fmt](path, store)
+    try:
+        while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+            for rejected in chunk.rejected:
+                dead.write(rejected)
+            summary.rejected += len(chunk.rejected)
+            summary.accepted += chunk.accepted
+            summary.duplicates += chunk.duplicates
+            existed = await asyncio.to_thread(_existing_cases, store, list(chunk.drafts))
 
-    async def deliver(draft: CaseDraft) -> None:
-        nonlocal done
-        existed = store.count(draft.case_id) > 0
-        fresh = [a for a in draft.alerts if not store.has(a.uid)]
-        summary.duplicates += len(draft.alerts) - len(fresh)
-        if fresh:
-            async with gate:
-                await _signal_with_start(client, CaseWorkflow, draft, fresh, requested_by, queue)
-            # Stored after Temporal accepted them: a crash in between re-sends, the workflow dedups.
-            store.put_many(draft.case_id, fresh)
-            if existed:
-                summary.cases_updated += 1
-            else:
-                summary.cases_opened += 1
-            summary.case_ids.append(draft.case_id)
-        done += 1
-        if progress:
-            progress(done, len(drafts))
+            async def deliver(draft: CaseDraft) -> None:
+                async with gate:
+                    await _signal_with_start(client, CaseWorkflow, draft, draft.alerts, requested_by, queue)
 
-    await asyncio.gather(*(deliver(d) for d in drafts))
-    summary.seconds = round(asyncio.get_running_loop().time() - started, 3)
+            await asyncio.gather(*(deliver(d) for d in chunk.drafts.values()))
+            # Stored after Temporal accepted them: a crash in between re-sends the same batch,
+            # which the workflow recognises by its batch id and counts once.
+            await asyncio.to_thread(
+                store.put_assigned,
+                [(d.case_id, a, r) for d in chunk.drafts.values() for a, r in zip(d.alerts, d.raw, strict=True)],
+            )
+            if chunk.correlator_state is not None:
+                await asyncio.to_thread(store.put_state, CORRELATOR_STATE, chunk.correlator_state)
+            for case_id in chunk.drafts:
+                if case_id in touched:
+                    continue
+                touched.add(case_id)
+                summary.case_ids.append(case_id)
+                if case_id in existed:
+                    summary.cases_updated += 1
+                else:
+                    summary.cases_opened += 1
+            if progress:
+                progress(summary.accepted + summary.rejected, 0)
+    finally:
+        dead.close()
+    summary.records = summary.accepted + summary.rejected
+    summary.seconds = round(loop.time() - started, 3)
     return summary
+
+
+def _existing_cases(store: AlertStore, case_ids: list[str]) -> set[str]:
+    return {case_id for case_id in case_ids if store.count(case_id) > 0}
 
 
 async def _signal_with_start(
@@ -216,6 +298,11 @@ async def _signal_with_start(
         task_queue=queue,
         start_signal="add_alerts",
         start_signal_args=[batch],
+        static_summary=f"{case.alert_type} · {case.severity} · {case.title}"[:200],
+        static_details=(
+            f"Opened by {requested_by} from {draft.case_id.split('-', 1)[0]} alerts. "
+            f"Send the `approve` update to sign off a step; the `status` query shows the whole case."
+        ),
     )
 
 

@@ -331,6 +331,7 @@ class CaseView(Frozen):
     rollback: RollbackRequest | None = None
     escalations: tuple[str, ...] = ()
     timeline: tuple[Alert, ...] = ()  # the first alerts of the case, capped
+    shadow_score: ScoreResult | None = None  # a candidate model's score in shadow mode (never decides)
 
 
 CaseInput.model_rebuild()

@@ -61,7 +61,9 @@ def build_worker(client: Client, task_queue: str | None = None, **overrides: Any
         activities=activities(),
         max_concurrent_workflow_tasks=int(env("SIGNOFF_MAX_WORKFLOW_TASKS", "100")),
         max_concurrent_activities=int(env("SIGNOFF_MAX_ACTIVITIES", "200")),
-        max_cached_workflows=int(env("SIGNOFF_MAX_CACHED_WORKFLOWS", "2000")),
+        # ~0.35 MB per cached case: 600 keeps a worker under 500 MB however many cases wait
+        # (docs/benchmarks.md); an evicted case is replayed from history when it is next needed.
+        max_cached_workflows=int(env("SIGNOFF_MAX_CACHED_WORKFLOWS", "600")),
         graceful_shutdown_timeout=timedelta(seconds=10),
     )
     options.update(overrides)
@@ -72,4 +74,7 @@ async def run_worker(address: str | None = None, task_queue: str | None = None) 
     from signoff.client import connect
 
     client = await connect(address)
+    from signoff.telemetry import start_gauges
+
+    start_gauges(client)  # the awaiting-approval gauge, when OpenTelemetry is configured
     await build_worker(client, task_queue).run()

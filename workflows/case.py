@@ -11,13 +11,21 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
-    from activities.case import EnrichRequest, Escalation, GovernanceRequest, enrich_case, escalate, load_governance
+    from activities.audit import ArchiveRequest, archive_case
+    from activities.case import (
+        EnrichRequest,
+        Escalation,
+        GovernanceRequest,
+        enrich_case,
+        escalate,
+        load_governance,
+    )
     from activities.response import ExecuteRequest, capture_state, compensate_action, execute_action
     from activities.scoring import ScoreRequest, score_case
     from playbooks import get_playbook
@@ -49,10 +57,22 @@ with workflow.unsafe.imports_passed_through():
         StepView,
     )
     from workflows.decide import decide
+    from workflows.feedback import recheck_governance, record_verdict_of, shadow_score
 
 TIMELINE_CAP = 50
+MAX_REASON_CHARS = 4000  # an approval's reason lives in history and in every status query
 ENTITY_CAP = 200
 QUICK = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=5)
+# Vendor calls heartbeat (activities/response.py): a worker that dies mid-call is noticed after
+# ACTION_HEARTBEAT and the call is retried on another worker (idempotency key: no double action).
+# ACTION_TIMEOUT covers the slowest executor's confirmation polling (EDR: 120 x 5 s).
+ACTION_HEARTBEAT = timedelta(seconds=15)
+ACTION_TIMEOUT = timedelta(minutes=15)
+# A case cannot be decided without its policy: an unreadable policy file waits for an operator
+# (the case stays visibly in triage) instead of failing the case.
+UNTIL_FIXED = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
+ESCALATE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1),
+                             maximum_attempts=10)
 ACTION_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -90,7 +110,7 @@ class CaseWorkflow:
     @workflow.init
     def __init__(self, inp: CaseInput) -> None:
         self.inp = inp
-        self.status = CaseStatus.open
+        self.case_status = CaseStatus.open
         self.gov: GovernanceSnapshot | None = None
         self.playbook = ""
         self.timeline: list[Alert] = []
@@ -103,6 +123,7 @@ class CaseWorkflow:
         self.entities: dict[tuple[str, str], Entity] = {}
         self.enrichment: Enrichment | None = None
         self.score: ScoreResult | None = None
+        self.shadow: ScoreResult | None = None  # a candidate model's score (shadow mode; never decides)
         self.decision: CaseDecision | None = None
         self.steps: dict[str, _Step] = {}
         self.refusals: list[ApprovalRecord] = []
@@ -112,6 +133,7 @@ class CaseWorkflow:
         self.rollback_done = False
         self.escalations: list[str] = []
         self.action_running = False
+        self.search_attributes: dict[str, Any] = {}  # last value upserted, per attribute
         self._add_alerts(inp.alerts)
 
     # ------------------------------------------------------------------ main line
@@ -119,42 +141,66 @@ class CaseWorkflow:
     @workflow.run
     async def run(self, inp: CaseInput) -> CaseView:
         self._set_status(CaseStatus.triage)
-        workflow.upsert_search_attributes(
+        self._upsert(
             [sa.ALERT_TYPE.value_set(inp.alert_type), sa.CASE_SEVERITY.value_set(inp.severity)]
         )
-        self.gov = await workflow.execute_activity(
-            load_governance, GovernanceRequest(alert_type=inp.alert_type),
-            start_to_close_timeout=timedelta(seconds=30), retry_policy=QUICK,
+        # Local activities (lever: fewer server round trips): governance, enrichment and scoring
+        # are reads and deterministic computation; their results are recorded as markers.
+        self.gov = await workflow.execute_local_activity(
+            load_governance, GovernanceRequest(alert_type=inp.alert_type, case_id=inp.case_id),
+            start_to_close_timeout=timedelta(seconds=30), retry_policy=UNTIL_FIXED,
         )
         policy = self.gov.policy
         self.playbook = policy.alert_type(inp.alert_type).playbook
-        workflow.upsert_search_attributes(
+        self._upsert(
             [sa.PLAYBOOK.value_set(self.playbook), sa.POLICY_VERSION.value_set(self.gov.policy_version[:16])]
         )
-        self.enrichment = await workflow.execute_activity(
+        self.enrichment = await workflow.execute_local_activity(
             enrich_case, EnrichRequest(case_id=inp.case_id, entities=tuple(self.entities.values())),
             start_to_close_timeout=timedelta(seconds=60), retry_policy=QUICK,
         )
         self.score, scoring_problem = await self._score()
-        self.decision = decide(self.gov, self.score, scoring_problem)
+        self.shadow = await shadow_score(inp, self.gov, tuple(self.timeline), self.score)
+        decision = decide(self.gov, self.score, scoring_problem)
+        if decision.kind == DecisionKind.auto_close:  # a kill switch may have moved since: re-read
+            self.gov = await recheck_governance(inp)
+            decision = decide(self.gov, self.score, scoring_problem)
+        self.decision = decision
         attrs = [sa.DECISION.value_set(self.decision.kind.value)]
         if self.score is not None:
-            attrs += [sa.MODEL_VERSION.value_set(self.score.model_id[:16]),
-                      sa.CONFIDENCE.value_set(self.score.benign_confidence)]
-        workflow.upsert_search_attributes(attrs)
+            attrs += [sa.MODEL_VERSION.value_set(self.score.model_id[:16])]
+        self._upsert(attrs)
+        if self.score is not None:
+            self._upsert([sa.CONFIDENCE.value_set(self.score.benign_confidence)])
 
         if self.decision.kind == DecisionKind.auto_close:
             self._set_status(CaseStatus.auto_closed)
+            await self._archive()
             return self.view()
 
         self._plan_steps()
         await self._run_steps()
-        if self.status not in (CaseStatus.rollback_failed, CaseStatus.action_failed, CaseStatus.rolled_back):
+        if self.case_status not in (CaseStatus.rollback_failed, CaseStatus.action_failed, CaseStatus.rolled_back):
             contained = any(s.state == StepState.executed and not s.auto for s in self.steps.values())
             self._set_status(CaseStatus.contained if contained else CaseStatus.awaiting_verdict)
         await self._wait_for_close()
+        await record_verdict_of(inp, self.gov, self.score, self.decision, self.verdict, self.shadow)
         await workflow.wait_condition(workflow.all_handlers_finished)
+        await self._archive()
         return self.view()
+
+    async def _archive(self) -> None:
+        """Keep this case's history after Temporal deletes it (audit retention). Never fails the case."""
+        if not workflow.patched("archive-on-close"):
+            return
+        try:
+            await workflow.execute_activity(
+                archive_case,
+                ArchiveRequest(workflow_id=self.inp.case_id, run_id=workflow.info().run_id, final_view=self.view()),
+                start_to_close_timeout=timedelta(seconds=60), retry_policy=QUICK,
+            )
+        except ActivityError as err:
+            self.escalations.append(f"archiving the history failed: {_cause(err)}; run `signoff audit archive`")
 
     async def _score(self) -> tuple[ScoreResult | None, str]:
         """Score the case; a scoring failure sends the case to an analyst, it never fails the case."""
@@ -162,13 +208,13 @@ class CaseWorkflow:
         if not self.timeline:
             return None, "the case has no alerts to score"
         try:
-            score = await workflow.execute_activity(
+            score = await workflow.execute_local_activity(
                 score_case,
                 ScoreRequest(case_id=self.inp.case_id, alerts=tuple(self.timeline), model_id=self.gov.model_id),
                 start_to_close_timeout=timedelta(seconds=60), retry_policy=QUICK,
             )
             return score, ""
-        except ActivityError as err:
+        except (ActivityError, ApplicationError) as err:  # a failed local activity raises ApplicationError
             return None, f"scoring failed: {_cause(err)}"
 
     def _plan_steps(self) -> None:
@@ -193,7 +239,7 @@ class CaseWorkflow:
                 return
         # Steps never reached (closed or rolled back first) are skipped, recorded.
         for step in self.steps.values():
-            if step.state in (StepState.pending, StepState.awaiting_approval, StepState.escalated):
+            if step.state in (StepState.pending, StepState.awaiting_approval, StepState.approved, StepState.escalated):
                 step.state = StepState.skipped
                 step.error = step.error or "case closed or rolled back before this step ran"
         self._refresh_awaiting()
@@ -214,10 +260,7 @@ class CaseWorkflow:
                        f"{step.plan.target.id}) waited {timeout} without the approvals its tier needs")
             self.escalations.append(message)
             self._set_status(CaseStatus.escalated)
-            await workflow.execute_activity(
-                escalate, Escalation(case_id=self.inp.case_id, reason=message, step_id=step.plan.step_id),
-                start_to_close_timeout=timedelta(seconds=30), retry_policy=QUICK,
-            )
+            await self._escalate(Escalation(case_id=self.inp.case_id, reason=message, step_id=step.plan.step_id))
             # Escalation never executes: the step keeps waiting for a human decision.
             await workflow.wait_condition(decided)
         self._refresh_awaiting()
@@ -233,18 +276,20 @@ class CaseWorkflow:
         if not step.auto:
             self._set_status(CaseStatus.running)
         try:
-            step.before = await workflow.execute_activity(
+            # A local activity: its marker is in history when the workflow task that schedules
+            # execute_action completes, so the before-state is durable before anything changes.
+            step.before = await workflow.execute_local_activity(
                 capture_state, request, start_to_close_timeout=timedelta(seconds=60), retry_policy=ACTION_RETRY,
             )
             step.result = await workflow.execute_activity(
-                execute_action, ExecuteRequest(request=request, before=step.before),
-                start_to_close_timeout=timedelta(minutes=2), retry_policy=ACTION_RETRY,
+                execute_action, ExecuteRequest(request=request, before=step.before or {}),
+                start_to_close_timeout=ACTION_TIMEOUT, heartbeat_timeout=ACTION_HEARTBEAT, retry_policy=ACTION_RETRY,
                 summary=f"{plan.action} {plan.target.kind} {plan.target.id}",
             )
             step.state = StepState.executed
-            workflow.upsert_search_attributes([sa.EXECUTED_ACTIONS.value_set(self._executed_actions())])
+            self._upsert([sa.EXECUTED_ACTIONS.value_set(self._executed_actions())])
             return True
-        except ActivityError as err:
+        except (ActivityError, ApplicationError) as err:  # a failed local activity raises ApplicationError
             step.state = StepState.failed
             step.error = _cause(err)
             return False
@@ -255,7 +300,7 @@ class CaseWorkflow:
     async def _on_step_failure(self, failed: _Step) -> None:
         assert self.gov is not None
         for step in self.steps.values():
-            if step.state in (StepState.pending, StepState.awaiting_approval, StepState.escalated):
+            if step.state in (StepState.pending, StepState.awaiting_approval, StepState.approved, StepState.escalated):
                 step.state = StepState.skipped
                 step.error = f"not run: step {failed.plan.step_id} failed before it"
         message = f"step {failed.plan.step_id} failed: {failed.error}"
@@ -266,11 +311,8 @@ class CaseWorkflow:
                 self._set_status(CaseStatus.action_failed)
         else:
             self._set_status(CaseStatus.action_failed)
-        await workflow.execute_activity(
-            escalate, Escalation(case_id=self.inp.case_id, reason=message, step_id=failed.plan.step_id,
-                                 kind="action_failed"),
-            start_to_close_timeout=timedelta(seconds=30), retry_policy=QUICK,
-        )
+        await self._escalate(Escalation(case_id=self.inp.case_id, reason=message, step_id=failed.plan.step_id,
+                                        kind="action_failed"))
 
     async def _compensate_all(self, reason: str) -> bool:
         """Run the compensations of executed steps in reverse order. False if any failed."""
@@ -288,7 +330,8 @@ class CaseWorkflow:
                         forward_action=step.plan.action, target=step.plan.target, restore_to=step.before,
                         idempotency_key=f"{self.inp.case_id}:{step.plan.step_id}:undo",
                     ),
-                    start_to_close_timeout=timedelta(minutes=2), retry_policy=ACTION_RETRY,
+                    start_to_close_timeout=ACTION_TIMEOUT, heartbeat_timeout=ACTION_HEARTBEAT,
+                    retry_policy=ACTION_RETRY,
                     summary=f"undo {step.plan.action} {step.plan.target.kind} {step.plan.target.id}",
                 )
                 step.state = StepState.compensated
@@ -301,11 +344,18 @@ class CaseWorkflow:
             failed = [s.plan.step_id for s in self.steps.values() if s.state == StepState.compensation_failed]
             message = f"compensation failed for {failed}: a human must restore these by hand or retry rollback"
             self.escalations.append(message)
-            await workflow.execute_activity(
-                escalate, Escalation(case_id=self.inp.case_id, reason=message, kind="rollback_failed"),
-                start_to_close_timeout=timedelta(seconds=30), retry_policy=QUICK,
-            )
+            await self._escalate(Escalation(case_id=self.inp.case_id, reason=message, kind="rollback_failed"))
         return ok
+
+    async def _escalate(self, escalation: Escalation) -> None:
+        """Tell a human. A broken escalation channel (webhook down) is recorded on the case and
+        visible in its status; it never fails the case, which would drop it from the queue."""
+        try:
+            await workflow.execute_activity(
+                escalate, escalation, start_to_close_timeout=timedelta(seconds=30), retry_policy=ESCALATE_RETRY,
+            )
+        except ActivityError as err:
+            self.escalations.append(f"escalation could not be delivered: {_cause(err)}")
 
     async def _rollback(self) -> None:
         self._set_status(CaseStatus.rolling_back)
@@ -313,7 +363,7 @@ class CaseWorkflow:
         ok = await self._compensate_all(reason=f"rollback requested: {reason}")
         if ok:
             self._set_status(CaseStatus.rolled_back)
-            workflow.upsert_search_attributes([sa.ROLLED_BACK.value_set(True)])
+            self._upsert([sa.ROLLED_BACK.value_set(True)])
         self.rollback_done = True
 
     async def _wait_for_close(self) -> None:
@@ -331,10 +381,10 @@ class CaseWorkflow:
                 break
             if self.rollback_request is not None and not self.rollback_done:
                 await self._rollback()
-        if self.status not in (CaseStatus.rolled_back, CaseStatus.rollback_failed):
+        if self.case_status not in (CaseStatus.rolled_back, CaseStatus.rollback_failed):
             self._set_status(CaseStatus.closed)
         else:
-            workflow.upsert_search_attributes([sa.AWAITING_APPROVAL.value_set(False)])
+            self._upsert([sa.AWAITING_APPROVAL.value_set(False)])
 
     # ------------------------------------------------------------------ humans: approvals
 
@@ -373,10 +423,16 @@ class CaseWorkflow:
             return f"step {req.step!r} is {step.state.value}, not waiting for approval"
         if not req.reason.strip():
             return "a reason is required"
-        refusal = token_refusal(
-            self.gov.policy, case_id=self.inp.case_id, step=req.step, decision=decision.value,
-            approver=req.approver, token=req.token, now=workflow.now(), used_nonces=self.used_nonces,
-        )
+        if len(req.reason) > MAX_REASON_CHARS:
+            return (f"the reason is {len(req.reason)} characters; keep it under {MAX_REASON_CHARS} "
+                    "(link a ticket for the details)")
+        # `cryptography` imports its OpenSSL backend lazily; re-imported inside the sandbox, its Rust
+        # module aborts the whole worker process. Verification itself is pure and deterministic.
+        with workflow.unsafe.imports_passed_through():
+            refusal = token_refusal(
+                self.gov.policy, case_id=self.inp.case_id, step=req.step, decision=decision.value,
+                approver=req.approver, token=req.token, now=workflow.now(), used_nonces=self.used_nonces,
+            )
         if refusal:
             return refusal
         return approval_refusal(self.gov.policy, step.plan, req.approver, decision,
@@ -407,7 +463,7 @@ class CaseWorkflow:
             self._refresh_awaiting()
             return f"rejected: step {req.step} will not run"
         approvers = sorted({r.approver for r in step.approvals if r.accepted and r.decision == Decision.approve})
-        workflow.upsert_search_attributes([sa.APPROVERS.value_set(self._all_approvers())])
+        self._upsert([sa.APPROVERS.value_set(self._all_approvers())])
         if quorum_met(self.gov.policy, step.plan, step.approvals):
             step.state = StepState.approved
             self._refresh_awaiting()
@@ -434,7 +490,7 @@ class CaseWorkflow:
         self.rollback_request = req
         self.rollback_done = False
         await workflow.wait_condition(lambda: self.rollback_done)
-        return f"rollback {self.status.value}: " + ", ".join(
+        return f"rollback {self.case_status.value}: " + ", ".join(
             f"{s.plan.step_id}={s.state.value}" for s in self.steps.values() if s.before is not None
         )
 
@@ -469,7 +525,7 @@ class CaseWorkflow:
             return "a reason is required"
         if self.rollback_request is not None and not self.rollback_done:
             return "a rollback is already running"
-        if self.status == CaseStatus.rolled_back:
+        if self.case_status == CaseStatus.rolled_back:
             return "the case is already rolled back"
         if not any(s.before is not None for s in self.steps.values()):
             return "nothing has been executed on this case: there is nothing to roll back"
@@ -559,13 +615,13 @@ class CaseWorkflow:
     def view(self) -> CaseView:
         return CaseView(
             case_id=self.inp.case_id, alert_type=self.inp.alert_type, severity=self.inp.severity,
-            title=self.inp.title, status=self.status, playbook=self.playbook,
+            title=self.inp.title, status=self.case_status, playbook=self.playbook,
             policy_version=self.gov.policy_version if self.gov else "", alert_count=self.alert_count,
             first_seen=self.first_seen, last_seen=self.last_seen, rules=dict(self.rules),
             entities=tuple(self.entities.values()), enrichment=self.enrichment, score=self.score,
             decision=self.decision, steps=tuple(s.view() for s in self.steps.values()),
             refusals=tuple(self.refusals), verdict=self.verdict, rollback=self.rollback_request,
-            escalations=tuple(self.escalations), timeline=tuple(self.timeline),
+            escalations=tuple(self.escalations), timeline=tuple(self.timeline), shadow_score=self.shadow,
         )
 
     def _stopping(self) -> bool:
@@ -575,17 +631,27 @@ class CaseWorkflow:
         return any(s.state in (StepState.awaiting_approval, StepState.escalated) for s in self.steps.values())
 
     def _refresh_awaiting(self) -> None:
-        workflow.upsert_search_attributes([sa.AWAITING_APPROVAL.value_set(self._awaiting())])
+        self._upsert([sa.AWAITING_APPROVAL.value_set(self._awaiting())])
+
+    def _upsert(self, updates: list[SearchAttributeUpdate[Any]]) -> None:
+        """Upsert only what changed: each upsert is a history event and a visibility write."""
+        changed = [u for u in updates if self.search_attributes.get(u.key.name, _UNSET) != u.value]
+        if changed:
+            self.search_attributes.update({u.key.name: u.value for u in changed})
+            workflow.upsert_search_attributes(changed)
 
     def _set_status(self, status: CaseStatus) -> None:
-        self.status = status
-        workflow.upsert_search_attributes([sa.CASE_STATUS.value_set(status.value)])
+        self.case_status = status
+        self._upsert([sa.CASE_STATUS.value_set(status.value)])
 
     def _executed_actions(self) -> list[str]:
         return sorted({s.plan.action for s in self.steps.values() if s.result is not None})
 
     def _all_approvers(self) -> list[str]:
         return sorted({r.approver for s in self.steps.values() for r in s.approvals if r.accepted})
+
+
+_UNSET = object()
 
 
 def _cause(err: BaseException) -> str:

@@ -18,6 +18,16 @@ def decide(gov: GovernanceSnapshot, score: ScoreResult | None, scoring_problem: 
         return CaseDecision(kind=DecisionKind.analyst, reason=f"{why}: an analyst decides", **common)
     benign = score.benign_confidence
     if gov.autonomy == "on_the_loop" and gov.threshold is not None and benign >= gov.threshold:
+        if gov.review_sampled:
+            return CaseDecision(
+                kind=DecisionKind.analyst,
+                reason=(
+                    f"alert type {gov.alert_type} is on the loop and P(not a true positive) = {benign:.4f} "
+                    f">= threshold {gov.threshold:.4f}, but this case is in the analysts' review sample "
+                    f"({gov.policy.review_sample_rate:.0%} of automatic closes): an analyst reviews it"
+                ),
+                **common,
+            )
         return CaseDecision(
             kind=DecisionKind.auto_close,
             reason=(

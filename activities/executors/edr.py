@@ -24,7 +24,7 @@ C = TypeVar("C")
 
 class EdrIsolateHost(ConnectorExecutor[C]):
     action = "isolate_host"
-    verify_attempts = 120  # x 5 s: EDR containment usually confirms within a few minutes
+    verify_attempts = 120  # x 5 s: EDR containment usually confirms within minutes (ACTION_TIMEOUT 15 min)
     verify_interval = 5.0
 
     def goal(self, before: State, params: dict[str, str], idempotency_key: str) -> State:

@@ -11,10 +11,18 @@ and verification waits for the vendor's own record, not for a 2xx.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TypeVar
 
 from activities.executors import register
-from activities.executors.base import ActionNotConfirmed, ConnectorExecutor, IrreversibleExecutor, State, mapped
+from activities.executors.base import (
+    ActionNotConfirmed,
+    ConnectorExecutor,
+    IrreversibleExecutor,
+    State,
+    _heartbeat,
+    mapped,
+)
 from activities.executors.base import non_retryable as refuse
 from connectors.graph import Graph
 from connectors.okta import CANNOT_SIGN_IN, SUSPENDABLE, Okta
@@ -115,8 +123,7 @@ class RevokeSessions(IrreversibleExecutor[C]):
         return current.get(self.marker) is not None and current.get(self.marker) != before.get(self.marker)
 
     async def _pause(self) -> None:
-        import asyncio
-
+        _heartbeat(f"{self.action}: waiting for the vendor to record the revocation")
         await asyncio.sleep(self.verify_interval)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 from typing import ClassVar
 
 from activities.executors import register
@@ -24,6 +26,10 @@ class LabExecutor(ActionExecutor):
 
     async def write(self, target: ActionTarget, state: State, idempotency_key: str) -> None:
         lab().write(self._kind(target), target.id, state, idempotency_key)
+        # A slow vendor (tests kill workers mid-call): SIGNOFF_LAB_DELAY seconds after each change.
+        delay = float(os.environ.get("SIGNOFF_LAB_DELAY", "0") or 0)
+        if delay > 0:
+            await asyncio.sleep(delay)
 
 
 def _lab(action: str, kind: str, keys: tuple[str, ...], goal: dict) -> type[LabExecutor]:

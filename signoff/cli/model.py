@@ -97,6 +97,9 @@ def train(
         trained = run_train(cases, params, {"sha256": digest, "name": data.name, "rows": read.rows,
                                             "rejected_rows": len(read.rejected), "format": fmt}, say)
     path = model_store.save(trained.model_id, trained.artifact, trained.manifest, out_dir)
+    from signoff.autonomy.drift import save_training_reference
+
+    save_training_reference(trained, cases, path)  # drift check reference (signoff/autonomy/drift.py)
     cv = trained.manifest["cv"]
     summary = {
         "model_sha256": trained.model_id,
@@ -234,18 +237,11 @@ def promote(
     reason: str = typer.Option(..., "--reason", help="Why (recorded)."),
     as_json: bool = JSON,
 ) -> None:
-    """Make a model the active scorer (recorded: who, when, why)."""
-    from signoff.scoring import model_store
+    """Approve activating a model: governed, recorded; active once the policy's quorum approved it."""
+    from signoff.cli.lifecycle import governed_promote
 
     _check_governor(user)
-    try:
-        entry = model_store.promote(model_id, user, reason)
-    except model_store.ModelStoreError as exc:
-        _fail(str(exc))
-    if as_json:
-        _emit(entry.model_dump(mode="json"))
-    else:
-        out.print(f"model {entry.model_id} is active (was {entry.previous}); promoted by {user}")
+    governed_promote(model_id, user, reason, as_json)
 
 
 @app.command()
@@ -254,19 +250,11 @@ def rollback(
     reason: str = typer.Option(..., "--reason", help="Why (recorded)."),
     as_json: bool = JSON,
 ) -> None:
-    """Re-activate the model that was active before the last promotion."""
-    from signoff.scoring import model_store
+    """Re-activate the model that was active before the last promotion (governed, recorded, at once)."""
+    from signoff.cli.lifecycle import governed_rollback
 
     _check_governor(user)
-    try:
-        entry = model_store.rollback(user, reason)
-    except model_store.ModelStoreError as exc:
-        _fail(str(exc))
-    if as_json:
-        _emit(entry.model_dump(mode="json"))
-    else:
-        now = entry.model_id or f"the shipped default ({model_store.active_model_id()})"
-        out.print(f"rolled back {entry.previous}; active: {now}")
+    governed_rollback(user, reason, as_json)
 
 
 @app.command("recommend-threshold")
@@ -300,3 +288,8 @@ def recommend_threshold(
         f"{rec.at.tp_wrongly_closed_upper95:.2%} <= budget {risk_budget:.2%}"
     )
     out.print(f"to apply it: signoff policy set-threshold ALERT_TYPE {rec.threshold:.6f} --as USER --reason TEXT")
+
+
+from signoff.cli.lifecycle import register as _register_lifecycle  # noqa: E402 - retrain, shadow
+
+_register_lifecycle(app)

@@ -1,0 +1,570 @@
+"""The audit trail: every governance event, from workflow histories, as hash-chained JSON Lines.
+
+Sources: every CaseWorkflow history (live in Temporal, or archived when it closed), every
+GovernanceWorkflow history (autonomy, thresholds, models, drift demotions, analysts' feedback),
+and the CLI's `audit/refused.jsonl` (refused updates never reach Temporal's history).
+
+File format (`signoff-audit/1`), one JSON object per line:
+  line 1: an `audit_header` record; then one record per event in time order; last line: an
+  `audit_digest` record (record count, sha256 over every record hash). Every record carries
+  `seq` (0, 1, 2, ...), `prev` (the previous record's hash; 64 zeros for the header) and `hash`
+  = sha256 of the record's canonical JSON without `hash`. Editing, deleting, inserting or
+  reordering any line breaks a hash or a link, and `verify` names the line and what happened.
+  Each export's digest is also appended to `audit/exports.jsonl`, so a file rewritten end to end
+  (every hash recomputed) no longer matches the digest recorded when it was exported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from signoff import settings
+from signoff.history import DecodedHistory, apply_archive_record, archived_runs, decode_history, read_archive
+
+FORMAT = "signoff-audit/1"
+GENESIS = "0" * 64
+CASE_TYPE = "CaseWorkflow"
+GOVERNANCE_TYPE = "GovernanceWorkflow"
+
+
+# ---------------------------------------------------------------- hashing
+
+
+def canonical(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+
+
+def record_hash(record: dict[str, Any]) -> str:
+    body = {k: v for k, v in record.items() if k != "hash"}
+    return hashlib.sha256(canonical(body)).hexdigest()
+
+
+def chain_digest(hashes: Iterable[str]) -> str:
+    h = hashlib.sha256()
+    for one in hashes:
+        h.update(one.encode())
+    return h.hexdigest()
+
+
+def audit_key() -> bytes | None:
+    """Optional signing key for export digests: `SIGNOFF_AUDIT_KEY` or the file `SIGNOFF_AUDIT_KEY_FILE`.
+
+    With it, a trail rewritten end to end (every hash recomputed) fails `verify` even without the
+    export ledger: the rewriter cannot produce the digest's HMAC. Keep the key away from exporters'
+    write access to the trail store. Never logged.
+    """
+    text = os.environ.get("SIGNOFF_AUDIT_KEY", "").strip()
+    if not text:
+        path = os.environ.get("SIGNOFF_AUDIT_KEY_FILE", "").strip()
+        if path:
+            try:
+                text = Path(path).read_text().strip()
+            except OSError as exc:
+                raise ValueError(f"cannot read SIGNOFF_AUDIT_KEY_FILE ({path}): {exc.strerror}") from None
+    return text.encode() if text else None
+
+
+def digest_hmac(key: bytes, digest: str) -> str:
+    return hmac.new(key, digest.encode(), hashlib.sha256).hexdigest()
+
+
+def audit_dir() -> Path:
+    path = settings.home() / "audit"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# ---------------------------------------------------------------- events from histories
+
+
+def _iso(at: datetime | None) -> str:
+    return at.astimezone(UTC).isoformat() if at else ""
+
+
+def _event(at: str | None, kind: str, h: DecodedHistory, actor: str | None, **detail: Any) -> dict[str, Any]:
+    return {"at": at or "", "kind": kind, "workflow_id": h.workflow_id, "run_id": h.run_id,
+            "actor": actor or "", "detail": detail}
+
+
+def case_events(h: DecodedHistory) -> list[dict[str, Any]]:
+    from signoff.explain import explanation_from_history
+
+    ex = explanation_from_history(h)
+    ex["refused_attempts"] = []  # exported once, from the refused file itself
+    if ex.get("undecodable"):
+        # Recorded, not skipped: an auditor must see that this case exists and why it is unreadable.
+        return [_event(ex["opened_at"], "case_undecodable", h, "", problems=ex["undecodable"],
+                       hint="export with the codec key that encrypted it (SIGNOFF_CODEC_KEY, old keys after the new)")]
+    case = ex["case"]
+    events = [_event(ex["opened_at"], "case_opened", h, case.get("requested_by"), identity=ex["opened_by"],
+                     alert_type=case.get("alert_type"), severity=case.get("severity"), title=case.get("title"),
+                     alerts=ex["alerts"]["count"], alert_uids=[a["uid"] for a in ex["alerts"]["alerts"]])]
+    if ex["enrichment"] is not None:
+        events.append(_event(ex["governance"]["loaded_at"] if ex["governance"] else ex["opened_at"], "enrichment", h,
+                             "signoff", summary=ex["enrichment"].get("summary"), sources=ex["enrichment"].get("sources")))
+    if ex["decision"]:
+        s = ex["score"] or {}
+        gov = ex["governance"] or {}
+        events.append(_event(s.get("scored_at") or gov.get("loaded_at"), "decision", h, "signoff",
+                             decision=ex["decision"]["kind"], reason=ex["decision"]["reason"],
+                             model_id=s.get("model_id"), feature_hash=s.get("feature_hash"),
+                             predicted=s.get("predicted"), confidence=s.get("confidence"),
+                             benign_confidence=s.get("benign_confidence"),
+                             contributions=[c["text"] for c in s.get("contributions", [])],
+                             policy_version=gov.get("policy_version"), autonomy=gov.get("autonomy"),
+                             threshold=gov.get("threshold"), threshold_set_by=gov.get("threshold_set_by"),
+                             scoring_problem=ex["scoring_problem"]))
+    for a in ex["approvals"]:
+        kind = ("approval" if a["decision"] == "approve" else "rejection") if a["outcome"] != "refused" else "refusal"
+        events.append(_event(a["at"], kind, h, a["approver"], step=a["step"], decision=a["decision"], via=a["via"],
+                             reason=a["reason"], outcome=a["outcome"], refusal=a["refusal"], identity=a["identity"],
+                             update_id=a["update_id"], signed=a["signed"]))
+    for act in ex["actions"]:
+        events.append(_event(act["completed_at"] or act["started_at"], "action" if not act["failure"] else "action_failed",
+                             h, "signoff", step=act["step_id"], action=act["action"], target=act["target"],
+                             before=act["before"], after=act["after"], outcome=act["outcome"], failure=act["failure"],
+                             idempotency_key=act["idempotency_key"]))
+    for c in ex["compensations"]:
+        events.append(_event(c["completed_at"] or c["started_at"], "compensation" if not c["failure"] else "compensation_failed",
+                             h, "signoff", step=c["step_id"], action=c["action"], undoes=c["undoes"], target=c["target"],
+                             restored=c["restored"], restore_to=c["restore_to"], outcome=c["outcome"], failure=c["failure"]))
+    for rb in ex["rollbacks"]:
+        events.append(_event(rb["at"], "rollback", h, rb["requested_by"], via=rb["via"], reason=rb["reason"],
+                             identity=rb["identity"], result=rb["result"],
+                             seconds_to_last_compensation=rb["seconds_to_last_compensation"]))
+    for e in ex["escalations"]:
+        events.append(_event(e["at"], "escalation", h, "signoff", **{k: v for k, v in e.items() if k != "at"}))
+    for v in ex["verdicts"]:
+        events.append(_event(v["at"], "feedback", h, v["analyst"], verdict=v["verdict"], reason=v["reason"],
+                             via=v["via"], accepted=v["accepted"], identity=v["identity"]))
+    if h.closed_at:
+        final = ex.get("final") or {}
+        events.append(_event(ex["closed_at"], "case_closed", h, "signoff", workflow=h.close,
+                             status=final.get("status"), failure=h.failure))
+    return events
+
+
+_GOV_KINDS = {
+    "set_autonomy": "autonomy_change",
+    "set_threshold": "threshold_change",
+    "revert_threshold": "threshold_change",
+    "promote_model": "model_promotion",
+    "rollback_model": "model_rollback",
+    "set_candidate": "model_candidate",
+    "drift_report": "drift_report",
+}
+
+
+def governance_events(h: DecodedHistory) -> list[dict[str, Any]]:
+    events = []
+    for upd in h.updates:
+        kind = _GOV_KINDS.get(upd.name, f"governance_{upd.name}")
+        req = upd.args[0] if upd.args and isinstance(upd.args[0], dict) else {}
+        actor = req.get("by") or ("signoff-drift" if upd.name == "drift_report" else "")
+        outcome = "refused" if upd.failure else ("accepted" if upd.completed_at else "in progress")
+        detail = {k: v for k, v in req.items() if k not in ("by", "token")}
+        events.append(_event(_iso(upd.accepted_at), kind, h, actor, update=upd.name, request=detail, outcome=outcome,
+                             result=upd.result, refusal=upd.failure, identity=upd.identity, update_id=upd.update_id))
+    for sig in h.signals:
+        req = sig.args[0] if sig.args and isinstance(sig.args[0], dict) else {}
+        if sig.name == "record_verdict":
+            events.append(_event(_iso(sig.at), "feedback_recorded", h, req.get("analyst"), case_id=req.get("case_id"),
+                                 alert_type=req.get("alert_type"), verdict=req.get("verdict"),
+                                 predicted=req.get("predicted"), model_id=req.get("model_id"), identity=sig.identity))
+        else:
+            events.append(_event(_iso(sig.at), f"governance_{sig.name}", h, req.get("by", ""), request=req,
+                                 identity=sig.identity))
+    return events
+
+
+def policy_version_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Policy file changes (made by pull request) show up as the first decision under each version."""
+    found = []
+    current = None
+    for e in sorted((e for e in events if e["kind"] == "decision"), key=lambda e: _norm(e["at"])):
+        version = e["detail"].get("policy_version")
+        if version and version != current:
+            found.append({"at": e["at"], "kind": "policy_version_in_force", "workflow_id": e["workflow_id"],
+                          "run_id": e["run_id"], "actor": "policy file / governance state",
+                          "detail": {"policy_version": version, "previous": current,
+                                     "first_case": e["workflow_id"]}})
+            current = version
+    return found
+
+
+def model_store_events() -> list[dict[str, Any]]:
+    """The model store's own append-only log (`models/promotions.jsonl`): every activation and rollback,
+    including any made before the governance workflow existed."""
+    try:
+        from signoff.scoring import model_store
+    except ImportError:
+        return []
+    try:
+        entries = model_store.history()
+    except (OSError, ValueError) as exc:
+        return [{"at": "", "kind": "model_store_unreadable", "workflow_id": "", "run_id": "", "actor": "",
+                 "detail": {"error": str(exc)}}]
+    return [{"at": _iso(e.at), "kind": f"model_store_{e.action}", "workflow_id": "", "run_id": "", "actor": e.by,
+             "detail": {"source": "models/promotions.jsonl", "model_id": e.model_id, "previous": e.previous,
+                        "reason": e.reason}}
+            for e in entries]
+
+
+def refused_file_events(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    events = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            events.append({"at": "", "kind": "refused_file_unreadable", "workflow_id": "", "run_id": "", "actor": "",
+                           "detail": {"line": n}})
+            continue
+        actor = rec.get("approver") or rec.get("requested_by") or rec.get("analyst") or rec.get("by") or ""
+        detail = {k: v for k, v in rec.items() if k not in ("at", "kind", "case_id", "token")}
+        events.append({"at": rec.get("at", ""), "kind": rec.get("kind", "refused"), "workflow_id": rec.get("case_id", ""),
+                       "run_id": "", "actor": actor, "detail": {"source": "cli refused.jsonl", **detail}})
+    return events
+
+
+# ---------------------------------------------------------------- collecting histories
+
+
+@dataclass
+class Collected:
+    histories: list[DecodedHistory] = field(default_factory=list)
+    live: int = 0
+    archived: int = 0
+
+
+async def collect_histories(client: Client, types: tuple[str, ...] = (CASE_TYPE, GOVERNANCE_TYPE)) -> Collected:
+    """Every run of the given workflow types: live histories plus archived ones Temporal no longer has."""
+    found: dict[tuple[str, str], DecodedHistory] = {}
+    out = Collected()
+    query = " OR ".join(f"WorkflowType='{t}'" for t in types)
+    runs = [(wf.id, wf.run_id) async for wf in client.list_workflows(query)]
+    gate = asyncio.Semaphore(16)
+
+    async def fetch(workflow_id: str, run_id: str) -> DecodedHistory | None:
+        async with gate:
+            try:
+                history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+            except RPCError as exc:
+                if exc.status == RPCStatusCode.NOT_FOUND:  # deleted between list and fetch: the archive has it
+                    return None
+                raise
+            return await decode_history(history, client.data_converter, source="live")
+
+    for key, decoded_live in zip(runs, await asyncio.gather(*(fetch(w, r) for w, r in runs)), strict=True):
+        if decoded_live is not None:
+            found[key] = decoded_live
+            out.live += 1
+    for path in archived_runs():
+        try:
+            history, record = read_archive(path)
+        except (OSError, ValueError, KeyError):
+            continue
+        key = (record["workflow_id"], record["run_id"])
+        if key in found:
+            continue
+        decoded = await decode_history(history, client.data_converter, source="archive")
+        if decoded.workflow_type not in types:
+            continue
+        found[key] = apply_archive_record(decoded, record)
+        out.archived += 1
+    out.histories = sorted(found.values(), key=lambda d: (d.started_at, d.workflow_id, d.run_id))
+    return out
+
+
+def parse_since(text: str | None, now: datetime | None = None) -> datetime | None:
+    """`2026-11-28T09:00:00Z`, `2026-11-28`, or a duration back from now: `90m`, `24h`, `7d`."""
+    if not text:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", text)
+    if match:
+        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
+        return (now or datetime.now(UTC)) - timedelta(**{unit: int(match.group(1))})
+    try:
+        at = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"--since {text!r} is neither an ISO time (2026-11-28T09:00:00Z) nor a duration (24h, 7d)") from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+async def collect_events(client: Client, since: datetime | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    collected = await collect_histories(client)
+    events: list[dict[str, Any]] = []
+    cases = governance = 0
+    for h in collected.histories:
+        if h.workflow_type == CASE_TYPE:
+            events += case_events(h)
+            cases += 1
+        else:
+            events += governance_events(h)
+            governance += 1
+    events += policy_version_events(events)
+    events += model_store_events()
+    refused_path = audit_dir() / "refused.jsonl"
+    events += refused_file_events(refused_path)
+    if since is not None:
+        cutoff = since.isoformat()
+        events = [e for e in events if _norm(e["at"]) >= cutoff]
+    events.sort(key=lambda e: (_norm(e["at"]), e["workflow_id"], e["kind"]))
+    sources = {"case_runs": cases, "governance_runs": governance, "live_histories": collected.live,
+               "archived_histories": collected.archived, "refused_file": str(refused_path)}
+    return events, sources
+
+
+def _norm(at: str) -> str:
+    """ISO times compare as strings once they share one timezone notation."""
+    if not at:
+        return ""
+    try:
+        parsed = datetime.fromisoformat(at.replace("Z", "+00:00"))
+    except ValueError:
+        return at
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
+
+
+# ---------------------------------------------------------------- writing the chain
+
+
+def chain(events: list[dict[str, Any]], header: dict[str, Any]) -> list[dict[str, Any]]:
+    records: list[dict[str, Any]] = []
+    prev = GENESIS
+    for seq, body in enumerate([{"kind": "audit_header", **header}, *events]):
+        rec = {"seq": seq, **body, "prev": prev}
+        rec["hash"] = record_hash(rec)
+        records.append(rec)
+        prev = rec["hash"]
+    digest: dict[str, Any] = {"seq": len(records), "kind": "audit_digest", "at": header["at"], "records": len(records),
+                              "digest": chain_digest(r["hash"] for r in records), "prev": prev}
+    key = audit_key()
+    if key is not None:
+        digest["hmac"] = digest_hmac(key, digest["digest"])
+    digest["hash"] = record_hash(digest)
+    records.append(digest)
+    return records
+
+
+async def export(client: Client, out: Path, since: datetime | None = None) -> dict[str, Any]:
+    events, sources = await collect_events(client, since)
+    now = datetime.now(UTC).isoformat()
+    header = {"at": now, "format": FORMAT, "namespace": client.namespace,
+              "since": since.isoformat() if since else None, "sources": sources}
+    records = chain(events, header)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(r, sort_keys=True, ensure_ascii=False, default=str) + "\n" for r in records))
+    digest = records[-1]
+    summary = {"file": str(out), "records": len(records), "events": len(events), "digest": digest["digest"],
+               "header_hash": records[0]["hash"], "exported_at": now, **sources}
+    with (audit_dir() / "exports.jsonl").open("a") as fh:
+        fh.write(json.dumps(summary, sort_keys=True) + "\n")
+    return summary
+
+
+# ---------------------------------------------------------------- verifying
+
+
+@dataclass
+class Issue:
+    line: int
+    problem: str  # edited | deleted | inserted | reordered | duplicated | truncated | rewritten | unsigned | malformed
+    message: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"line": self.line, "problem": self.problem, "message": self.message}
+
+
+@dataclass
+class Verification:
+    file: str
+    records: int
+    issues: list[Issue]
+    digest: str | None
+    ledger: str  # matched | differs | unknown
+
+    @property
+    def ok(self) -> bool:
+        return not self.issues
+
+    def as_json(self) -> dict[str, Any]:
+        return {"file": self.file, "ok": self.ok, "records": self.records, "digest": self.digest,
+                "ledger": self.ledger, "issues": [i.as_json() for i in self.issues]}
+
+
+def _describe(rec: dict[str, Any]) -> str:
+    what = f"record {rec.get('seq')} ({rec.get('kind')}"
+    if rec.get("workflow_id"):
+        what += f" {rec['workflow_id']}"
+    return what + ")"
+
+
+def verify_lines(lines: list[str], name: str = "") -> Verification:
+    issues: list[Issue] = []
+    recs: list[tuple[int, dict[str, Any]]] = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            issues.append(Issue(n, "malformed", f"line {n} is empty: a record was blanked out"))
+            continue
+        try:
+            rec = json.loads(line)
+            if not isinstance(rec, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            issues.append(Issue(n, "edited", f"line {n} is not a JSON record: edited or corrupted"))
+            continue
+        recs.append((n, rec))
+    edited: set[int] = set()
+    for n, rec in recs:
+        if rec.get("hash") != record_hash(rec):
+            edited.add(n)
+            issues.append(Issue(n, "edited", f"line {n}: {_describe(rec)} was edited: its content no longer matches its hash"))
+    line_of: dict[str, int] = {}
+    for n, rec in recs:
+        h = str(rec.get("hash"))
+        if h in line_of:
+            issues.append(Issue(n, "duplicated", f"line {n} repeats line {line_of[h]} ({_describe(rec)}): an inserted copy"))
+        else:
+            line_of[h] = n
+    chained_to = {str(rec.get("prev")) for _, rec in recs}
+    reported: set[int] = set()
+    for i, (n, rec) in enumerate(recs):
+        link = str(rec.get("prev"))
+        if i == 0:
+            if link != GENESIS or rec.get("kind") != "audit_header":
+                issues.append(Issue(n, "deleted", f"line {n}: the file does not start with its header record: "
+                                                  f"records before {_describe(rec)} were deleted"))
+            continue
+        prev_rec = recs[i - 1][1]
+        if link == str(prev_rec.get("hash")):
+            continue
+        pn = recs[i - 1][0]
+        if pn in reported:
+            # The line before was already named; this one is out of place too if it goes back in sequence.
+            seq, pseq = rec.get("seq"), prev_rec.get("seq")
+            if isinstance(seq, int) and isinstance(pseq, int) and seq < pseq:
+                issues.append(Issue(n, "reordered", f"line {n}: {_describe(rec)} is out of order: it comes after "
+                                                    f"record {pseq}"))
+                reported.add(n)
+            continue
+        if link in line_of and line_of[link] > n:
+            issues.append(Issue(n, "reordered", f"line {n}: {_describe(rec)} is out of order: the record it follows "
+                                                f"in the chain is at line {line_of[link]}"))
+            reported.add(n)
+        elif i >= 2 and link == str(recs[i - 2][1].get("hash")) and str(prev_rec.get("hash")) not in chained_to:
+            issues.append(Issue(pn, "inserted", f"line {pn}: {_describe(prev_rec)} was inserted: it is not part of the "
+                                                f"chain (line {n} follows line {recs[i - 2][0]})"))
+            reported.add(pn)
+        elif link in line_of:
+            issues.append(Issue(n, "reordered", f"line {n}: {_describe(rec)} follows line {line_of[link]} in the chain, "
+                                                f"not line {pn}: records were moved"))
+            reported.add(n)
+        elif isinstance(rec.get("seq"), int) and isinstance(prev_rec.get("seq"), int) and rec["seq"] > prev_rec["seq"] + 1:
+            first, last = prev_rec["seq"] + 1, rec["seq"] - 1
+            which = f"record {first}" if first == last else f"records {first}..{last}"
+            issues.append(Issue(n, "deleted", f"{which} deleted between line {pn} and line {n}"))
+            reported.add(n)
+        elif pn not in edited:
+            issues.append(Issue(pn, "edited", f"line {pn}: {_describe(prev_rec)} was edited and re-hashed: line {n} "
+                                              "chains to the hash it had when exported"))
+            reported.add(pn)
+    digest_value = None
+    last = recs[-1][1] if recs else None
+    if last is None or last.get("kind") != "audit_digest":
+        after = recs[-1][0] if recs else 0
+        issues.append(Issue(after + 1, "truncated", f"the digest record is missing: the file was cut after line {after}"))
+    else:
+        digest_value = str(last.get("digest"))
+        body = [r for _, r in recs[:-1]]
+        if not issues and (last.get("records") != len(body)
+                           or digest_value != chain_digest(str(r.get("hash")) for r in body)):
+            issues.append(Issue(recs[-1][0], "edited", "the digest does not match the records"))
+    key = audit_key()
+    if key is not None and last is not None and last.get("kind") == "audit_digest" and digest_value:
+        signed = last.get("hmac")
+        if not signed:
+            issues.append(Issue(recs[-1][0], "unsigned", "SIGNOFF_AUDIT_KEY is set but this digest carries no HMAC: "
+                                                         "exported without the key, or the signature was removed"))
+        elif not hmac.compare_digest(str(signed), digest_hmac(key, digest_value)):
+            issues.append(Issue(recs[-1][0], "rewritten", "the digest's HMAC does not match: the trail was rewritten "
+                                                          "(or signed with another key)"))
+    ledger = _ledger_check(recs[0][1] if recs else None, digest_value)
+    if ledger == "differs" and not issues:
+        issues.append(Issue(1, "rewritten", "every hash checks, but this export's digest differs from the one recorded "
+                                            "when it was exported (audit/exports.jsonl): the file was rewritten"))
+    return Verification(file=name, records=len(recs), issues=sorted(issues, key=lambda x: x.line),
+                        digest=digest_value, ledger=ledger)
+
+
+def _ledger_check(header: dict[str, Any] | None, digest: str | None) -> str:
+    path = audit_dir() / "exports.jsonl"
+    if header is None or digest is None or not path.exists():
+        return "unknown"
+    exported_at = header.get("at")
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("exported_at") == exported_at:
+            return "matched" if entry.get("digest") == digest else "differs"
+    return "unknown"
+
+
+def verify_file(path: Path) -> Verification:
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; export one with `signoff audit export --out {path}`")
+    result = verify_lines(path.read_text().splitlines(), str(path))
+    record = {"at": datetime.now(UTC).isoformat(), **result.as_json()}
+    record["issues"] = record["issues"][:20]
+    with (audit_dir() / "verifications.jsonl").open("a") as fh:
+        fh.write(json.dumps(record, sort_keys=True) + "\n")
+    return result
+
+
+def last_verification() -> dict[str, Any] | None:
+    path = audit_dir() / "verifications.jsonl"
+    if not path.exists():
+        return None
+    lines = path.read_text().splitlines()
+    return json.loads(lines[-1]) if lines else None
+
+
+# ---------------------------------------------------------------- archiving closed cases
+
+
+async def archive_closed(client: Client) -> int:
+    """Store the complete history of every closed case (the sweep behind `signoff audit archive`)."""
+    from signoff.history import archive_path, write_archive
+
+    count = 0
+    async for wf in client.list_workflows(f"WorkflowType='{CASE_TYPE}' AND ExecutionStatus!='Running'"):
+        path = archive_path(wf.id, wf.run_id)
+        if path.exists():
+            try:
+                if json.loads(path.read_text()).get("complete"):
+                    continue
+            except ValueError:
+                pass
+        history = await client.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history()
+        final = None
+        if path.exists():
+            final = json.loads(path.read_text()).get("final_view")
+        write_archive(history, complete=True, final_view=final)
+        count += 1
+    return count

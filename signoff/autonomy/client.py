@@ -1,0 +1,104 @@
+"""Reaching the governance workflow from the CLI, activities and tests.
+
+One governance workflow per namespace and task queue: `signoff-governance` on the default queue,
+`signoff-governance:<queue>` on others (tests run isolated queues against one server). It is
+started on demand: every change is an update-with-start, every verdict a signal-with-start.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.service import RPCError, RPCStatusCode
+
+from signoff import settings
+from signoff.autonomy.models import GOVERNANCE_WORKFLOW_ID, GovernanceInput, GovernanceState, VerdictRecord
+
+
+def governance_id(task_queue: str | None = None) -> str:
+    queue = task_queue or settings.task_queue()
+    return GOVERNANCE_WORKFLOW_ID if queue == settings.TASK_QUEUE else f"{GOVERNANCE_WORKFLOW_ID}:{queue}"
+
+
+def handle(client: Client, task_queue: str | None = None) -> WorkflowHandle:
+    return client.get_workflow_handle(governance_id(task_queue))
+
+
+async def update(client: Client, update_name: str, arg: Any, task_queue: str | None = None) -> Any:
+    """Run a governance update, starting the governance workflow if it is not running yet."""
+    from workflows.governance import GovernanceWorkflow
+
+    queue = task_queue or settings.task_queue()
+    start = WithStartWorkflowOperation(
+        GovernanceWorkflow.run, GovernanceInput(), id=governance_id(queue), task_queue=queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    )
+    return await client.execute_update_with_start_workflow(update_name, arg, start_workflow_operation=start)
+
+
+async def signal_verdict(client: Client, record: VerdictRecord, task_queue: str | None = None) -> None:
+    from workflows.governance import GovernanceWorkflow
+
+    queue = task_queue or settings.task_queue()
+    await client.start_workflow(
+        GovernanceWorkflow.run, GovernanceInput(), id=governance_id(queue), task_queue=queue,
+        start_signal="record_verdict", start_signal_args=[record],
+    )
+
+
+def _not_found(exc: RPCError) -> bool:
+    return exc.status == RPCStatusCode.NOT_FOUND
+
+
+async def read_state(client: Client, task_queue: str | None = None) -> GovernanceState | None:
+    """The full governance state, or None when no governance workflow has run yet."""
+    from workflows.governance import GovernanceWorkflow
+
+    try:
+        return await handle(client, task_queue).query(GovernanceWorkflow.state_query)
+    except RPCError as exc:
+        if _not_found(exc):
+            return None
+        raise
+
+
+async def read_live(client: Client, task_queue: str | None = None) -> GovernanceState | None:
+    """What cases decide under, from the governance workflow's memo (answered by the server, no worker)."""
+    try:
+        description = await handle(client, task_queue).describe()
+    except RPCError as exc:
+        if _not_found(exc):
+            return None
+        raise
+    live = await description.memo_value("live", None, type_hint=GovernanceState)
+    return live if isinstance(live, GovernanceState) else None
+
+
+class GovernanceRefused(Exception):
+    """A governance change was refused (the refusal is recorded in the governance workflow)."""
+
+
+class NoWorker(Exception):
+    pass
+
+
+async def govern(client: Client, update_name: str, arg: Any, task_queue: str | None = None,
+                 timeout: float = 30.0) -> Any:
+    """`update` with clean errors: refusals raise GovernanceRefused, a silent queue raises NoWorker."""
+    import asyncio
+
+    from temporalio.client import WorkflowUpdateFailedError
+
+    queue = task_queue or settings.task_queue()
+    try:
+        return await asyncio.wait_for(update(client, update_name, arg, queue), timeout)
+    except WorkflowUpdateFailedError as exc:
+        cause = exc.cause
+        raise GovernanceRefused(str(getattr(cause, "message", cause))) from exc
+    except TimeoutError as exc:
+        raise NoWorker(
+            f"no worker answered on task queue {queue!r} within {timeout:.0f} s: start one with "
+            "`signoff worker` (or `signoff dev`), then retry"
+        ) from exc

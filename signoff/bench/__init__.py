@@ -1,0 +1,72 @@
+"""Benchmarks: one JSON-able result per scenario (`signoff bench --json`).
+
+Each scenario is `run_<name>(cases, report) -> dict` with at least `scenario`, `cases`, `seconds`,
+`cases_per_s`; `report(phase, done, total)` drives a progress display. Server scenarios start
+their own Temporal dev server on durable SQLite and a worker process (signoff/bench/harness.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+Report = Callable[[str, int, int], None]
+
+# name -> (module, function, default number of cases)
+SCENARIOS: dict[str, tuple[str, str, int]] = {
+    "pipeline": ("signoff.bench.pipeline", "run_pipeline", 300),
+    "approval": ("signoff.bench.approval", "run_approval", 50),
+    "rollback": ("signoff.bench.rollback", "run_rollback", 10),
+    "scoring": ("signoff.bench.scoring", "run_scoring", 1000),
+    "waiting": ("signoff.bench.waiting", "run_waiting", 10_000),
+}
+
+
+def ait_paths() -> tuple[Path, Path]:
+    """The AIT-ADS scenario beside the repository (../shared/data/ait): data, labels."""
+    ait = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ait"
+    return ait / "russellmitchell.ocsf.jsonl.gz", ait / "russellmitchell.labels.csv.gz"
+
+
+def available() -> list[str]:
+    names = list(SCENARIOS)
+    if _correlation() is not None:
+        names.append("correlation")
+    return names
+
+
+def _correlation() -> Callable[..., dict[str, Any]] | None:
+    try:
+        from signoff.bench.correlation import run_correlation_bench
+    except ImportError:
+        return None
+    return run_correlation_bench
+
+
+def run_scenario(name: str, cases: int | None = None, report: Report | None = None) -> dict[str, Any]:
+    """Run one scenario and return its result. `cases=None` uses the scenario's default."""
+    import importlib
+
+    report = report or (lambda *_: None)
+    if name == "correlation":
+        bench = _correlation()
+        if bench is None:
+            raise ValueError("the correlation benchmark is not installed (signoff/bench/correlation.py)")
+        data, labels = ait_paths()
+        if not data.exists():
+            raise FileNotFoundError(f"the AIT-ADS data is missing: {data}")
+        return bench(data, labels)
+    if name not in SCENARIOS:
+        raise ValueError(f"unknown scenario {name!r}; choose from {available()} or 'all'")
+    module, function, default = SCENARIOS[name]
+    fn = getattr(importlib.import_module(module), function)
+    n = default if cases is None else cases
+    if n < 1:
+        raise ValueError("--cases must be at least 1")
+    result = fn(n, report)
+    if inspect.iscoroutine(result):
+        result = asyncio.run(result)
+    return dict(result)

@@ -1,0 +1,173 @@
+"""`signoff autonomy ...`: the autonomy ladder per alert type, its evidence, promotion and the kill switch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from signoff.cli._common import emit_json, fail, out, run
+
+app = typer.Typer(help="Earned autonomy per alert type: evidence, promotion (quorum), kill switch.",
+                  no_args_is_help=True)
+
+USER = typer.Option(..., "--as", help="who (checked against the policy's roles)")
+REASON = typer.Option(..., "--reason", help="why (recorded)")
+
+
+async def change(update_name: str, arg: Any) -> str:
+    from signoff.autonomy.client import GovernanceRefused, NoWorker, govern
+    from signoff.client import connect
+
+    client = await connect()
+    try:
+        return str(await govern(client, update_name, arg))
+    except GovernanceRefused as exc:
+        fail(f"refused: {exc}")
+    except NoWorker as exc:
+        fail(str(exc))
+
+
+async def load_state() -> Any:
+    import asyncio
+
+    from signoff.autonomy.client import read_state
+    from signoff.client import connect
+
+    client = await connect()
+    try:
+        return await asyncio.wait_for(read_state(client), 30)
+    except TimeoutError:
+        fail("the governance workflow did not answer within 30 s: is a worker running (`signoff worker`)?")
+
+
+def status_rows(alert_type: str | None = None) -> list[dict[str, Any]]:
+    from policies.loader import load_policy
+    from signoff.autonomy.evidence import evidence
+    from signoff.governance_state import snapshot
+
+    policy = load_policy()
+    state = run(load_state())
+    names = [alert_type] if alert_type else sorted(policy.alert_types)
+    if alert_type and alert_type not in policy.alert_types:
+        fail(f"unknown alert type {alert_type!r}; policy has: {', '.join(sorted(policy.alert_types))}")
+    rows = []
+    for name in names:
+        snap = snapshot(policy, name, state)
+        records = state.recent.get(name, ()) if state else ()
+        ev = evidence(name, records, snap.threshold, policy.autonomy, snap.candidate_model_id)
+        drift = state.last_drift if state else None
+        breached = [f for f in (drift.findings if drift else ()) if f.alert_type == name and f.breaches]
+        if breached and drift is not None:
+            ev = ev.model_copy(update=dict(recommend_promotion=False, recommendation=(
+                f"drift found by the last check ({drift.at:%Y-%m-%d %H:%M} UTC): {breached[0].breaches[0]}; "
+                f"the shadow evidence ({ev.recommendation}) waits for a clean drift check")))
+        live = state.alert_types.get(name) if state else None
+        counts = state.counts.get(name) if state else None
+        rows.append({
+            "alert_type": name,
+            "autonomy": snap.autonomy,
+            "autonomy_set_by": snap.autonomy_set_by,
+            "threshold": snap.threshold,
+            "threshold_set_by": snap.threshold_set_by,
+            "pending_promotion": list(live.pending_promotion) if live else [],
+            "promotion_quorum": policy.autonomy.promotion_quorum,
+            "evidence": ev.model_dump(mode="json"),
+            "all_time": counts.model_dump(mode="json") if counts else None,
+            "policy_version": snap.policy_version,
+            "governance_revision": snap.governance_revision,
+        })
+    return rows
+
+
+@app.command()
+def status(
+    alert_type: str = typer.Argument(None, help="one alert type (default: all)"),
+    json_out: bool = typer.Option(False, "--json", help="one JSON object per alert type"),
+) -> None:
+    """Autonomy per alert type with the shadow-mode evidence and the promotion recommendation."""
+    rows = status_rows(alert_type)
+    if json_out:
+        for row in rows:
+            emit_json(row)
+        return
+    table = Table("alert type", "autonomy", "threshold", "reviewed", "agree", "would auto-close",
+                  "TPs among them", "precision", "miss 95% ub", "promote?")
+    for r in rows:
+        ev, m = r["evidence"], r["evidence"]["model"]
+        table.add_row(
+            r["alert_type"], f"{r['autonomy']} ({r['autonomy_set_by']})",
+            "-" if r["threshold"] is None else f"{r['threshold']:.4f} ({r['threshold_set_by']})",
+            str(ev["reviewed"]), _pct(m["agreement"]), str(m["would_auto_close"]), str(m["misses"]),
+            _pct(m["precision_at_threshold"]), _pct(m["miss_upper95"]),
+            "yes" if ev["recommend_promotion"] else "no",
+        )
+    out.print(table)
+    for r in rows:
+        ev = r["evidence"]
+        line = f"[bold]{r['alert_type']}[/]: {ev['recommendation']}"
+        if r["pending_promotion"]:
+            line += f" — promotion approved by {', '.join(r['pending_promotion'])} ({len(r['pending_promotion'])}/{r['promotion_quorum']})"
+        out.print(line, highlight=False)
+        cand = ev.get("candidate")
+        if cand and cand["scored"]:
+            out.print(f"  shadow candidate {ev['candidate_model_id'][:12]}: agreement {_pct(cand['agreement'])}, "
+                      f"would auto-close {cand['would_auto_close']} ({cand['misses']} TPs), "
+                      f"miss 95% ub {_pct(cand['miss_upper95'])} on {cand['scored']} reviewed cases", highlight=False)
+    if rows:
+        out.print(f"policy version {rows[0]['policy_version'][:16]} (governance revision {rows[0]['governance_revision']})")
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+@app.command()
+def promote(
+    alert_type: str = typer.Argument(..., help="alert type to put on the loop"),
+    user: str = USER,
+    reason: str = REASON,
+) -> None:
+    """Approve putting an alert type on the loop (needs a governance role; policy may require a quorum)."""
+    from signoff.autonomy.models import AutonomyChange
+
+    out.print(run(change("set_autonomy", AutonomyChange(alert_type=alert_type, level="on_the_loop", by=user,
+                                                        reason=reason))), highlight=False)
+
+
+@app.command()
+def demote(
+    alert_type: str = typer.Argument(None, help="alert type (or --all)"),
+    all_types: bool = typer.Option(False, "--all", help="every alert type: the kill switch"),
+    user: str = USER,
+    reason: str = REASON,
+) -> None:
+    """Back to in_the_loop at once (recorded). Running cases respect it from their next decision."""
+    from signoff.autonomy.models import AutonomyChange
+
+    if bool(alert_type) == all_types:
+        fail("give one ALERT_TYPE or --all")
+    target = "*" if all_types else alert_type
+    out.print(run(change("set_autonomy", AutonomyChange(alert_type=target, level="in_the_loop", by=user,
+                                                        reason=reason))), highlight=False)
+
+
+@app.command()
+def history(
+    json_out: bool = typer.Option(False, "--json", help="one JSON object per event"),
+    limit: int = typer.Option(50, help="newest events shown"),
+) -> None:
+    """Every governance change and refusal: who, when, why, before -> after, revision."""
+    state = run(load_state())
+    events = list(state.events)[-limit:] if state else []
+    if json_out:
+        for e in events:
+            emit_json(e.model_dump(mode="json"))
+        return
+    table = Table("rev", "at (UTC)", "kind", "alert type", "by", "change", "reason")
+    for e in events:
+        change_text = f"{e.before} -> {e.after}" if e.accepted else f"[red]refused:[/] {e.after}"
+        table.add_row(str(e.revision), e.at.strftime("%Y-%m-%d %H:%M:%S"), e.kind, e.alert_type, e.by,
+                      change_text, e.reason)
+    out.print(table)

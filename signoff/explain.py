@@ -1,0 +1,518 @@
+"""`signoff explain CASE`: why a case went the way it did, rebuilt from its workflow history alone.
+
+Everything comes from the history events (decoded with the data converter): the start input and
+`add_alerts` signals (alerts), the activity inputs and results (governance snapshot, enrichment,
+score, captured before-states, actions, compensations, escalations), the updates and signals
+(approvals, rejections, rollback, verdict, with the caller's identity), and the final case view
+when the case has closed. The decision is recomputed with the same pure `decide` function the
+workflow ran, and checked against the `Decision` search attribute the workflow recorded.
+Refused update attempts never reach Temporal; they come from the CLI's `audit/refused.jsonl`.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+from rich.markup import escape
+
+from signoff import settings
+from signoff.history import DecodedHistory, load_history
+from signoff.models import CaseView, Contribution, ScoreResult
+
+APPROVAL_UPDATES = ("approve", "reject")
+APPROVAL_SIGNALS = ("approve_signal", "reject_signal")
+
+
+def _iso(at: datetime | None) -> str | None:
+    return at.isoformat() if at else None
+
+
+def contribution_text(c: Contribution, predicted: str) -> str:
+    """One TreeSHAP contribution in words (log-odds towards the predicted grade)."""
+    if c.contribution >= 0:
+        return f"feature {c.feature} = {c.value:g} pushed towards {predicted} by {c.contribution:+.2f}"
+    return f"feature {c.feature} = {c.value:g} pushed away from {predicted} by {c.contribution:+.2f}"
+
+
+def _without_token(payload: Any) -> Any:
+    if isinstance(payload, dict):
+        out = {k: v for k, v in payload.items() if k != "token"}
+        if "token" in payload:
+            out["signed"] = bool(payload.get("token"))
+        return out
+    return payload
+
+
+def refused_attempts(case_id: str) -> list[dict[str, Any]]:
+    """Refused updates recorded by the CLI (Temporal keeps no trace of them)."""
+    path = settings.home() / "audit" / "refused.jsonl"
+    if not path.exists():
+        return []
+    found = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("case_id") == case_id:
+            found.append(record)
+    return found
+
+
+def _final_view(h: DecodedHistory) -> CaseView | None:
+    if isinstance(h.result, dict):
+        try:
+            return CaseView.model_validate(h.result)
+        except ValidationError:
+            return None
+    return None
+
+
+def _recorded_decision(h: DecodedHistory) -> str | None:
+    for _, attrs in h.search_attributes:
+        if "Decision" in attrs:
+            values = attrs["Decision"]
+            return str(values[0]) if isinstance(values, list) and values else str(values)
+    return None
+
+
+def _alerts(h: DecodedHistory) -> dict[str, Any]:
+    seen: dict[str, dict[str, Any]] = {}
+    total = 0
+    sources: list[list[Any]] = [list((h.start_args[0] or {}).get("alerts", ()))] if h.start_args else []
+    for sig in h.signals_named("add_alerts"):
+        # A malformed signal is dropped by the workflow; explain skips it the same way.
+        batch = sig.args[0] if sig.args and isinstance(sig.args[0], dict) else {}
+        raw_alerts = batch.get("alerts")
+        alerts_in = [a for a in raw_alerts if isinstance(a, dict) and "uid" in a] if isinstance(raw_alerts, list) else []
+        sources.append(alerts_in)
+        declared = batch.get("total")
+        total += max((declared if isinstance(declared, int) else 0) - len(alerts_in), 0)
+    for alerts in sources:
+        for a in alerts:
+            if a.get("uid") not in seen:
+                seen[a["uid"]] = a
+    shown = [
+        {"uid": a["uid"], "time": a.get("time"), "source": a.get("source"), "title": a.get("title"),
+         "rule": a.get("rule", ""), "severity": a.get("severity"),
+         "entities": [f"{e['type']}:{e['value']}" for e in a.get("entities", ())],
+         "joined_because": a.get("joined_because", "")}
+        for a in seen.values()
+    ]
+    return {"count": len(seen) + total, "recorded_in_history": len(shown), "alerts": shown}
+
+
+def _score(h: DecodedHistory) -> tuple[ScoreResult | None, str, dict[str, Any] | None]:
+    # The first score_case is the one the decision uses; later ones score a shadow candidate.
+    runs = h.activities_named("score_case")
+    if not runs:
+        return None, "the case has no alerts to score", None
+    run = runs[0]
+    if run.failure:
+        return None, f"scoring failed: {run.failure}", None
+    if run.result is None:
+        return None, "scoring has not finished", None
+    score = ScoreResult.model_validate(run.result)
+    shadows = [ScoreResult.model_validate(r.result) for r in runs[1:] if r.result is not None]
+    predicted = score.predicted.value
+    out = {
+        "model_id": score.model_id,
+        "feature_hash": score.feature_hash,
+        "predicted": predicted,
+        "confidence": score.confidence,
+        "benign_confidence": score.benign_confidence,
+        "probabilities": score.probabilities,
+        "scored_at": _iso(run.completed_at),
+        "contributions": [
+            {"feature": c.feature, "value": c.value, "contribution": c.contribution,
+             "text": contribution_text(c, predicted)}
+            for c in score.contributions
+        ],
+        "shadow": [{"model_id": sh.model_id, "predicted": sh.predicted.value, "confidence": sh.confidence,
+                    "benign_confidence": sh.benign_confidence, "note": "candidate model in shadow: never decides"}
+                   for sh in shadows],
+    }
+    return score, "", out
+
+
+def _decision(h: DecodedHistory, score: ScoreResult | None, problem: str) -> tuple[dict[str, Any] | None, Any]:
+    from policies.engine import GovernanceSnapshot
+    from workflows.decide import decide
+
+    runs = [r for r in h.activities_named("load_governance") if r.result is not None]
+    if not runs:
+        return None, None
+    gov = GovernanceSnapshot.model_validate(runs[-1].result)
+    governance = {
+        "policy_version": gov.policy_version,
+        "alert_type": gov.alert_type,
+        "autonomy": gov.autonomy,
+        "threshold": gov.threshold,
+        "threshold_set_by": gov.threshold_set_by,
+        "model_requested": gov.model_id or "the active model",
+        "loaded_at": _iso(runs[-1].completed_at),
+    }
+    if score is None and problem == "scoring has not finished":
+        return {"governance": governance, "decision": None}, gov
+    decision = decide(gov, score, problem)
+    recorded = _recorded_decision(h)
+    return {
+        "governance": governance,
+        "decision": {
+            "kind": decision.kind.value,
+            "reason": decision.reason,
+            "autonomy": decision.autonomy,
+            "threshold": decision.threshold,
+            "policy_version": decision.policy_version,
+            "model_id": decision.model_id,
+            "confidence": decision.confidence,
+            "recorded": recorded,
+            "recomputed_matches_recorded": recorded == decision.kind.value if recorded else None,
+        },
+    }, gov
+
+
+def _approvals(h: DecodedHistory, view: CaseView | None) -> list[dict[str, Any]]:
+    records: list[dict[str, Any]] = []
+    for upd in h.updates_named(*APPROVAL_UPDATES):
+        req = _without_token(upd.args[0] if upd.args else {})
+        result = str(upd.result or "")
+        refused = result.startswith("refused:") or bool(upd.failure)
+        records.append({
+            "at": _iso(upd.accepted_at), "via": "update", "step": req.get("step"), "approver": req.get("approver"),
+            "decision": upd.name, "reason": req.get("reason"), "signed": req.get("signed", False),
+            "identity": upd.identity, "update_id": upd.update_id,
+            "outcome": "refused" if refused else ("accepted" if upd.completed_at else "in progress"),
+            "refusal": result.removeprefix("refused: ") if refused and not upd.failure else upd.failure,
+            "result": result,
+        })
+    # Signals are always written; the workflow checks them afterwards and keeps the outcome in state.
+    signal_outcomes: list[Any] = []
+    if view is not None:
+        by_signal = [a for s in view.steps for a in s.approvals if a.via == "signal"]
+        by_signal += [r for r in view.refusals if r.via == "signal"]
+        signal_outcomes = sorted(by_signal, key=lambda r: r.at)
+    for i, sig in enumerate(h.signals_named(*APPROVAL_SIGNALS)):
+        raw = _without_token(sig.args[0] if sig.args else {})
+        req = raw if isinstance(raw, dict) else {"raw": raw}
+        outcome, refusal = "recorded (outcome kept in workflow state)", ""
+        if i < len(signal_outcomes):
+            rec = signal_outcomes[i]
+            outcome, refusal = ("accepted", "") if rec.accepted else ("refused", rec.refusal)
+        records.append({
+            "at": _iso(sig.at), "via": "signal", "step": req.get("step"), "approver": req.get("approver"),
+            "decision": sig.name.removesuffix("_signal"), "reason": req.get("reason"),
+            "signed": req.get("signed", False), "identity": sig.identity, "update_id": None,
+            "outcome": outcome, "refusal": refusal, "result": "",
+        })
+    return sorted(records, key=lambda r: r["at"] or "")
+
+
+def _actions(h: DecodedHistory) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    captured: dict[str, Any] = {}
+    for run in h.activities_named("capture_state"):
+        if run.input and run.result is not None:  # as a local activity the input is not recorded
+            captured[run.input["step_id"]] = run.result
+    actions = []
+    for run in h.activities_named("execute_action"):
+        req = (run.input or {}).get("request", {})
+        result = run.result or {}
+        actions.append({
+            "step_id": req.get("step_id"), "action": req.get("action"), "target": req.get("target"),
+            "params": req.get("params", {}), "idempotency_key": req.get("idempotency_key"),
+            "started_at": _iso(run.scheduled_at), "completed_at": _iso(run.completed_at),
+            "before": (run.input or {}).get("before", captured.get(req.get("step_id", ""))),
+            "after": result.get("after"), "already_in_state": result.get("already_in_state", False),
+            "detail": result.get("detail", ""), "attempts": run.attempt,
+            "outcome": "failed" if run.failure else ("executed" if run.completed_at else "running"),
+            "failure": run.failure,
+        })
+    compensations = []
+    for run in h.activities_named("compensate_action"):
+        req = run.input or {}
+        compensations.append({
+            "step_id": req.get("step_id"), "action": req.get("action"), "undoes": req.get("forward_action"),
+            "target": req.get("target"), "restore_to": req.get("restore_to"),
+            "restored": (run.result or {}).get("restored"),
+            "started_at": _iso(run.scheduled_at), "completed_at": _iso(run.completed_at),
+            "outcome": "failed" if run.failure else ("compensated" if run.completed_at else "running"),
+            "failure": run.failure,
+        })
+    return actions, compensations
+
+
+def _rollbacks(h: DecodedHistory) -> list[dict[str, Any]]:
+    out = []
+    requests = [(u.accepted_at, u.args[0] if u.args else {}, "update", u.identity, u.result, u.completed_at)
+                for u in h.updates_named("rollback")]
+    requests += [(s.at, s.args[0] if s.args else {}, "signal", s.identity, None, None)
+                 for s in h.signals_named("rollback_signal")]
+    for at, req, via, identity, result, done in sorted(requests, key=lambda r: r[0]):
+        req = _without_token(req) if isinstance(req, dict) else {"raw": req}
+        comps = [c for c in h.activities_named("compensate_action") if c.scheduled_at >= at and c.completed_at]
+        last = max((c.completed_at for c in comps if c.completed_at), default=None)
+        out.append({
+            "at": _iso(at), "via": via, "requested_by": req.get("requested_by"), "reason": req.get("reason"),
+            "identity": identity, "result": result, "completed_at": _iso(done),
+            "compensations": len(comps),
+            "seconds_to_last_compensation": (last - at).total_seconds() if last else None,
+        })
+    return out
+
+
+def _verdicts(h: DecodedHistory, view: CaseView | None) -> list[dict[str, Any]]:
+    out = []
+    for upd in h.updates_named("close"):
+        req = upd.args[0] if upd.args else {}
+        out.append({"at": _iso(upd.accepted_at), "via": "update", "analyst": req.get("analyst"),
+                    "verdict": req.get("verdict"), "reason": req.get("reason"), "identity": upd.identity,
+                    "accepted": True})
+    for sig in h.signals_named("close_signal"):
+        req = sig.args[0] if sig.args and isinstance(sig.args[0], dict) else {}
+        accepted = bool(view and view.verdict and view.verdict.analyst == req.get("analyst")
+                        and view.verdict.reason == req.get("reason"))
+        out.append({"at": _iso(sig.at), "via": "signal", "analyst": req.get("analyst"),
+                    "verdict": req.get("verdict"), "reason": req.get("reason"), "identity": sig.identity,
+                    "accepted": accepted if view else None})
+    return sorted(out, key=lambda r: r["at"] or "")
+
+
+def _timeline(ex: dict[str, Any], h: DecodedHistory) -> list[dict[str, str]]:
+    items: list[tuple[str, str]] = [(_iso(h.started_at) or "", f"case opened by {h.start_identity or 'unknown'}")]
+    gov = (ex.get("governance") or {})
+    if gov.get("loaded_at"):
+        items.append((gov["loaded_at"], f"governance loaded: {gov['alert_type']} is {gov['autonomy']}, "
+                                        f"threshold {gov['threshold']} (set by {gov['threshold_set_by']})"))
+    if ex.get("score") and ex["score"].get("scored_at"):
+        s = ex["score"]
+        items.append((s["scored_at"], f"scored {s['predicted']} (confidence {s['confidence']:.3f}) "
+                                      f"by model {s['model_id'][:12]}"))
+    for a in ex["approvals"]:
+        items.append((a["at"], f"{a['decision']} of step {a['step']} by {a['approver']} via {a['via']}: "
+                               f"{a['outcome']}" + (f" ({a['refusal']})" if a["refusal"] else "")))
+    for r in ex["refused_attempts"]:
+        items.append((r.get("at", ""), f"{r.get('kind')} by {r.get('approver') or r.get('requested_by') or r.get('analyst')}"
+                                       f" refused before reaching Temporal: {r.get('refusal')}"))
+    for a in ex["actions"]:
+        items.append((a["completed_at"] or a["started_at"], f"{a['action']} on {a['target']['kind']} {a['target']['id']}: "
+                                                            f"{a['outcome']}" + (f" ({a['failure']})" if a["failure"] else "")))
+    for c in ex["compensations"]:
+        items.append((c["completed_at"] or c["started_at"], f"{c['action']} (undo {c['undoes']}) on "
+                                                            f"{c['target']['kind']} {c['target']['id']}: {c['outcome']}"))
+    for rb in ex["rollbacks"]:
+        items.append((rb["at"], f"rollback requested by {rb['requested_by']} via {rb['via']}: {rb['reason']}"))
+    for e in ex["escalations"]:
+        items.append((e["at"], f"escalated ({e['kind']}): {e['reason']}"))
+    for v in ex["verdicts"]:
+        items.append((v["at"], f"verdict {v['verdict']} by {v['analyst']}: {v['reason']}"))
+    if h.closed_at:
+        items.append((_iso(h.closed_at) or "", f"workflow {h.close}" + (f": {h.failure}" if h.failure else "")))
+    return [{"at": at, "what": what} for at, what in sorted(items, key=lambda kv: kv[0] or "")]
+
+
+def explanation_from_history(h: DecodedHistory, live_view: CaseView | None = None) -> dict[str, Any]:
+    """The explanation of one case run; a history whose payloads cannot be decoded (the codec key is
+    missing) yields a minimal record that says so instead of failing."""
+    try:
+        return _explain(h, live_view)
+    except (ValidationError, KeyError, TypeError, AttributeError, ValueError):
+        if not h.undecodable:
+            raise
+    return {
+        "case_id": h.workflow_id, "run_id": h.run_id, "source": f"{h.source} history ({h.event_count} events)",
+        "workflow_status": h.close, "opened_at": _iso(h.started_at), "closed_at": _iso(h.closed_at),
+        "opened_by": h.start_identity, "undecodable": h.undecodable, "complete_decision_record": False,
+        "case": {}, "alerts": {"count": 0, "recorded_in_history": 0, "alerts": []}, "enrichment": None,
+        "governance": None, "score": None, "scoring_problem": "", "decision": None, "approvals": [],
+        "refused_attempts": [], "actions": [], "compensations": [], "rollbacks": [], "escalations": [],
+        "verdicts": [], "final": None,
+        "timeline": [{"at": _iso(h.started_at) or "", "what": "history payloads cannot be decoded: "
+                                                              + "; ".join(h.undecodable)}],
+    }
+
+
+def _explain(h: DecodedHistory, live_view: CaseView | None = None) -> dict[str, Any]:
+    """The explanation of one case run, as a JSON-ready dict.
+
+    `live_view` (the `status` query of a running case) only fills in what a running case keeps in
+    state and not yet in its history: the outcome of approvals sent as signals.
+    """
+    start = h.start_args[0] if h.start_args and isinstance(h.start_args[0], dict) else {}
+    view = _final_view(h) or live_view
+    score, problem, score_out = _score(h)
+    decision_part, _ = _decision(h, score, problem)
+    enrich_runs = [r for r in h.activities_named("enrich_case") if r.result is not None]
+    actions, compensations = _actions(h)
+    ex: dict[str, Any] = {
+        "case_id": h.workflow_id,
+        "run_id": h.run_id,
+        "source": f"{h.source} history ({h.event_count} events)",
+        "workflow_status": h.close,
+        "opened_at": _iso(h.started_at),
+        "closed_at": _iso(h.closed_at),
+        "opened_by": h.start_identity,
+        "case": {k: start.get(k) for k in ("alert_type", "severity", "title", "requested_by")},
+        "alerts": _alerts(h),
+        "enrichment": enrich_runs[-1].result if enrich_runs else None,
+        "governance": decision_part["governance"] if decision_part else None,
+        "score": score_out,
+        "scoring_problem": problem,
+        "decision": decision_part["decision"] if decision_part else None,
+        "approvals": _approvals(h, view),
+        "refused_attempts": [_without_token(r) for r in refused_attempts(h.workflow_id)],
+        "actions": actions,
+        "compensations": compensations,
+        "rollbacks": _rollbacks(h),
+        "escalations": [{"at": _iso(r.scheduled_at), **{k: v for k, v in (r.input or {}).items() if k != "case_id"}}
+                        for r in h.activities_named("escalate")],
+        "verdicts": _verdicts(h, view),
+        "final": {
+            "status": view.status.value if view else None,
+            "steps": [{"step_id": s.step_id, "action": s.action, "tier": s.tier.value,
+                       "reversibility": s.reversibility.value, "state": s.state.value,
+                       "target": s.target.model_dump(), "quorum": s.quorum, "error": s.error}
+                      for s in view.steps] if view else [],
+            "escalations": list(view.escalations) if view else [],
+            "from": "final result" if h.result is not None else "live status query",
+        } if view else None,
+    }
+    ex["undecodable"] = list(h.undecodable)
+    ex["complete_decision_record"] = bool(
+        ex["governance"] and ex["decision"] and (ex["score"] or problem) and ex["alerts"]["count"]
+        and not h.undecodable
+    )
+    ex["timeline"] = _timeline(ex, h)
+    return ex
+
+
+async def explain_case(case_id: str) -> dict[str, Any]:
+    from signoff.client import connect
+
+    client = await connect()
+    history = await load_history(client, case_id)
+    live_view = None
+    if history.close == "running" and history.signals_named(*APPROVAL_SIGNALS):
+        try:
+            live_view = await client.get_workflow_handle(case_id).query("status", result_type=CaseView)
+        except Exception:  # no worker to answer: the signals' outcomes stay "recorded"
+            live_view = None
+    return explanation_from_history(history, live_view)
+
+
+# ---------------------------------------------------------------- rendering for people
+
+
+def _target(t: dict[str, Any] | None) -> str:
+    return f"{t['kind']} {t['id']}" if t else "?"
+
+
+def _num(value: float | None) -> str:
+    return "none" if value is None else f"{value:.4f}"
+
+
+def _state(d: Any) -> str:
+    return json.dumps(d, sort_keys=True) if d is not None else "(not captured)"
+
+
+def render_explanation(ex: dict[str, Any]) -> str:
+    lines: list[str] = []
+    add = lines.append
+    case = ex["case"]
+    add(f"Case {ex['case_id']}  ({case.get('title') or 'untitled'})")
+    add(f"  {case.get('alert_type')} / severity {case.get('severity')}; opened {ex['opened_at']} by "
+        f"{ex['opened_by'] or '?'}; workflow {ex['workflow_status']}"
+        + (f" at {ex['closed_at']}" if ex["closed_at"] else "")
+        + (f"; {'final ' if ex['final']['from'] == 'final result' else ''}status {ex['final']['status']}"
+           if ex.get("final") else ""))
+    add(f"  Source: {ex['source']}, run {ex['run_id']}")
+    for problem in ex.get("undecodable", []):
+        add(f"  CANNOT DECODE some payloads: {problem}")
+    add("")
+    alerts = ex["alerts"]
+    add(f"Alerts: {alerts['count']} ({alerts['recorded_in_history']} recorded in full in the history)")
+    for a in alerts["alerts"][:10]:
+        add(f"  - {a['time']}  {a['title']}  ({a['source']} alert {a['uid']})" + (
+            f"  entities {', '.join(a['entities'][:4])}" if a["entities"] else ""))
+    if len(alerts["alerts"]) > 10:
+        add(f"  ... and {len(alerts['alerts']) - 10} more (use --json)")
+    if ex["enrichment"]:
+        add(f"Enrichment: {ex['enrichment'].get('summary') or '(no summary)'}")
+        for k, v in sorted((ex["enrichment"].get("facts") or {}).items())[:8]:
+            add(f"  {k}: {v}")
+    add("")
+    gov = ex["governance"]
+    if gov:
+        add(f"Governance: policy {gov['policy_version'][:16]}; {gov['alert_type']} is {gov['autonomy']}, "
+            f"threshold {_num(gov['threshold'])} set by {gov['threshold_set_by']}")
+    s = ex["score"]
+    if s:
+        add(f"Score: model {s['model_id'][:16]}, feature vector sha256 {s['feature_hash'][:16]}")
+        add(f"  predicted {s['predicted']} with calibrated confidence {s['confidence']:.3f}; "
+            f"P(not a true positive) = {s['benign_confidence']:.3f}")
+        add("  probabilities: " + ", ".join(f"{k} {v:.3f}" for k, v in s["probabilities"].items()))
+        if s["contributions"]:
+            add("  Top contributions:")
+            for c in s["contributions"]:
+                add(f"    - {c['text']}")
+        for sh in s.get("shadow", []):
+            add(f"  Shadow: candidate model {sh['model_id'][:16]} predicted {sh['predicted']} "
+                f"(confidence {sh['confidence']:.3f}); it never decides")
+    elif ex["scoring_problem"]:
+        add(f"Score: none ({ex['scoring_problem']})")
+    d = ex["decision"]
+    if d:
+        add(f"Decision: {d['kind'].upper()} because {d['reason']}")
+        if d["recorded"] and not d["recomputed_matches_recorded"]:
+            add(f"  WARNING: the workflow recorded {d['recorded']}; recomputing from the history gives {d['kind']}")
+    add("")
+    add("Approvals and refusals:" if ex["approvals"] or ex["refused_attempts"] else "Approvals: none")
+    entries: list[tuple[str, str]] = []
+    for a in ex["approvals"]:
+        who = a["approver"] + (f" (identity {a['identity']})" if a["identity"] else "")
+        entries.append((a["at"] or "", f"  - {a['at']}  {a['decision']} step {a['step']} by {who} via {a['via']}"
+                        + (" (signed)" if a["signed"] else "") + f": {a['outcome'].upper()}"
+                        + (f", refused because {a['refusal']}" if a["refusal"] else "") + f"; reason: {a['reason']!r}"))
+    for r in ex["refused_attempts"]:
+        who = r.get("approver") or r.get("requested_by") or r.get("analyst")
+        entries.append((str(r.get("at", "")), f"  - {r.get('at')}  {r.get('kind')} step {r.get('step', '-')} by {who}: "
+                        f"REFUSED before it reached Temporal ({r.get('refusal')}); reason given: {r.get('reason')!r}"))
+    for _, line in sorted(entries, key=lambda e: e[0]):
+        add(line)
+    if ex["actions"]:
+        add("")
+        add("Actions:")
+        for a in ex["actions"]:
+            add(f"  - {a['completed_at'] or a['started_at']}  {a['step_id']}: {a['action']} on {_target(a['target'])}: "
+                f"{a['outcome']}" + (f" ({a['failure']})" if a["failure"] else ""))
+            add(f"      before {_state(a['before'])}  after {_state(a['after'])}"
+                + (f"  ({a['detail']})" if a["detail"] else ""))
+    if ex["compensations"]:
+        add("Compensations:")
+        for c in ex["compensations"]:
+            add(f"  - {c['completed_at'] or c['started_at']}  {c['action']} undoes {c['undoes']} on {_target(c['target'])}: "
+                f"{c['outcome']}; restored {_state(c['restored'] if c['restored'] is not None else c['restore_to'])}"
+                + (f" ({c['failure']})" if c["failure"] else ""))
+    for rb in ex["rollbacks"]:
+        took = rb["seconds_to_last_compensation"]
+        add(f"Rollback: {rb['at']} by {rb['requested_by']} via {rb['via']} ({rb['reason']!r}); "
+            f"{rb['compensations']} compensations" + (f", done in {took:.1f} s" if took is not None else ""))
+    for e in ex["escalations"]:
+        add(f"Escalation: {e['at']} ({e.get('kind')}): {e.get('reason')}")
+    for v in ex["verdicts"]:
+        state = "" if v["accepted"] in (True, None) else " (refused)"
+        add(f"Verdict: {v['verdict']} by {v['analyst']} at {v['at']} via {v['via']}{state}: {v['reason']!r}")
+    if ex.get("final") and ex["final"]["steps"]:
+        add("")
+        add("Steps at close:" if ex["final"]["from"] == "final result" else "Steps now (live status query):")
+        for st in ex["final"]["steps"]:
+            add(f"  - {st['step_id']}: {st['action']} on {_target(st['target'])} (tier {st['tier']}, "
+                f"{st['reversibility']}) -> {st['state']}" + (f": {st['error']}" if st["error"] else ""))
+    add("")
+    add("Timeline:")
+    for item in ex["timeline"]:
+        add(f"  {item['at']}  {item['what']}")
+    # The CLI prints through rich: keep square brackets in alert titles or reasons literal.
+    return escape("\n".join(lines))

@@ -1,0 +1,65 @@
+"""Determinism guard: every recorded case history replays against the current CaseWorkflow.
+
+Histories: tests/replay/histories/*.json, recorded by `python -m tests.replay.record_histories`
+(one per shipped playbook: approve -> execute -> rollback -> close). A workflow change that would
+break cases already running fails here; wrap such changes in `workflow.patched(...)`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from temporalio import workflow
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+from temporalio.workflow import NondeterminismError
+
+from playbooks.library import COMPROMISED_ACCOUNT, MALWARE_ON_HOST, NETWORK_INTRUSION, PHISHING, TRIAGE_ONLY
+from signoff.models import CaseInput, CaseView
+from workflows.case import CaseWorkflow
+
+HISTORIES = Path(__file__).parent / "replay" / "histories"
+PLAYBOOKS = [p.name for p in (COMPROMISED_ACCOUNT, MALWARE_ON_HOST, PHISHING, NETWORK_INTRUSION, TRIAGE_ONLY)]
+
+
+def _history(name: str) -> WorkflowHistory:
+    path = HISTORIES / f"{name}.json"
+    if not path.exists():
+        pytest.fail(f"{path} is missing: run `python -m tests.replay.record_histories`")
+    return WorkflowHistory.from_json(f"replay-{name}", path.read_text())
+
+
+@pytest.mark.parametrize("playbook", PLAYBOOKS)
+async def test_recorded_history_replays(playbook: str) -> None:
+    history = _history(playbook)
+    replayer = Replayer(workflows=[CaseWorkflow], data_converter=pydantic_data_converter)
+    result = await replayer.replay_workflow(history)
+    assert result.replay_failure is None
+
+
+def test_every_history_file_has_a_playbook() -> None:
+    files = sorted(p.stem for p in HISTORIES.glob("*.json"))
+    assert files == sorted(PLAYBOOKS), "record a history per shipped playbook (and drop stale ones)"
+
+
+@workflow.defn(name="CaseWorkflow")
+class _CaseWorkflowWithAnExtraStep(CaseWorkflow):
+    """A careless edit: a new activity before the first step, without `workflow.patched`."""
+
+    @workflow.init
+    def __init__(self, inp: CaseInput) -> None:
+        super().__init__(inp)
+
+    @workflow.run
+    async def run(self, inp: CaseInput) -> CaseView:
+        await workflow.execute_activity("notify_soc", inp.case_id, start_to_close_timeout=timedelta(seconds=10))
+        return await super().run(inp)
+
+
+async def test_guard_bites_on_an_unpatched_change() -> None:
+    replayer = Replayer(workflows=[_CaseWorkflowWithAnExtraStep], data_converter=pydantic_data_converter)
+    with pytest.raises(NondeterminismError):
+        await replayer.replay_workflow(_history("malware_on_host"))

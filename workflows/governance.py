@@ -1,0 +1,425 @@
+"""The governance workflow: one per namespace (and task queue), long-lived (continue-as-new).
+
+It owns the live governance state: autonomy per alert type, human-set thresholds, the active and
+candidate models, the shadow-mode evidence (analysts' verdicts next to the model's scores) and the
+last drift report. It changes only through updates that carry who and why; each one is checked
+against the policy's roles (read by an activity at the time of the change) and recorded as an
+`Event` with the workflow time and a new revision. Refusals are recorded too.
+
+Promoting (an alert type on the loop, or a new model) needs a quorum of governance-role holders.
+Demoting (the kill switch) and rolling back a model act at once. The drift check can only make
+things safer: it demotes, it never promotes.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.drift import ScheduleRequest, ensure_drift_schedule
+    from activities.governance import ModelSync, governance_policy, resolve_model, sync_model_store
+    from policies.engine import Policy
+    from signoff.autonomy.evidence import evidence
+    from signoff.autonomy.models import (
+        SYSTEM_DRIFT,
+        AlertTypeState,
+        AutonomyChange,
+        DriftReport,
+        Event,
+        GovernanceInput,
+        GovernanceState,
+        ModelChange,
+        ModelRollback,
+        ModelState,
+        ThresholdChange,
+        ThresholdRevert,
+        VerdictCounts,
+        VerdictRecord,
+    )
+    from signoff.models import Verdict
+
+QUICK = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=5)
+LIVE_MEMO = "live"  # memo key of the live state (what cases decide under)
+
+
+class LiveGovernance(GovernanceState):
+    """The part of the state a case decides under (no verdict records): what `live` returns."""
+
+
+def _require_reason(reason: str, by: str) -> None:
+    if not by.strip():
+        raise ApplicationError("who makes this change is required (--as USER)", type="GovernanceRefused",
+                               non_retryable=True)
+    if not reason.strip():
+        raise ApplicationError("a reason is required (--reason TEXT)", type="GovernanceRefused", non_retryable=True)
+
+
+@workflow.defn(name="GovernanceWorkflow")
+class GovernanceWorkflow:
+    @workflow.init
+    def __init__(self, inp: GovernanceInput) -> None:
+        self.state: GovernanceState = inp.state
+        self.max_events = inp.max_events
+        self.evidence_window = inp.evidence_window
+
+    @workflow.run
+    async def run(self, inp: GovernanceInput) -> None:
+        self._publish()
+        if inp.ensure_schedule:
+            try:
+                await workflow.execute_activity(
+                    ensure_drift_schedule, ScheduleRequest(), start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=QUICK,
+                )
+            except ActivityError:
+                workflow.logger.warning("could not create the drift schedule; `signoff drift schedule` retries")
+        await workflow.wait_condition(
+            lambda: workflow.info().is_continue_as_new_suggested()
+            or workflow.info().get_current_history_length() > inp.history_limit
+        )
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        workflow.continue_as_new(GovernanceInput(
+            state=self.state, max_events=self.max_events, evidence_window=self.evidence_window,
+            ensure_schedule=False, history_limit=inp.history_limit))
+
+    # ------------------------------------------------------------------ queries
+
+    @workflow.query(description="The whole governance state: autonomy, thresholds, models, evidence, events")
+    def state_query(self) -> GovernanceState:
+        return self.state
+
+    @workflow.query(description="What cases decide under: autonomy, thresholds and models (no verdict records)")
+    def live(self) -> LiveGovernance:
+        return LiveGovernance(revision=self.state.revision, alert_types=self.state.alert_types,
+                              model=self.state.model, last_drift=self.state.last_drift)
+
+    # ------------------------------------------------------------------ autonomy (promote / kill switch)
+
+    @workflow.update(description='Promote or demote an alert type: {"alert_type": "phishing", "level": "in_the_loop", "by": "carol", "reason": "..."}')
+    async def set_autonomy(self, req: AutonomyChange) -> str:
+        policy = await self._policy()
+        if req.level == "in_the_loop":
+            return self._demote(policy, req)
+        return self._promote(policy, req)
+
+    @set_autonomy.validator
+    def _validate_autonomy(self, req: AutonomyChange) -> None:
+        _require_reason(req.reason, req.by)
+        if req.alert_type == "*" and req.level != "in_the_loop":
+            raise ApplicationError("only a demotion may target every alert type", type="GovernanceRefused",
+                                   non_retryable=True)
+
+    def _demote(self, policy: Policy, req: AutonomyChange) -> str:
+        allowed = set(policy.governance_roles) | set(policy.autonomy.kill_switch_roles)
+        self._check_role(policy, req.by, allowed, "demote", req.alert_type, req.reason)
+        targets = sorted(policy.alert_types) if req.alert_type == "*" else [self._known(policy, req.alert_type, req)]
+        changed = []
+        for name in targets:
+            before = self._autonomy(policy, name)
+            current = self.state.alert_types.get(name, AlertTypeState())
+            # Recorded even when already in the loop: the kill switch pins the level over the policy file.
+            self._put(name, current.model_copy(update=dict(
+                autonomy="in_the_loop", autonomy_by=req.by, autonomy_at=workflow.now(), pending_promotion=())))
+            self._event("autonomy", req.by, req.reason, alert_type=name, before=before, after="in_the_loop")
+            if before != "in_the_loop":
+                changed.append(name)
+        done = ", ".join(changed) if changed else "none was on the loop"
+        return f"in the loop now: {', '.join(targets)} (demoted: {done}); revision {self.state.revision}"
+
+    def _promote(self, policy: Policy, req: AutonomyChange) -> str:
+        self._check_role(policy, req.by, set(policy.governance_roles), "promote", req.alert_type, req.reason)
+        name = self._known(policy, req.alert_type, req)
+        if name == policy.drift.open_case_alert_type:
+            self._refuse(req.by, req.reason, name, f"{name} cases are for detection engineers: never automated")
+        if self._autonomy(policy, name) == "on_the_loop":
+            return f"{name} is already on the loop"
+        threshold = self._threshold(policy, name)
+        if threshold is None:
+            self._refuse(req.by, req.reason, name,
+                         f"{name} has no threshold: set one first (`signoff policy set-threshold {name} VALUE`)")
+        drift = self.state.last_drift
+        breached = [f for f in (drift.findings if drift else ()) if f.alert_type == name and f.breaches]
+        # patched: histories recorded before this rule replay as they ran (Temporal versioning).
+        if drift is not None and breached and workflow.patched("refuse-promotion-after-drift"):
+            self._refuse(req.by, req.reason, name, f"the last drift check ({drift.at:%Y-%m-%d %H:%M} UTC) found "
+                         f"drift on {name}: {'; '.join(breached[0].breaches)}; promote after a clean drift check")
+        if policy.autonomy.require_evidence:
+            ev = evidence(name, self.state.recent.get(name, ()), threshold, policy.autonomy)
+            if not ev.recommend_promotion:
+                self._refuse(req.by, req.reason, name, f"the evidence does not support promotion: {ev.recommendation}")
+        current = self.state.alert_types.get(name, AlertTypeState())
+        if req.by in current.pending_promotion:
+            self._refuse(req.by, req.reason, name, f"{req.by!r} already approved this promotion; the quorum needs "
+                                                   "distinct people")
+        approvers = (*current.pending_promotion, req.by)
+        quorum = policy.autonomy.promotion_quorum
+        if len(approvers) < quorum:
+            self._put(name, current.model_copy(update=dict(pending_promotion=approvers)))
+            self._event("autonomy_approval", req.by, req.reason, alert_type=name, after=f"{len(approvers)}/{quorum}")
+            return f"promotion of {name} approved by {req.by}: {len(approvers)}/{quorum}, waiting for more approvals"
+        self._put(name, current.model_copy(update=dict(
+            autonomy="on_the_loop", autonomy_by=",".join(approvers), autonomy_at=workflow.now(), pending_promotion=())))
+        self._event("autonomy", req.by, req.reason, alert_type=name, before="in_the_loop", after="on_the_loop")
+        return (f"{name} is on the loop at threshold {threshold:.4f} (approved by {', '.join(approvers)}); "
+                f"revision {self.state.revision}")
+
+    # ------------------------------------------------------------------ thresholds
+
+    @workflow.update(description='Set an auto-close threshold: {"alert_type": "phishing", "value": 0.97, "by": "carol", "reason": "..."}')
+    async def set_threshold(self, req: ThresholdChange) -> str:
+        policy = await self._policy()
+        self._check_role(policy, req.by, set(policy.governance_roles), "set thresholds", req.alert_type, req.reason)
+        name = self._known(policy, req.alert_type, req)
+        return self._apply_threshold(policy, name, req.value, req.by, req.reason, to_policy=req.value is None)
+
+    @set_threshold.validator
+    def _validate_threshold(self, req: ThresholdChange) -> None:
+        _require_reason(req.reason, req.by)
+
+    @workflow.update(description='Undo the last threshold change of an alert type: {"alert_type": "phishing", "by": "carol", "reason": "..."}')
+    async def revert_threshold(self, req: ThresholdRevert) -> str:
+        policy = await self._policy()
+        self._check_role(policy, req.by, set(policy.governance_roles), "revert thresholds", req.alert_type, req.reason)
+        name = self._known(policy, req.alert_type, req)
+        stack: list[Event] = []  # threshold changes not yet reverted, oldest first
+        for e in self.state.events:
+            if e.accepted and e.alert_type == name and e.kind == "threshold":
+                if e.reverts is None:
+                    stack.append(e)
+                elif stack:
+                    stack.pop()
+        if not stack:
+            self._refuse(req.by, req.reason, name, f"{name} has no threshold change left to revert")
+        last = stack[-1]
+        value = None if last.before_from_policy else last.before_value
+        return self._apply_threshold(policy, name, value, req.by, req.reason, reverts=last.revision,
+                                     to_policy=last.before_from_policy)
+
+    @revert_threshold.validator
+    def _validate_revert(self, req: ThresholdRevert) -> None:
+        _require_reason(req.reason, req.by)
+
+    def _apply_threshold(self, policy: Policy, name: str, value: float | None, by: str, reason: str,
+                         reverts: int | None = None, to_policy: bool = False) -> str:
+        before = self._threshold_label(policy, name)
+        current = self.state.alert_types.get(name, AlertTypeState())
+        before_value, before_from_policy = current.threshold, not current.threshold_set
+        self._put(name, current.model_copy(update=dict(
+            threshold_set=not to_policy, threshold=None if to_policy else value, threshold_by=by,
+            threshold_at=workflow.now())))
+        after = self._threshold_label(policy, name)
+        why = reason if reverts is None else f"{reason} (reverts revision {reverts})"
+        # Reverts walk back through the changes not yet reverted (an undo stack), each one recorded.
+        self._event("threshold", by, why, alert_type=name, before=before, after=after,
+                    before_value=before_value, before_from_policy=before_from_policy, reverts=reverts)
+        return f"{name} threshold: {before} -> {after}; revision {self.state.revision}"
+
+    # ------------------------------------------------------------------ models
+
+    @workflow.update(description='Approve activating a model (quorum of governance roles): {"model_id": "...", "by": "carol", "reason": "..."}')
+    async def promote_model(self, req: ModelChange) -> str:
+        policy = await self._policy()
+        self._check_role(policy, req.by, set(policy.governance_roles), "promote models", "", req.reason)
+        model_id = await self._resolve(req)
+        model = self.state.model
+        if model.active == model_id:
+            return f"model {model_id[:12]} is already active"
+        approvers = model.pending_approvers if model.pending == model_id else ()
+        if req.by in approvers:
+            self._refuse(req.by, req.reason, "", f"{req.by!r} already approved model {model_id[:12]}; the quorum "
+                                                 "needs distinct people")
+        approvers = (*approvers, req.by)
+        quorum = policy.autonomy.model_promotion_quorum
+        if len(approvers) < quorum:
+            self.state = self.state.model_copy(update=dict(
+                model=model.model_copy(update=dict(pending=model_id, pending_approvers=approvers))))
+            self._event("model_approval", req.by, req.reason, after=f"{model_id} {len(approvers)}/{quorum}")
+            return f"promotion of model {model_id[:12]} approved by {req.by}: {len(approvers)}/{quorum}"
+        previous = model.active or ""
+        await workflow.execute_activity(
+            sync_model_store, ModelSync(action="promote", model_id=model_id, by=",".join(approvers), reason=req.reason),
+            start_to_close_timeout=timedelta(seconds=30), retry_policy=QUICK,
+        )
+        self.state = self.state.model_copy(update=dict(model=ModelState(
+            active=model_id, history=(*model.history, previous), candidate=None if model.candidate == model_id
+            else model.candidate)))
+        self._event("model_promote", req.by, req.reason, before=previous or "model store default", after=model_id)
+        return (f"model {model_id[:12]} is active (approved by {', '.join(approvers)}); rollback restores "
+                f"{previous[:12] or 'the model store default'}; revision {self.state.revision}")
+
+    @promote_model.validator
+    def _validate_promote_model(self, req: ModelChange) -> None:
+        _require_reason(req.reason, req.by)
+
+    @workflow.update(description='Roll back to the model active before the last promotion: {"by": "carol", "reason": "..."}')
+    async def rollback_model(self, req: ModelRollback) -> str:
+        policy = await self._policy()
+        self._check_role(policy, req.by, set(policy.governance_roles), "roll back models", "", req.reason)
+        model = self.state.model
+        if not model.history:
+            self._refuse(req.by, req.reason, "", "no model promotion through governance to roll back")
+        target = model.history[-1] or None
+        await workflow.execute_activity(
+            sync_model_store,
+            ModelSync(action="rollback", model_id=target, rolled_back=model.active, by=req.by, reason=req.reason),
+            start_to_close_timeout=timedelta(seconds=30), retry_policy=QUICK,
+        )
+        self.state = self.state.model_copy(update=dict(model=model.model_copy(update=dict(
+            active=target, history=model.history[:-1], pending=None, pending_approvers=()))))
+        self._event("model_rollback", req.by, req.reason, before=model.active or "", after=target or "model store default")
+        now = target[:12] if target else "the model store's previous model (else the shipped default)"
+        return f"rolled back model {(model.active or '')[:12]}; active: {now}; revision {self.state.revision}"
+
+    @rollback_model.validator
+    def _validate_rollback_model(self, req: ModelRollback) -> None:
+        _require_reason(req.reason, req.by)
+
+    @workflow.update(description='Score new cases with a candidate model in shadow (recorded, never decides): {"model_id": "...", "by": "erin", "reason": "..."}; model_id "" clears it')
+    async def set_candidate(self, req: ModelChange) -> str:
+        policy = await self._policy()
+        roles = set(policy.governance_roles) | {"detection_engineer"}
+        self._check_role(policy, req.by, roles, "name shadow candidates", "", req.reason)
+        model_id = await self._resolve(req) if req.model_id else None
+        before = self.state.model.candidate or ""
+        self.state = self.state.model_copy(update=dict(model=self.state.model.model_copy(update=dict(candidate=model_id))))
+        self._event("candidate", req.by, req.reason, before=before, after=model_id or "")
+        return f"shadow candidate: {model_id[:12] if model_id else 'none'}"
+
+    @set_candidate.validator
+    def _validate_candidate(self, req: ModelChange) -> None:
+        _require_reason(req.reason, req.by)
+
+    # ------------------------------------------------------------------ feedback and drift
+
+    @workflow.signal(description="An analyst's verdict on a case, with the model's score (sent by the case workflow)")
+    def record_verdict(self, rec: VerdictRecord) -> None:
+        name = rec.alert_type
+        counts = self.state.counts.get(name, VerdictCounts())
+        tp = rec.verdict == Verdict.true_positive
+        above = rec.threshold is not None and rec.benign_confidence is not None and rec.benign_confidence >= rec.threshold
+        counts = VerdictCounts(
+            reviewed=counts.reviewed + 1,
+            agree=counts.agree + int(rec.predicted == rec.verdict),
+            agree_tp=counts.agree_tp + int(rec.predicted is not None and (rec.predicted == Verdict.true_positive) == tp),
+            above_threshold=counts.above_threshold + int(above),
+            above_threshold_tp=counts.above_threshold_tp + int(above and tp),
+            sampled_reviews=counts.sampled_reviews + int(rec.review_sampled),
+            sampled_misses=counts.sampled_misses + int(rec.review_sampled and tp),
+        )
+        recent = (*self.state.recent.get(name, ()), rec.model_copy(update=dict(at=rec.at or workflow.now())))
+        window = self.evidence_window
+        self.state = self.state.model_copy(update=dict(
+            counts={**self.state.counts, name: counts},
+            recent={**self.state.recent, name: recent[-window:]},
+        ))
+
+    @workflow.update(description="A drift check's report; breached alert types are demoted to in_the_loop")
+    async def drift_report(self, report: DriftReport) -> list[str]:
+        policy = await self._policy()
+        demoted: list[str] = []
+        for finding in report.findings:
+            if not finding.breaches:
+                continue
+            name = finding.alert_type
+            why = f"drift: {'; '.join(finding.breaches)}"
+            before = self._autonomy(policy, name) if name in policy.alert_types else "in_the_loop"
+            if name in policy.alert_types:
+                current = self.state.alert_types.get(name, AlertTypeState())
+                self._put(name, current.model_copy(update=dict(
+                    autonomy="in_the_loop", autonomy_by=SYSTEM_DRIFT, autonomy_at=workflow.now(), pending_promotion=())))
+            self._event("drift", SYSTEM_DRIFT, why, alert_type=name, before=before, after="in_the_loop")
+            if before == "on_the_loop":
+                demoted.append(name)
+        self.state = self.state.model_copy(update=dict(last_drift=report.model_copy(update=dict(demoted=tuple(demoted)))))
+        return demoted
+
+    # ------------------------------------------------------------------ helpers
+
+    async def _policy(self) -> Policy:
+        return await workflow.execute_activity(
+            governance_policy, start_to_close_timeout=timedelta(seconds=30), retry_policy=QUICK,
+        )
+
+    async def _resolve(self, req: ModelChange) -> str:
+        try:
+            return await workflow.execute_activity(
+                resolve_model, req.model_id, start_to_close_timeout=timedelta(seconds=60), retry_policy=QUICK,
+            )
+        except ActivityError as err:
+            cause = err.cause
+            why = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
+            self._refuse(req.by, req.reason, "", f"model {req.model_id!r}: {why}")
+            raise
+
+    def _autonomy(self, policy: Policy, name: str) -> str:
+        live = self.state.alert_types.get(name)
+        if live is not None and live.autonomy is not None:
+            return live.autonomy
+        return policy.alert_type(name).autonomy
+
+    def _threshold(self, policy: Policy, name: str) -> float | None:
+        live = self.state.alert_types.get(name)
+        if live is not None and live.threshold_set:
+            return live.threshold
+        return policy.alert_type(name).threshold
+
+    def _threshold_label(self, policy: Policy, name: str) -> str:
+        live = self.state.alert_types.get(name)
+        if live is not None and live.threshold_set:
+            return "none" if live.threshold is None else f"{live.threshold:.6f}"
+        value = policy.alert_type(name).threshold
+        return f"{'none' if value is None else f'{value:.6f}'} (policy file)"
+
+    def _known(self, policy: Policy, name: str, req: AutonomyChange | ThresholdChange | ThresholdRevert) -> str:
+        if name not in policy.alert_types:
+            self._refuse(req.by, req.reason, name,
+                         f"unknown alert type {name!r}; policy has: {', '.join(sorted(policy.alert_types))}")
+        return name
+
+    def _check_role(self, policy: Policy, user: str, allowed: set[str], what: str, alert_type: str, reason: str) -> None:
+        roles = set(policy.roles_of(user))
+        if not roles & allowed:
+            self._refuse(user, reason, alert_type,
+                         f"{user!r} has roles {sorted(roles)}; to {what} needs one of {sorted(allowed)} (policy)")
+
+    def _refuse(self, by: str, reason: str, alert_type: str, why: str) -> None:
+        self._event("refused", by, reason, alert_type=alert_type, after=why, accepted=False)
+        raise ApplicationError(why, type="GovernanceRefused", non_retryable=True)
+
+    def _put(self, name: str, value: AlertTypeState) -> None:
+        self.state = self.state.model_copy(update=dict(alert_types={**self.state.alert_types, name: value}))
+
+    def _event(self, kind: str, by: str, reason: str, *, alert_type: str = "", before: str = "", after: str = "",
+               accepted: bool = True, before_value: float | None = None, before_from_policy: bool = False,
+               reverts: int | None = None) -> None:
+        revision = self.state.revision + 1 if accepted else self.state.revision
+        event = Event(revision=revision, at=workflow.now(), kind=kind, alert_type=alert_type, by=by, reason=reason,
+                      before=before, after=after, accepted=accepted, before_value=before_value,
+                      before_from_policy=before_from_policy, reverts=reverts)
+        self.state = self.state.model_copy(update=dict(
+            revision=revision, events=(*self.state.events, event)[-self.max_events:]))
+        if accepted:
+            self._publish()
+
+    def _publish(self) -> None:
+        """The live state in the memo: cases read it with DescribeWorkflowExecution, which the server
+        answers itself, so a busy task queue never delays a decision (a query would wait for a worker)."""
+        workflow.upsert_memo({LIVE_MEMO: self.live().model_dump(mode="json")})
+
+
+def _workflows() -> list[type]:
+    from workflows.drift import DriftCheckWorkflow
+
+    found: list[type] = [GovernanceWorkflow, DriftCheckWorkflow]
+    try:
+        from workflows.retrain import RetrainWorkflow
+    except ModuleNotFoundError:
+        return found
+    return [*found, RetrainWorkflow]
+
+
+WORKFLOWS: list[type] = _workflows()
