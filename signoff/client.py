@@ -27,16 +27,29 @@ def data_converter():  # type: ignore[no-untyped-def]
 
 
 async def connect(address: str | None = None, namespace: str | None = None) -> Client:
+    """Connect with the standard Temporal client configuration.
+
+    TLS, API keys and profiles come from the same environment variables and config file as the
+    `temporal` CLI (`TEMPORAL_TLS_CLIENT_CERT_PATH`, `TEMPORAL_TLS_CLIENT_KEY_PATH`,
+    `TEMPORAL_TLS_SERVER_CA_CERT_PATH`, `TEMPORAL_API_KEY`, `TEMPORAL_PROFILE`, ...).
+    """
+    from temporalio.envconfig import ClientConfig
+
+    config = ClientConfig.load_client_connect_config()
     target = address or settings.temporal_address()
     try:
         return await Client.connect(
             target,
-            namespace=namespace or settings.namespace(),
+            namespace=namespace or config.get("namespace") or settings.namespace(),
+            api_key=config.get("api_key"),
+            tls=config.get("tls", False),
+            rpc_metadata=config.get("rpc_metadata") or {},
             data_converter=data_converter(),
             interceptors=interceptors(),
         )
     except RuntimeError as exc:
         raise ConnectionError(
             f"cannot reach Temporal at {target}: {exc}. Start the embedded server with `signoff dev` "
-            f"(or `signoff demo`), or set TEMPORAL_ADDRESS to your cluster's frontend."
+            f"(or `signoff demo`), or set TEMPORAL_ADDRESS to your cluster's frontend "
+            f"(TLS: TEMPORAL_TLS_CLIENT_CERT_PATH / TEMPORAL_TLS_CLIENT_KEY_PATH)."
         ) from exc

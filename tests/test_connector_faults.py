@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -100,6 +101,21 @@ FAULTS = {
     "never-confirms": (ACTION_RETRY.maximum_attempts, "has not confirmed"),
     "4xx": (1, "403"),
 }
+
+
+@pytest.fixture(scope="module")
+async def time_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping server of this module's own: cases other tests leave running (with
+    activities in flight) would stop the shared one from skipping hours of back-off."""
+    from temporalio.contrib.pydantic import pydantic_data_converter
+
+    from tests.conftest import _binary, register_search_attributes
+
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=_binary("temporal-test-server"), data_converter=pydantic_data_converter)
+    await register_search_attributes(env.client)
+    yield env
+    await env.shutdown()
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))

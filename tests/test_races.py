@@ -47,8 +47,9 @@ async def test_approval_arriving_as_the_timeout_fires(time_env: WorkflowEnvironm
             await handle.terminate("test done")
         # Both orders happen around the deadline and both are fine: the approval always counts once,
         # an escalation (if the timer won) is on record, and the step ran exactly once.
-        # (None: the shared test server could not skip exactly; the order is then unknown.)
-        assert outcomes[0] in (False, None) and outcomes[-1] in (True, None)
+        # Before the deadline either may win (the approval races a 3 s skip); after it, the timer has
+        # already fired. (None: the shared test server could not skip exactly; order unknown.)
+        assert outcomes[-1] in (True, None)
 
 
 async def test_approve_and_reject_together(time_env: WorkflowEnvironment, task_queue: str) -> None:
