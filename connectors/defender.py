@@ -23,14 +23,11 @@ from connectors.http import (
     OAuth2ClientCredentials,
     Secret,
     VendorClient,
-    require_secret,
-    require_setting,
-    setting,
+    entra_app_from_env,
 )
 
 VENDOR = "defender"
 DEFAULT_URL = "https://api.securitycenter.microsoft.com"
-LOGIN_URL = "https://login.microsoftonline.com"
 SCOPE = "https://api.securitycenter.microsoft.com/.default"
 ACTIVE = ("Pending", "InProgress")
 
@@ -56,15 +53,7 @@ class Defender(VendorClient):
 
     @classmethod
     def from_env(cls, transport: httpx.AsyncBaseTransport | None = None) -> Defender:
-        tenant = require_setting(VENDOR, "tenant_id")
-        login = setting(VENDOR, "login_url", LOGIN_URL) or LOGIN_URL
-        return cls(
-            setting(VENDOR, "base_url", DEFAULT_URL) or DEFAULT_URL,
-            f"{login.rstrip('/')}/{tenant}/oauth2/v2.0/token",
-            require_secret(VENDOR, "client_id").reveal(),
-            require_secret(VENDOR, "client_secret"),
-            transport=transport,
-        )
+        return cls(*entra_app_from_env(VENDOR, DEFAULT_URL), transport=transport)
 
     async def machine(self, machine_id: str) -> dict[str, Any]:
         return dict((await self.request("GET", f"/api/machines/{machine_id}")).json())

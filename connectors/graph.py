@@ -21,14 +21,11 @@ from connectors.http import (
     OAuth2ClientCredentials,
     Secret,
     VendorClient,
-    require_secret,
-    require_setting,
-    setting,
+    entra_app_from_env,
 )
 
 VENDOR = "graph"
 DEFAULT_URL = "https://graph.microsoft.com"
-LOGIN_URL = "https://login.microsoftonline.com"
 SCOPE = "https://graph.microsoft.com/.default"
 SELECT = "id,userPrincipalName,accountEnabled,signInSessionsValidFromDateTime"
 
@@ -47,15 +44,7 @@ class Graph(VendorClient):
 
     @classmethod
     def from_env(cls, transport: httpx.AsyncBaseTransport | None = None) -> Graph:
-        tenant = require_setting(VENDOR, "tenant_id")
-        login = setting(VENDOR, "login_url", LOGIN_URL) or LOGIN_URL
-        return cls(
-            setting(VENDOR, "base_url", DEFAULT_URL) or DEFAULT_URL,
-            f"{login.rstrip('/')}/{tenant}/oauth2/v2.0/token",
-            require_secret(VENDOR, "client_id").reveal(),
-            require_secret(VENDOR, "client_secret"),
-            transport=transport,
-        )
+        return cls(*entra_app_from_env(VENDOR, DEFAULT_URL), transport=transport)
 
     @staticmethod
     def _path(user: str) -> str:

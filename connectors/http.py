@@ -416,3 +416,22 @@ def _first_message(body: Any) -> str:
         return body
     return ""
 
+
+
+ENTRA_LOGIN_URL = "https://login.microsoftonline.com"
+
+
+def entra_app_from_env(vendor: str, default_url: str) -> tuple[str, str, str, Secret]:
+    """(base URL, token URL, client id, client secret) of a Microsoft Entra app registration.
+
+    From `SIGNOFF_<VENDOR>_TENANT_ID`, `_CLIENT_ID`, `_CLIENT_SECRET` (or `_FILE`), and optionally
+    `_BASE_URL` / `_LOGIN_URL` (sovereign clouds, test stand-ins).
+    """
+    tenant = require_setting(vendor, "tenant_id")
+    login = setting(vendor, "login_url", ENTRA_LOGIN_URL) or ENTRA_LOGIN_URL
+    return (
+        setting(vendor, "base_url", default_url) or default_url,
+        f"{login.rstrip('/')}/{tenant}/oauth2/v2.0/token",
+        require_secret(vendor, "client_id").reveal(),
+        require_secret(vendor, "client_secret"),
+    )

@@ -22,15 +22,13 @@ from connectors.http import (
     OAuth2ClientCredentials,
     Secret,
     VendorClient,
-    require_secret,
+    entra_app_from_env,
     require_setting,
-    setting,
 )
 
 VENDOR = "sentinel"
 API_VERSION = "2025-09-01"
 DEFAULT_URL = "https://management.azure.com"
-LOGIN_URL = "https://login.microsoftonline.com"
 SCOPE = "https://management.azure.com/.default"
 
 
@@ -50,12 +48,8 @@ class Sentinel(VendorClient):
 
     @classmethod
     def from_env(cls, transport: httpx.AsyncBaseTransport | None = None) -> Sentinel:
-        tenant = require_setting(VENDOR, "tenant_id")
-        login = setting(VENDOR, "login_url", LOGIN_URL) or LOGIN_URL
         return cls(
-            setting(VENDOR, "base_url", DEFAULT_URL) or DEFAULT_URL,
-            f"{login.rstrip('/')}/{tenant}/oauth2/v2.0/token",
-            require_secret(VENDOR, "client_id").reveal(), require_secret(VENDOR, "client_secret"),
+            *entra_app_from_env(VENDOR, DEFAULT_URL),
             require_setting(VENDOR, "subscription_id"), require_setting(VENDOR, "resource_group"),
             require_setting(VENDOR, "workspace"), transport=transport,
         )
