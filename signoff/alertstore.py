@@ -111,20 +111,9 @@ class AlertStore:
             raise ValueError(
                 f"raw has {len(raw)} records for {len(alerts)} alerts; pass one per alert or None"
             )
-        rows = [
-            (
-                a.uid,
-                case_id,
-                _ms(a.time),
-                a.source,
-                a.rule,
-                a.joined_because,
-                a.model_dump_json(),
-                None if raw is None else _raw_text(raw[i]),
-            )
-            for i, a in enumerate(alerts)
-        ]
-        return self._insert(rows)
+        return self.put_assigned(
+            [(case_id, a, None if raw is None else raw[i]) for i, a in enumerate(alerts)]
+        )
 
     def put_assigned(self, items: Sequence[tuple[str, Alert, Raw]]) -> int:
         """Store (case_id, alert, raw) for many cases in one transaction. Returns how many were new."""

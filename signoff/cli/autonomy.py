@@ -161,11 +161,16 @@ def history(
     """Every governance change and refusal: who, when, why, before -> after, revision."""
     state = run(load_state())
     events = list(state.events)[-limit:] if state else []
+    print_events(events, json_out)
+
+
+def print_events(events: list[Any], json_out: bool) -> None:
+    """Governance events as JSON lines, or a table a person reads (`autonomy history`, `policy history`)."""
     if json_out:
         for e in events:
             emit_json(e.model_dump(mode="json"))
         return
-    table = Table("rev", "at (UTC)", "kind", "alert type", "by", "change", "reason")
+    table = Table("rev", "at (UTC)", "kind", "alert type", "by", "before -> after", "reason")
     for e in events:
         change_text = f"{e.before} -> {e.after}" if e.accepted else f"[red]refused:[/] {e.after}"
         table.add_row(str(e.revision), e.at.strftime("%Y-%m-%d %H:%M:%S"), e.kind, e.alert_type, e.by,

@@ -106,19 +106,10 @@ def history(
     json_out: bool = typer.Option(False, "--json", help="one JSON object per change"),
 ) -> None:
     """Threshold and autonomy changes: who, when, why, before -> after."""
-    from signoff.cli.autonomy import load_state
+    from signoff.cli.autonomy import load_state, print_events
 
     state = run(load_state())
     events = [e for e in (state.events if state else ())
               if e.kind in ("threshold", "autonomy", "autonomy_approval", "drift", "refused")
               and (alert_type is None or e.alert_type == alert_type)]
-    if json_out:
-        for e in events:
-            emit_json(e.model_dump(mode="json"))
-        return
-    table = Table("rev", "at (UTC)", "kind", "alert type", "by", "before -> after", "reason")
-    for e in events:
-        change_text = f"{e.before} -> {e.after}" if e.accepted else f"refused: {e.after}"
-        table.add_row(str(e.revision), e.at.strftime("%Y-%m-%d %H:%M:%S"), e.kind, e.alert_type, e.by,
-                      change_text, e.reason)
-    out.print(table)
+    print_events(events, json_out)
