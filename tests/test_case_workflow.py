@@ -295,6 +295,8 @@ async def test_auto_close_only_on_the_loop_above_threshold(
 ) -> None:
     policy = yaml.safe_load(policy_file.read_text())
     policy["alert_types"]["phishing"].update(autonomy="on_the_loop", threshold=0.0)
+    # Random case ids: without this, 5% of runs would draw the on-the-loop review sample.
+    policy["review_sample_rate"] = 0.0
     policy_file.write_text(yaml.safe_dump(policy))
     client = time_env.client
     async with build_worker(client, task_queue):
