@@ -22,6 +22,9 @@ from pydantic import BaseModel, ConfigDict
 from signoff import settings
 from signoff.models import Alert, Entity
 
+# A rowid table, not WITHOUT ROWID: rows carry ~1.5 KB (the alert and its raw record), and SQLite
+# stores large rows far better in a rowid table (measured on the AIT scenario: half the insert CPU,
+# half the WAL bytes). Stores created with the earlier WITHOUT ROWID schema work unchanged.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
     uid TEXT PRIMARY KEY,
@@ -32,7 +35,7 @@ CREATE TABLE IF NOT EXISTS alerts (
     joined_because TEXT NOT NULL,
     alert TEXT NOT NULL,
     raw TEXT
-) WITHOUT ROWID;
+);
 CREATE INDEX IF NOT EXISTS alerts_by_case ON alerts (case_id, time_ms, uid);
 CREATE TABLE IF NOT EXISTS state (
     name TEXT PRIMARY KEY,
@@ -177,6 +180,11 @@ class AlertStore:
             ):
                 out[uid] = case_id
         return out
+
+    def known_cases(self, case_ids: Sequence[str]) -> set[str]:
+        """The case ids that already have alerts here (one indexed probe each, no counting)."""
+        probe = "SELECT 1 FROM alerts WHERE case_id = ? LIMIT 1"
+        return {case_id for case_id in case_ids if self._db.execute(probe, (case_id,)).fetchone()}
 
     def count(self, case_id: str | None = None) -> int:
         if case_id is None:

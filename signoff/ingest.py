@@ -8,6 +8,7 @@ per batch, never one RPC per alert.
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator
@@ -232,7 +233,7 @@ async def ingest_path(
     touched: set[str] = set()
     chunks = CHUNKERS[fmt](path, store)
     try:
-        while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+        while (chunk := await asyncio.to_thread(_next_chunk, chunks)) is not None:
             for rejected in chunk.rejected:
                 dead.write(rejected)
             summary.rejected += len(chunk.rejected)
@@ -271,8 +272,25 @@ async def ingest_path(
     return summary
 
 
+def _next_chunk(chunks: Iterator[Chunk]) -> Chunk | None:
+    """The next chunk, parsed with the cyclic garbage collector paused.
+
+    A chunk is ~20,000 validated models that all stay alive until it is delivered, so every
+    collection during parsing rescans them and frees nothing: measured, that was most of the
+    parse time. Reference counting still frees what parsing drops; the collector runs again as
+    soon as the chunk is built.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return next(chunks, None)
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _existing_cases(store: AlertStore, case_ids: list[str]) -> set[str]:
-    return {case_id for case_id in case_ids if store.count(case_id) > 0}
+    return store.known_cases(case_ids)
 
 
 async def _signal_with_start(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
+import logging
 import os
 from collections.abc import Callable
 from datetime import timedelta
@@ -54,9 +56,12 @@ def activities() -> list[Callable[..., Any]]:
 
 
 def build_worker(client: Client, task_queue: str | None = None, **overrides: Any) -> Worker:
+    from signoff.sandbox import workflow_runner
+
     env = os.environ.get
     options: dict[str, Any] = dict(
         task_queue=task_queue or settings.task_queue(),
+        workflow_runner=workflow_runner(),
         workflows=workflows(),
         activities=activities(),
         max_concurrent_workflow_tasks=int(env("SIGNOFF_MAX_WORKFLOW_TASKS", "100")),
@@ -70,6 +75,25 @@ def build_worker(client: Client, task_queue: str | None = None, **overrides: Any
     return Worker(client, **options)
 
 
+def warm_up() -> None:
+    """Pay the worker's one-time costs before it takes tasks, not inside the first cases.
+
+    Importing xgboost (and the numpy/scipy/sklearn it pulls in) and parsing the active model take
+    seconds of CPU; done lazily they land in the first scored cases, under load. Then everything
+    alive is moved out of the garbage collector's sight (`gc.freeze`): the modules, the model and
+    the workflow sandbox's templates are never garbage, and scanning them on every full collection
+    is pure overhead for a process that holds hundreds of cached cases.
+    """
+    try:
+        from signoff.scoring.scorer import Scorer
+
+        Scorer.load()
+    except Exception as exc:  # noqa: BLE001 - a missing model is reported per case by score_case
+        logging.getLogger("signoff.worker").warning("scoring model not loaded at start: %s", exc)
+    gc.collect()
+    gc.freeze()
+
+
 async def run_worker(address: str | None = None, task_queue: str | None = None) -> None:
     from signoff.client import connect
 
@@ -77,4 +101,6 @@ async def run_worker(address: str | None = None, task_queue: str | None = None) 
     from signoff.telemetry import start_gauges
 
     start_gauges(client)  # the awaiting-approval gauge, when OpenTelemetry is configured
-    await build_worker(client, task_queue).run()
+    worker = build_worker(client, task_queue)
+    warm_up()
+    await worker.run()

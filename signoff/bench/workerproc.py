@@ -16,7 +16,7 @@ from typing import Any
 async def main(address: str, task_queue: str, ready_file: Path) -> None:
     from signoff.bench.bare import BareWorkflow, bare_step
     from signoff.client import connect
-    from signoff.worker import activities, build_worker, workflows
+    from signoff.worker import activities, build_worker, warm_up, workflows
 
     client = await connect(address)
     extra: dict[str, Any] = {}
@@ -34,6 +34,8 @@ async def main(address: str, task_queue: str, ready_file: Path) -> None:
     worker = build_worker(
         client, task_queue, workflows=[*workflows(), BareWorkflow], activities=[*activities(), bare_step], **extra
     )
+    if not os.environ.get("SIGNOFF_BENCH_COLD_WORKER"):  # experiment: measure without the warm-up
+        warm_up()
     config = worker.config()
     knobs = ("max_cached_workflows", "max_concurrent_workflow_tasks", "max_concurrent_activities",
              "max_concurrent_local_activities")

@@ -69,6 +69,9 @@ def default_dir() -> Path:
     return Path(str(resources.files("signoff").joinpath("models", "default")))
 
 
+_default_ids: dict[tuple[str, int, int], str] = {}
+
+
 def default_model_id() -> str:
     path = default_dir() / ARTIFACT
     if not path.exists():
@@ -76,7 +79,14 @@ def default_model_id() -> str:
             f"the shipped default model is missing ({path}); reinstall Signoff or train one with "
             "`signoff model train --data F --format guide` and promote it"
         )
-    return sha256(path.read_bytes())
+    # Hashing the 2.5 MB artifact costs milliseconds and every scored case asks: hash once per
+    # file version (a reinstalled model has a new size or mtime, so it is hashed again).
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    found = _default_ids.get(key)
+    if found is None:
+        found = _default_ids[key] = sha256(path.read_bytes())
+    return found
 
 
 def _model_dir(model_id: str) -> Path:
