@@ -41,7 +41,9 @@ if _runner is not None and hasattr(getattr(_runner, "_Instance", None), "_run_co
 
     class _Instance(_runner._Instance):
         def _run_code(self, code: Any, **extra_globals: Any) -> None:
-            super()._run_code(compiled(code) if isinstance(code, str) else code, **extra_globals)
+            # `exec` takes a code object as well as a string; the SDK annotates only `str`.
+            source = compiled(code) if isinstance(code, str) else code
+            super()._run_code(source, **extra_globals)  # type: ignore[arg-type]
 
     @dataclass(frozen=True)
     class CompiledOnceRunner(SandboxedWorkflowRunner):
