@@ -84,6 +84,9 @@ def warm_up() -> None:
     the workflow sandbox's templates are never garbage, and scanning them on every full collection
     is pure overhead for a process that holds hundreds of cached cases.
     """
+    from activities.executors import load_builtin
+
+    load_builtin()  # the executor modules and their connector clients (httpx, ldap3, ...)
     try:
         from signoff.scoring.scorer import Scorer
 

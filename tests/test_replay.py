@@ -7,11 +7,13 @@ break cases already running fails here; wrap such changes in `workflow.patched(.
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from temporalio import workflow
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
@@ -23,25 +25,53 @@ from workflows.case import CaseWorkflow
 
 HISTORIES = Path(__file__).parent / "replay" / "histories"
 PLAYBOOKS = [p.name for p in (COMPROMISED_ACCOUNT, MALWARE_ON_HOST, PHISHING, NETWORK_INTRUSION, TRIAGE_ONLY)]
+# Histories recorded before a patched change stay here and keep replaying: cases that were running
+# when the change shipped must go on with the code path they started on.
+GENERATIONS = ["", "before-coalesced-triage-upserts"]
 
 
-def _history(name: str) -> WorkflowHistory:
-    path = HISTORIES / f"{name}.json"
+def _history(name: str, generation: str = "") -> WorkflowHistory:
+    path = HISTORIES / generation / f"{name}.json"
     if not path.exists():
         pytest.fail(f"{path} is missing: run `python -m tests.replay.record_histories`")
     return WorkflowHistory.from_json(f"replay-{name}", path.read_text())
 
 
+@pytest.mark.parametrize("generation", GENERATIONS)
 @pytest.mark.parametrize("playbook", PLAYBOOKS)
-async def test_recorded_history_replays(playbook: str) -> None:
-    history = _history(playbook)
+async def test_recorded_history_replays(playbook: str, generation: str) -> None:
+    history = _history(playbook, generation)
     replayer = Replayer(workflows=[CaseWorkflow], data_converter=pydantic_data_converter)
     result = await replayer.replay_workflow(history)
     assert result.replay_failure is None
 
 
-def test_every_history_file_has_a_playbook() -> None:
-    files = sorted(p.stem for p in HISTORIES.glob("*.json"))
+def test_current_histories_take_the_patched_path() -> None:
+    """The re-recorded histories carry the patch marker and fewer upserts than the older ones."""
+    for playbook in PLAYBOOKS:
+        new, old = (_history(playbook, g) for g in GENERATIONS)
+        assert "coalesced-triage-upserts" in _patches(new)
+        assert "coalesced-triage-upserts" not in _patches(old)
+        assert _upserts(new) < _upserts(old)
+
+
+def _upserts(history: WorkflowHistory) -> int:
+    return sum(1 for e in history.events if e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES)
+
+
+def _patches(history: WorkflowHistory) -> set[str]:
+    """Patch ids recorded in the history (`core_patch` markers carry the id as a JSON payload)."""
+    found = set()
+    for event in history.events:
+        attrs = event.marker_recorded_event_attributes
+        if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED and attrs.marker_name == "core_patch":
+            found.add(json.loads(attrs.details["patch-data"].payloads[0].data)["id"])
+    return found
+
+
+@pytest.mark.parametrize("generation", GENERATIONS)
+def test_every_history_file_has_a_playbook(generation: str) -> None:
+    files = sorted(p.stem for p in (HISTORIES / generation).glob("*.json"))
     assert files == sorted(PLAYBOOKS), "record a history per shipped playbook (and drop stale ones)"
 
 

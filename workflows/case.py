@@ -134,13 +134,19 @@ class CaseWorkflow:
         self.escalations: list[str] = []
         self.action_running = False
         self.search_attributes: dict[str, Any] = {}  # last value upserted, per attribute
+        self.deferred_upserts: dict[str, SearchAttributeUpdate[Any]] = {}
+        self.coalesce_upserts = False
         self._add_alerts(inp.alerts)
 
     # ------------------------------------------------------------------ main line
 
     @workflow.run
     async def run(self, inp: CaseInput) -> CaseView:
-        self._set_status(CaseStatus.triage)
+        # Triage's search attributes go out in two upserts instead of six: each upsert is a history
+        # event and a visibility write on the server (docs/benchmarks.md). Cases started before
+        # this change replay with one upsert per call, as they were recorded.
+        self.coalesce_upserts = workflow.patched("coalesced-triage-upserts")
+        self._set_status(CaseStatus.triage, defer=True)
         self._upsert(
             [sa.ALERT_TYPE.value_set(inp.alert_type), sa.CASE_SEVERITY.value_set(inp.severity)]
         )
@@ -152,8 +158,10 @@ class CaseWorkflow:
         )
         policy = self.gov.policy
         self.playbook = policy.alert_type(inp.alert_type).playbook
+        # Deferred until the decision: only automatic steps run in between, no human waits on them.
         self._upsert(
-            [sa.PLAYBOOK.value_set(self.playbook), sa.POLICY_VERSION.value_set(self.gov.policy_version[:16])]
+            [sa.PLAYBOOK.value_set(self.playbook), sa.POLICY_VERSION.value_set(self.gov.policy_version[:16])],
+            defer=True,
         )
         self.enrichment = await workflow.execute_local_activity(
             enrich_case, EnrichRequest(case_id=inp.case_id, entities=tuple(self.entities.values())),
@@ -169,9 +177,10 @@ class CaseWorkflow:
         attrs = [sa.DECISION.value_set(self.decision.kind.value)]
         if self.score is not None:
             attrs += [sa.MODEL_VERSION.value_set(self.score.model_id[:16])]
-        self._upsert(attrs)
+        self._upsert(attrs, defer=True)
         if self.score is not None:
-            self._upsert([sa.CONFIDENCE.value_set(self.score.benign_confidence)])
+            self._upsert([sa.CONFIDENCE.value_set(self.score.benign_confidence)], defer=True)
+        # Flushed with the next upsert: auto-closed status, or AwaitingApproval in `_plan_steps`.
 
         if self.decision.kind == DecisionKind.auto_close:
             self._set_status(CaseStatus.auto_closed)
@@ -633,16 +642,28 @@ class CaseWorkflow:
     def _refresh_awaiting(self) -> None:
         self._upsert([sa.AWAITING_APPROVAL.value_set(self._awaiting())])
 
-    def _upsert(self, updates: list[SearchAttributeUpdate[Any]]) -> None:
-        """Upsert only what changed: each upsert is a history event and a visibility write."""
-        changed = [u for u in updates if self.search_attributes.get(u.key.name, _UNSET) != u.value]
-        if changed:
-            self.search_attributes.update({u.key.name: u.value for u in changed})
-            workflow.upsert_search_attributes(changed)
+    def _upsert(self, updates: list[SearchAttributeUpdate[Any]], *, defer: bool = False) -> None:
+        """Upsert only what changed: each upsert is a history event and a visibility write.
 
-    def _set_status(self, status: CaseStatus) -> None:
+        `defer=True` holds the change for the next upsert that is not deferred (which sends it
+        too). Only for stretches where nothing waits on a human before that next upsert.
+        """
+        changed = [u for u in updates if self.search_attributes.get(u.key.name, _UNSET) != u.value]
+        self.search_attributes.update({u.key.name: u.value for u in changed})
+        if not self.coalesce_upserts:
+            if changed:
+                workflow.upsert_search_attributes(changed)
+            return
+        self.deferred_upserts.update({u.key.name: u for u in changed})
+        if defer or not self.deferred_upserts:
+            return
+        batch = list(self.deferred_upserts.values())
+        self.deferred_upserts.clear()
+        workflow.upsert_search_attributes(batch)
+
+    def _set_status(self, status: CaseStatus, *, defer: bool = False) -> None:
         self.case_status = status
-        self._upsert([sa.CASE_STATUS.value_set(status.value)])
+        self._upsert([sa.CASE_STATUS.value_set(status.value)], defer=defer)
 
     def _executed_actions(self) -> list[str]:
         return sorted({s.plan.action for s in self.steps.values() if s.result is not None})

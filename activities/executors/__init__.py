@@ -32,7 +32,7 @@ def backend_for(action: str) -> str:
 
 
 def executor_for(action: str) -> ActionExecutor:
-    _load_builtin()
+    load_builtin()
     backend = backend_for(action)
     key = (action, backend)
     if key not in _CACHE:
@@ -55,7 +55,7 @@ def reset_cache() -> None:
 _BUILTIN = ("lab", "ldap", "nftables", "aws", "edr", "identity")
 
 
-def _load_builtin() -> None:
+def load_builtin() -> None:
     """Import the built-in executor modules (they register themselves). Connectors read their
     credentials on first use, never at import, so an unconfigured vendor costs nothing here."""
     import importlib
@@ -70,6 +70,7 @@ __all__ = [
     "State",
     "backend_for",
     "executor_for",
+    "load_builtin",
     "non_retryable",
     "register",
     "reset_cache",
