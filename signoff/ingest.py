@@ -8,6 +8,7 @@ per batch, never one RPC per alert.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import hashlib
 import json
@@ -231,9 +232,14 @@ async def ingest_path(
     queue = task_queue or settings.task_queue()
     gate = asyncio.Semaphore(CONCURRENCY)
     touched: set[str] = set()
-    chunks = CHUNKERS[fmt](path, store)
+    # The next chunk is parsed while this one is delivered: delivery mostly waits on the server.
+    # The parser reads the store through its own connection; the loop below is the only writer.
+    reader = _reader_for(store)
+    chunks = CHUNKERS[fmt](path, reader)
+    upcoming = asyncio.ensure_future(asyncio.to_thread(_next_chunk, chunks))
     try:
-        while (chunk := await asyncio.to_thread(_next_chunk, chunks)) is not None:
+        while (chunk := await upcoming) is not None:
+            upcoming = asyncio.ensure_future(asyncio.to_thread(_next_chunk, chunks))
             for rejected in chunk.rejected:
                 dead.write(rejected)
             summary.rejected += len(chunk.rejected)
@@ -266,6 +272,12 @@ async def ingest_path(
             if progress:
                 progress(summary.accepted + summary.rejected, 0)
     finally:
+        # After an error in delivery the parser may be mid-chunk: let it finish before its
+        # connection closes (the chunk is dropped; nothing of it was sent or stored).
+        with contextlib.suppress(Exception):
+            await upcoming
+        if reader is not store:
+            reader.close()
         dead.close()
     summary.records = summary.accepted + summary.rejected
     summary.seconds = round(loop.time() - started, 3)
@@ -287,6 +299,14 @@ def _next_chunk(chunks: Iterator[Chunk]) -> Chunk | None:
     finally:
         if enabled:
             gc.enable()
+
+
+def _reader_for(store: AlertStore) -> AlertStore:
+    """A second connection to a file store (WAL: reads never block the writer); the store itself
+    when it lives in memory."""
+    if str(store.path) == ":memory:":
+        return store
+    return AlertStore(store.path)
 
 
 def _existing_cases(store: AlertStore, case_ids: list[str]) -> set[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -38,16 +38,26 @@ def available() -> list[str]:
     return names
 
 
-def _correlation() -> Callable[..., dict[str, Any]] | None:
+def _correlation() -> Callable[..., Coroutine[Any, Any, dict[str, Any]]] | None:
     try:
-        from signoff.bench.correlation import run_correlation_bench
+        from signoff.bench.correlation import run_correlation
     except ImportError:
         return None
-    return run_correlation_bench
+    return run_correlation
 
 
-def run_scenario(name: str, cases: int | None = None, report: Report | None = None) -> dict[str, Any]:
-    """Run one scenario and return its result. `cases=None` uses the scenario's default."""
+def run_scenario(
+    name: str,
+    cases: int | None = None,
+    report: Report | None = None,
+    *,
+    data: Path | None = None,
+    labels: Path | None = None,
+) -> dict[str, Any]:
+    """Run one scenario and return its result. `cases=None` uses the scenario's default.
+
+    `data`/`labels`: the OCSF scenario and its labels for `correlation` (default: AIT russellmitchell).
+    """
     import importlib
 
     report = report or (lambda *_: None)
@@ -55,10 +65,13 @@ def run_scenario(name: str, cases: int | None = None, report: Report | None = No
         bench = _correlation()
         if bench is None:
             raise ValueError("the correlation benchmark is not installed (signoff/bench/correlation.py)")
-        data, labels = ait_paths()
+        default_data, default_labels = ait_paths()
+        data, labels = data or default_data, labels or (default_labels if data is None else None)
         if not data.exists():
-            raise FileNotFoundError(f"the AIT-ADS data is missing: {data}")
-        return bench(data, labels)
+            raise FileNotFoundError(f"the OCSF scenario {data} is missing; pass --data FILE.jsonl[.gz]")
+        if labels is None or not labels.exists():
+            raise FileNotFoundError(f"the scenario's labels {labels} are missing; pass --labels FILE.csv[.gz]")
+        return dict(asyncio.run(bench(data, labels, report=report)))
     if name not in SCENARIOS:
         raise ValueError(f"unknown scenario {name!r}; choose from {available()} or 'all'")
     module, function, default = SCENARIOS[name]

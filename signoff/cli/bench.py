@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import signal
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -23,6 +24,8 @@ def bench(
     ),
     cases: int = typer.Option(None, "--cases", "-n", help="number of cases (default: per scenario)"),
     json_out: bool = typer.Option(False, "--json", help="print one JSON object per scenario, one per line"),
+    data: Path = typer.Option(None, "--data", help="correlation: an OCSF .jsonl[.gz] scenario (default: AIT russellmitchell)"),
+    labels: Path = typer.Option(None, "--labels", help="correlation: the scenario's per-alert labels .csv[.gz]"),
 ) -> None:
     """Measure Signoff: the governed pipeline vs bare Temporal, approval and rollback latency, scoring, scale.
 
@@ -46,7 +49,7 @@ def bench(
                 bar.update(tasks[phase], completed=done, total=total)
 
             try:
-                result = run_scenario(name, cases, report)
+                result = run_scenario(name, cases, report, data=data, labels=labels)
             except KeyboardInterrupt:
                 fail("interrupted", code=130)
             except (RuntimeError, ValueError, FileNotFoundError, TimeoutError) as exc:
