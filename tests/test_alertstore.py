@@ -95,3 +95,28 @@ def test_unreadable_file_says_what_to_do(tmp_path: Path) -> None:
     path.write_bytes(b"not a database" * 100)
     with pytest.raises(RuntimeError, match="move the file away"):
         AlertStore(path)
+
+
+def test_known_cases_probes_without_counting(store: AlertStore) -> None:
+    store.put_many("case-1", [alert("a1", 0)])
+    store.put_many("case-2", [alert("a2", 0), alert("a3", 1)])
+    assert store.known_cases(["case-1", "case-2", "case-3"]) == {"case-1", "case-2"}
+    assert store.known_cases([]) == set()
+
+
+def test_a_store_made_with_the_earlier_without_rowid_schema_still_works(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE alerts (uid TEXT PRIMARY KEY, case_id TEXT NOT NULL, time_ms INTEGER NOT NULL,"
+        " source TEXT NOT NULL, rule TEXT NOT NULL, joined_because TEXT NOT NULL, alert TEXT NOT NULL,"
+        " raw TEXT) WITHOUT ROWID;"
+    )
+    db.close()
+    old = AlertStore(path)
+    assert old.put_many("case-1", [alert("a1", 0), alert("a2", 1)]) == 2
+    assert old.put_many("case-1", [alert("a2", 1)]) == 0
+    assert old.uids("case-1") == ["a1", "a2"] and old.known_cases(["case-1"]) == {"case-1"}
+    fresh = AlertStore(tmp_path / "new.db")
+    sql = fresh._db.execute("SELECT sql FROM sqlite_master WHERE name = 'alerts'").fetchone()[0]
+    assert "WITHOUT ROWID" not in sql
