@@ -27,7 +27,7 @@ HISTORIES = Path(__file__).parent / "replay" / "histories"
 PLAYBOOKS = [p.name for p in (COMPROMISED_ACCOUNT, MALWARE_ON_HOST, PHISHING, NETWORK_INTRUSION, TRIAGE_ONLY)]
 # Histories recorded before a patched change stay here and keep replaying: cases that were running
 # when the change shipped must go on with the code path they started on.
-GENERATIONS = ["", "before-coalesced-triage-upserts"]
+GENERATIONS = ["", "before-faster-triage"]
 
 
 def _history(name: str, generation: str = "") -> WorkflowHistory:
@@ -50,8 +50,8 @@ def test_current_histories_take_the_patched_path() -> None:
     """The re-recorded histories carry the patch marker and fewer upserts than the older ones."""
     for playbook in PLAYBOOKS:
         new, old = (_history(playbook, g) for g in GENERATIONS)
-        assert "coalesced-triage-upserts" in _patches(new)
-        assert "coalesced-triage-upserts" not in _patches(old)
+        assert "faster-triage" in _patches(new)
+        assert "faster-triage" not in _patches(old)
         assert _upserts(new) < _upserts(old)
 
 
