@@ -12,7 +12,7 @@ import pytest
 import xgboost as xgb
 
 from signoff.scoring import artifact, metrics
-from signoff.scoring.features import FEATURE_NAMES, vector
+from signoff.scoring.features import FEATURE_NAMES, cross_features, fit_history, vector
 from signoff.scoring.scorer import Scorer
 from signoff.scoring.train import TrainedModel, TrainParams, cases_from_guide, train
 from signoff.sources.guide import read_guide
@@ -87,8 +87,11 @@ def test_score_result_is_calibrated_probabilities_with_explanation(cases, traine
     result = scorer.score(alerts)
     assert set(result.probabilities) == {"TruePositive", "BenignPositive", "FalsePositive"}
     assert abs(sum(result.probabilities.values()) - 1.0) < 1e-5
-    assert result.confidence == max(result.probabilities.values())
+    # the predicted grade follows the model's decision rule; confidence is its calibrated probability
     assert result.probabilities[result.predicted.value] == result.confidence
+    probs = np.asarray([[result.probabilities[c] for c in ("TruePositive", "BenignPositive", "FalsePositive")]])
+    decided = scorer.bundle.calibration.decide(probs, vector(alerts, scorer.bundle.stats).reshape(1, -1))
+    assert ["TruePositive", "BenignPositive", "FalsePositive"][int(decided[0])] == result.predicted.value
     assert result.benign_confidence == pytest.approx(1.0 - result.probabilities["TruePositive"])
     x = vector(alerts, scorer.bundle.stats)
     assert result.feature_hash == __import__("hashlib").sha256(x.tobytes()).hexdigest()
@@ -115,6 +118,60 @@ def test_calibration_is_fitted_out_of_fold_and_ece_is_within_bound(trained: Trai
     assert cv["macro_f1"] > 0.6
     oof = trained.manifest["oof"]
     assert len(oof["benign_confidence"]) == len(oof["true_positive"]) == trained.manifest["data"]["incidents"]
+
+
+def _cross(keys: dict[str, list[str]], org: str, stats) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    names = [n for n in FEATURE_NAMES if n.startswith("hist_xorg_")]
+    return dict(zip(names, cross_features(keys, org, stats), strict=True))
+
+
+def test_cross_organisation_features_leave_the_own_organisation_out() -> None:
+    # detector "guide:9": org A graded it TruePositive twice, org B BenignPositive once
+    keys = [{"rule": ["guide:9"]}, {"rule": ["guide:9"]}, {"rule": ["guide:9"]}, {"rule": ["guide:5"]}]
+    stats = fit_history(keys, [0, 0, 1, 2], ["A", "A", "B", "C"], range(4))
+    prior = stats.prior
+    own_a = _cross({"rule": ["guide:9"]}, "A", stats)  # only B votes: BenignPositive
+    assert own_a["hist_xorg_rule_orgs"] == 1.0
+    assert own_a["hist_xorg_rule_bp"] == pytest.approx((1.0 + prior[1]) / 2.0)
+    own_b = _cross({"rule": ["guide:9"]}, "B", stats)  # only A votes: TruePositive (one vote, not two)
+    assert own_b["hist_xorg_rule_orgs"] == 1.0
+    assert own_b["hist_xorg_rule_tp"] == pytest.approx((1.0 + prior[0]) / 2.0)
+    new = _cross({"rule": ["guide:9"]}, "Z", stats)  # a never-seen organisation gets both votes
+    assert new["hist_xorg_rule_orgs"] == 2.0
+    assert new["hist_xorg_rule_tp"] == pytest.approx((1.0 + prior[0]) / 3.0)
+    assert new["hist_xorg_rule_tp_max"] == new["hist_xorg_rule_tp"]
+    only_c = _cross({"rule": ["guide:5"]}, "C", stats)  # a key only its own organisation has: the prior
+    assert only_c["hist_xorg_rule_orgs"] == 0.0
+    assert only_c["hist_xorg_rule_tp"] == pytest.approx(prior[0])
+    # no keys at all (e.g. an OCSF case without these attributes): the prior, support 0
+    empty = _cross({}, "", stats)
+    assert empty["hist_xorg_attr_orgs"] == 0.0 and empty["hist_xorg_attr_fp"] == pytest.approx(prior[2])
+    # the statistics survive the artifact round trip with the same values
+    again = type(stats).from_json(json.loads(json.dumps(stats.to_json())))
+    assert cross_features({"rule": ["guide:9"]}, "A", again) == cross_features({"rule": ["guide:9"]}, "A", stats)
+
+
+def test_decision_rule_biases_only_the_regime_they_belong_to() -> None:
+    probs = np.asarray([[0.30, 0.45, 0.25], [0.30, 0.45, 0.25]])
+    known = np.asarray([True, False])
+    decided = artifact.decide(probs, known, (0.0, 0.0, 0.0), (0.0, -0.5, 0.0))
+    assert decided.tolist() == [1, 0]  # known: plain argmax; unseen: BenignPositive handicapped
+
+
+def test_decision_bias_is_fitted_to_raise_macro_f1() -> None:
+    from signoff.scoring.train import fit_decision_bias
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 600)
+    probs = np.full((600, 3), 0.2)
+    probs[np.arange(600), labels] = 0.3  # the right grade a bit higher...
+    probs[:, 1] += 0.15  # ...but BenignPositive inflated for every case: argmax says BP always
+    probs /= probs.sum(axis=1, keepdims=True)
+    assert metrics.macro_f1(labels, probs.argmax(axis=1)) < 0.3
+    bias = fit_decision_bias(probs, labels)
+    assert bias[0] == 0.0 and bias[1] < 0
+    assert metrics.macro_f1(labels, (np.log(probs) + np.asarray(bias)).argmax(axis=1)) == pytest.approx(1.0)
+    assert metrics.macro_f1(labels, probs.argmax(axis=1)) == pytest.approx(metrics.classification(labels, probs.argmax(axis=1))[0])
 
 
 def test_ece_definition() -> None:

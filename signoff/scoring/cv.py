@@ -41,6 +41,7 @@ def grouped_cv(
     n = len(cases)
     probs = np.zeros((n, 3), dtype=np.float64)
     closed = np.zeros(n, dtype=bool)
+    predicted = np.zeros(n, dtype=np.int64)
     folds: list[dict[str, Any]] = []
     for number, test in enumerate(outer_folds(cases, grouping, k, params.seed + 100), start=1):
         train_rows = np.setdiff1d(np.arange(n), test)
@@ -57,10 +58,11 @@ def grouped_cv(
         x_test = matrix(cases, test, bundle.stats)
         p = bundle.calibration.apply(predict_raw(bundle.booster, x_test, params.nthread), x_test)
         probs[test] = p
+        predicted[test] = bundle.calibration.decide(p, x_test)
         benign = 1.0 - p[:, metrics.TP]
         closed[test] = benign >= recommendation.threshold
         at = metrics.safety_at(benign, cases.labels[test] == metrics.TP, recommendation.threshold)
-        fold_f1, _ = metrics.classification(cases.labels[test], p.argmax(axis=1))
+        fold_f1, _ = metrics.classification(cases.labels[test], predicted[test])
         folds.append(
             {
                 "fold": number,
@@ -70,6 +72,7 @@ def grouped_cv(
                     np.mean([cases.orgs[i] not in {cases.orgs[j] for j in train_rows} for i in test])
                 ),
                 "macro_f1": fold_f1,
+                "decision_bias_unseen": list(bundle.calibration.decision_unseen),
                 "threshold": recommendation.threshold,
                 "threshold_train_auto_close_share": recommendation.at.auto_closed_share,
                 "auto_closed_share": at.auto_closed_share,
@@ -78,7 +81,7 @@ def grouped_cv(
             }
         )
     labels = cases.labels
-    macro, per_class = metrics.classification(labels, probs.argmax(axis=1))
+    macro, per_class = metrics.classification(labels, predicted)
     is_tp = labels == metrics.TP
     k_tp = int((closed & is_tp).sum())
     n_tp = int(is_tp.sum())
@@ -89,6 +92,8 @@ def grouped_cv(
         "organisations": len(set(cases.orgs)),
         "macro_f1": macro,
         "per_class": {name: r.model_dump() for name, r in per_class.items()},
+        "decision_rule": "argmax(log p + bias of the regime: known / never-seen organisation), "
+        "biases fitted on each fold's training data (out-of-fold)",
         "ece": metrics.ece_top_label(probs, labels),
         "ece_benign": metrics.ece_binary(1.0 - probs[:, metrics.TP], ~is_tp),
         "risk_budget": params.risk_budget,

@@ -30,7 +30,7 @@ from signoff.models import Alert, Verdict
 
 CLASSES: tuple[Verdict, ...] = (Verdict.true_positive, Verdict.benign_positive, Verdict.false_positive)
 CLASS_SHORT = ("tp", "bp", "fp")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 CATEGORIES = (
     "initialaccess", "execution", "persistence", "privilegeescalation", "defenseevasion",
@@ -58,6 +58,20 @@ HISTORY_GROUPS: tuple[tuple[str, bool, bool], ...] = (
 )
 SMOOTHING = 1.0
 
+# Cross-organisation groups: keys whose anonymised values are global in GUIDE (detector, title,
+# MITRE technique, category, evidence signature, global attribute values). For each key the model
+# sees how OTHER organisations graded it: every organisation casts one vote (its own grade mix for
+# the key), the case's own organisation is always left out. That is computed the same way in
+# training and in scoring, and it is exactly what a never-seen organisation gets.
+CROSS_GROUPS: tuple[str, ...] = ("rule", "title", "technique", "category", "evidence", "rule_evidence", "attr", "entity")
+# Entity attributes whose values are global (not per-organisation) in GUIDE.
+GLOBAL_ATTRIBUTES = (
+    "threat_family", "os_family", "os_version", "antispam_direction", "roles", "resource_type",
+    "application_id", "application_name", "country_code", "state", "city", "sha256", "file_name",
+    "folder_path", "url", "ip_address",
+)  # fmt: skip
+CROSS_SMOOTHING = 1.0  # m of the m-estimate pulling cross-organisation mixes to the prior
+
 _NON_ALNUM = re.compile(r"[^a-z0-9]")
 
 
@@ -79,6 +93,13 @@ def org_of(alerts: Sequence[Alert]) -> str:
     return ""
 
 
+def _evidence_signature(entity: Any) -> str:
+    attrs = entity.attributes
+    return "|".join(
+        (entity.type, entity.role.lower(), _norm(attrs.get("last_verdict", "")), _norm(attrs.get("suspicion_level", "")))
+    )
+
+
 def history_keys(alerts: Sequence[Alert]) -> dict[str, list[str]]:
     """The lookup keys of a case per history group (sorted, distinct)."""
     org = org_of(alerts)
@@ -90,18 +111,68 @@ def history_keys(alerts: Sequence[Alert]) -> dict[str, list[str]]:
         "org_rule": {f"{org}|{r}" for r in rules} if org else set(),
         "technique": {t.strip().upper() for a in alerts for t in a.mitre if t.strip()},
         "entity": {f"{e.type}:{e.value}" for a in alerts for e in a.entities if e.value},
+        "category": {_norm(a.category) for a in alerts if a.category},
+        "evidence": {_evidence_signature(e) for a in alerts for e in a.entities},
+        "rule_evidence": {f"{a.source}:{a.rule}|{_evidence_signature(e)}" for a in alerts if a.rule for e in a.entities},
+        "attr": {
+            f"{name}={e.attributes[name]}" for a in alerts for e in a.entities for name in GLOBAL_ATTRIBUTES
+            if e.attributes.get(name)
+        },
     }
     return {group: sorted(values) for group, values in keys.items()}
 
 
+Counts = tuple[int, int, int]
+
+
+def _vote(counts: Counts) -> tuple[float, float, float]:
+    n = float(counts[0] + counts[1] + counts[2])
+    return (counts[0] / n, counts[1] / n, counts[2] / n)
+
+
 @dataclass(frozen=True)
 class HistoryStats:
-    """Per-key grade counts learned from labelled training cases (part of the model artifact)."""
+    """Per-key grade counts learned from labelled training cases (part of the model artifact).
+
+    `counts[group][key]`: pooled grade counts; `orgs[group][key]`: organisations a key was seen in;
+    `cross[group][key][org]`: grade counts of a key per organisation (cross-organisation votes).
+    """
 
     prior: tuple[float, ...]
-    counts: dict[str, dict[str, tuple[int, int, int]]]
+    counts: dict[str, dict[str, Counts]]
     orgs: dict[str, dict[str, int]] = field(default_factory=dict)
     smoothing: float = SMOOTHING
+    cross: dict[str, dict[str, dict[str, Counts]]] = field(default_factory=dict)
+    cross_smoothing: float = CROSS_SMOOTHING
+
+    def __post_init__(self) -> None:
+        # Per key: the sum of all organisations' votes (in sorted org order) and their number.
+        sums: dict[str, dict[str, tuple[tuple[float, float, float], int]]] = {}
+        for group, table in self.cross.items():
+            out: dict[str, tuple[tuple[float, float, float], int]] = {}
+            for key, by_org in table.items():
+                acc = [0.0, 0.0, 0.0]
+                for org in sorted(by_org):
+                    v = _vote(by_org[org])
+                    for c in range(3):
+                        acc[c] += v[c]
+                out[key] = ((acc[0], acc[1], acc[2]), len(by_org))
+            sums[group] = out
+        object.__setattr__(self, "_cross_sums", sums)
+
+    def cross_votes(self, group: str, key: str, org: str) -> tuple[tuple[float, float, float], int]:
+        """Sum of the grade-mix votes of the organisations other than `org` that saw `key`, and their number."""
+        entry = self._cross_sums.get(group, {}).get(key)  # type: ignore[attr-defined]
+        if entry is None:
+            return (0.0, 0.0, 0.0), 0
+        total, n = entry
+        own = self.cross[group][key].get(org) if org else None
+        if own is None:
+            return total, n
+        if n == 1:
+            return (0.0, 0.0, 0.0), 0
+        v = _vote(own)
+        return (total[0] - v[0], total[1] - v[1], total[2] - v[2]), n - 1
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -109,6 +180,11 @@ class HistoryStats:
             "smoothing": self.smoothing,
             "counts": {g: {k: list(v) for k, v in sorted(t.items())} for g, t in sorted(self.counts.items())},
             "orgs": {g: dict(sorted(t.items())) for g, t in sorted(self.orgs.items())},
+            "cross_smoothing": self.cross_smoothing,
+            "cross": {
+                g: {k: {o: list(c) for o, c in sorted(by_org.items())} for k, by_org in sorted(t.items())}
+                for g, t in sorted(self.cross.items())
+            },
         }
 
     @classmethod
@@ -120,6 +196,11 @@ class HistoryStats:
                 g: {k: (int(v[0]), int(v[1]), int(v[2])) for k, v in t.items()} for g, t in data["counts"].items()
             },
             orgs={g: {k: int(v) for k, v in t.items()} for g, t in data["orgs"].items()},
+            cross_smoothing=float(data["cross_smoothing"]),
+            cross={
+                g: {k: {o: (int(c[0]), int(c[1]), int(c[2])) for o, c in by_org.items()} for k, by_org in t.items()}
+                for g, t in data["cross"].items()
+            },
         )
 
 
@@ -129,20 +210,30 @@ def fit_history(
     orgs: Sequence[str],
     rows: Iterable[int],
     smoothing: float = SMOOTHING,
+    cross: bool = True,
 ) -> HistoryStats:
-    """Count grades per key over the training cases `rows` (indices into keys/labels/orgs)."""
+    """Count grades per key over the training cases `rows` (indices into keys/labels/orgs).
+
+    `cross=False` skips the per-organisation tables (for fold statistics that only feed the
+    pooled history features)."""
     counts: dict[str, dict[str, list[int]]] = {g: {} for g, _, _ in HISTORY_GROUPS}
     org_sets: dict[str, dict[str, set[str]]] = {g: {} for g, spread, _ in HISTORY_GROUPS if spread}
+    by_org: dict[str, dict[str, dict[str, list[int]]]] = {g: {} for g in CROSS_GROUPS} if cross else {}
     class_totals = [0, 0, 0]
     for i in rows:
         label = int(labels[i])
         class_totals[label] += 1
         for group, values in keys[i].items():
-            table = counts[group]
-            for key in values:
-                table.setdefault(key, [0, 0, 0])[label] += 1
-                if group in org_sets and orgs[i]:
-                    org_sets[group].setdefault(key, set()).add(orgs[i])
+            table = counts.get(group)
+            if table is not None:
+                for key in values:
+                    table.setdefault(key, [0, 0, 0])[label] += 1
+                    if group in org_sets and orgs[i]:
+                        org_sets[group].setdefault(key, set()).add(orgs[i])
+            cross_table = by_org.get(group)
+            if cross_table is not None and orgs[i]:
+                for key in values:
+                    cross_table.setdefault(key, {}).setdefault(orgs[i], [0, 0, 0])[label] += 1
     total = sum(class_totals)
     prior = tuple((c + 1.0) / (total + 3.0) for c in class_totals)
     return HistoryStats(
@@ -150,7 +241,14 @@ def fit_history(
         counts={g: {k: (v[0], v[1], v[2]) for k, v in t.items()} for g, t in counts.items()},
         orgs={g: {k: len(s) for k, s in t.items()} for g, t in org_sets.items()},
         smoothing=smoothing,
+        cross={
+            g: {k: {o: (c[0], c[1], c[2]) for o, c in t_org.items()} for k, t_org in t.items()}
+            for g, t in by_org.items()
+        },
     )
+
+
+CROSS_FEATURES = ("orgs", "tp", "bp", "fp", "tp_max", "tp_min", "bp_max", "fp_max")
 
 
 def feature_names() -> tuple[str, ...]:
@@ -174,11 +272,15 @@ def feature_names() -> tuple[str, ...]:
             names.append(f"hist_{group}_orgs_max")
         if tp_max:
             names += ["hist_" + group + "_tp_max", "hist_" + group + "_tp_min"]
+    for group in CROSS_GROUPS:
+        names += [f"hist_xorg_{group}_{x}" for x in CROSS_FEATURES]
     return tuple(names)
 
 
 FEATURE_NAMES = feature_names()
 _ORG_N = FEATURE_NAMES.index("hist_org_n")
+N_CONTENT = FEATURE_NAMES.index("hist_org_n")
+N_HISTORY = FEATURE_NAMES.index(f"hist_xorg_{CROSS_GROUPS[0]}_orgs") - N_CONTENT
 
 
 def org_known(x: np.ndarray) -> np.ndarray:
@@ -266,11 +368,44 @@ def history_features(keys: dict[str, list[str]], stats: HistoryStats) -> list[fl
     return out
 
 
+def cross_features(keys: dict[str, list[str]], org: str, stats: HistoryStats) -> list[float]:
+    """How other organisations graded the case's keys (the case's own organisation left out)."""
+    out: list[float] = []
+    m = stats.cross_smoothing
+    prior = stats.prior
+    for group in CROSS_GROUPS:
+        pooled = [0.0, 0.0, 0.0]
+        voters = 0
+        support = 0
+        rates: list[tuple[float, float, float]] = []
+        for key in keys.get(group, []):
+            total, n = stats.cross_votes(group, key, org)
+            for c in range(3):
+                pooled[c] += total[c]
+            voters += n
+            support = max(support, n)
+            rates.append(
+                ((total[0] + m * prior[0]) / (n + m), (total[1] + m * prior[1]) / (n + m), (total[2] + m * prior[2]) / (n + m))
+            )
+        if not rates:
+            rates.append((prior[0], prior[1], prior[2]))
+        out.append(float(support))
+        out += [(pooled[c] + m * prior[c]) / (voters + m) for c in range(3)]
+        out += [
+            max(r[0] for r in rates),
+            min(r[0] for r in rates),
+            max(r[1] for r in rates),
+            max(r[2] for r in rates),
+        ]
+    return out
+
+
 def vector(alerts: Sequence[Alert], stats: HistoryStats, keys: dict[str, list[str]] | None = None) -> np.ndarray:
     """The feature vector of a case (float32, order = `FEATURE_NAMES`)."""
     if not alerts:
         raise ValueError("a case needs at least one alert to be scored")
-    row = content_features(alerts) + history_features(keys if keys is not None else history_keys(alerts), stats)
+    keys = keys if keys is not None else history_keys(alerts)
+    row = content_features(alerts) + history_features(keys, stats) + cross_features(keys, org_of(alerts), stats)
     out = np.asarray(row, dtype=np.float32)
     if out.shape != (len(FEATURE_NAMES),):
         raise AssertionError(f"feature vector has {out.shape[0]} values, schema has {len(FEATURE_NAMES)}")

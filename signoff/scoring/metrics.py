@@ -48,6 +48,17 @@ def _ece(conf: np.ndarray, hit: np.ndarray, bins: int) -> float:
     return float(total / len(conf))
 
 
+def macro_f1(labels: np.ndarray, predicted: np.ndarray, classes: int = len(CLASSES)) -> float:
+    """Macro-F1 over the grades (fast path: equals `classification(...)[0]`)."""
+    total = 0.0
+    for c in range(classes):
+        tp = float(np.sum((predicted == c) & (labels == c)))
+        fp = float(np.sum((predicted == c) & (labels != c)))
+        fn = float(np.sum((predicted != c) & (labels == c)))
+        total += 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+    return total / classes
+
+
 class ClassReport(BaseModel):
     model_config = ConfigDict(frozen=True)
 

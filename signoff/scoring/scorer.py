@@ -75,7 +75,7 @@ class Scorer:
         ]
 
     def result(self, x: np.ndarray, probs: np.ndarray, explain: bool = True) -> ScoreResult:
-        predicted = int(np.argmax(probs))
+        predicted = int(self.bundle.calibration.decide(probs.reshape(1, -1), x.reshape(1, -1))[0])
         return ScoreResult(
             model_id=self.model_id,
             feature_hash=hashlib.sha256(np.ascontiguousarray(x, dtype=np.float32).tobytes()).hexdigest(),

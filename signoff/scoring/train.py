@@ -13,6 +13,7 @@ on those, and the threshold recommendation is read from the calibrated OOF benig
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -34,9 +35,12 @@ from signoff.scoring.artifact import Bundle, Calibration, CalibrationMap
 from signoff.scoring.features import (
     CLASSES,
     FEATURE_NAMES,
+    N_CONTENT,
+    N_HISTORY,
     SCHEMA_VERSION,
     HistoryStats,
     content_features,
+    cross_features,
     fit_history,
     history_features,
     history_keys,
@@ -69,6 +73,11 @@ class TrainParams(BaseModel):
     # Weight each case by (cases of its organisation)^-org_weight_power: big organisations do not
     # dominate what the model learns, so patterns that hold across organisations win.
     org_weight_power: float = 0.0
+    # Fit per-grade decision biases (argmax of log p + bias) maximising out-of-fold macro-F1, for
+    # never-seen organisations (there the calibrated argmax under-predicts TP/FP); known
+    # organisations keep plain argmax unless `decision_bias_known`.
+    decision_bias_unseen: bool = True
+    decision_bias_known: bool = False
     nthread: int = 1
     risk_budget: float = 0.005
     history_smoothing: float = 1.0  # m of the m-estimate pulling history grade mixes to the prior
@@ -145,12 +154,17 @@ def _history_matrix(cases: LabelledCases, rows: np.ndarray, stats: HistoryStats)
     return np.asarray([history_features(cases.keys[i], stats) for i in rows], dtype=np.float32)
 
 
-def _fit_stats(cases: LabelledCases, rows: Sequence[int], smoothing: float) -> HistoryStats:
-    return fit_history(cases.keys, cases.labels, cases.orgs, rows, smoothing)
+def _cross_matrix(cases: LabelledCases, rows: np.ndarray, stats: HistoryStats) -> np.ndarray:
+    return np.asarray([cross_features(cases.keys[i], cases.orgs[i], stats) for i in rows], dtype=np.float32)
+
+
+def _fit_stats(cases: LabelledCases, rows: Sequence[int], smoothing: float, cross: bool = True) -> HistoryStats:
+    return fit_history(cases.keys, cases.labels, cases.orgs, rows, smoothing, cross=cross)
 
 
 def matrix(cases: LabelledCases, rows: np.ndarray, stats: HistoryStats) -> np.ndarray:
-    return np.hstack([cases.content[rows], _history_matrix(cases, rows, stats)])
+    """Feature rows of `rows` scored with `stats` (what the scorer computes: `features.vector`)."""
+    return np.hstack([cases.content[rows], _history_matrix(cases, rows, stats), _cross_matrix(cases, rows, stats)])
 
 
 def fit_pipeline(cases: LabelledCases, rows: np.ndarray, params: TrainParams) -> tuple[xgb.Booster, HistoryStats]:
@@ -162,15 +176,28 @@ def fit_pipeline(cases: LabelledCases, rows: np.ndarray, params: TrainParams) ->
         by_org = org_folds([cases.orgs[i] for i in rows], params.folds, params.seed + 3)
         if len(by_org) >= 2:  # with a single organisation there is no "unseen organisation" to learn
             splits.append(by_org)
+    full_stats = _fit_stats(cases, rows.tolist(), params.history_smoothing)
+    # Cross-organisation features: for a training case, computed from the OTHER organisation folds
+    # (its own organisation is never in them), identical in both copies. Not from all rows: a value
+    # unique to (organisation, key) would let the trees memorise that organisation's grades in-sample.
+    cross = np.zeros((len(rows), len(FEATURE_NAMES) - N_CONTENT - N_HISTORY), dtype=np.float32)
+    cross_folds = org_folds([cases.orgs[i] for i in rows], params.folds, params.seed + 5)
+    if len(cross_folds) >= 2:
+        for test in cross_folds:
+            keep = np.ones(len(rows), dtype=bool)
+            keep[test] = False
+            cross[test] = _cross_matrix(cases, rows[test], _fit_stats(cases, rows[keep].tolist(), params.history_smoothing))
+    else:
+        cross = _cross_matrix(cases, rows, full_stats)
     blocks, block_labels, block_weights = [], [], []
     for n, folds in enumerate(splits):
-        hist = np.zeros((len(rows), len(FEATURE_NAMES) - cases.content.shape[1]), dtype=np.float32)
+        hist = np.zeros((len(rows), N_HISTORY), dtype=np.float32)
         for test in folds:
             train_mask = np.ones(len(rows), dtype=bool)
             train_mask[test] = False
-            stats = _fit_stats(cases, rows[train_mask].tolist(), params.history_smoothing)
+            stats = _fit_stats(cases, rows[train_mask].tolist(), params.history_smoothing, cross=False)
             hist[test] = _history_matrix(cases, rows[test], stats)
-        blocks.append(np.hstack([cases.content[rows], hist]))
+        blocks.append(np.hstack([cases.content[rows], hist, cross]))
         block_labels.append(labels)
         block_weights.append(np.full(len(rows), 1.0 if n == 0 else params.unseen_org_weight, dtype=np.float64))
     x = np.vstack(blocks)
@@ -188,7 +215,7 @@ def fit_pipeline(cases: LabelledCases, rows: np.ndarray, params: TrainParams) ->
     labels = all_labels
     dtrain = xgb.DMatrix(x, label=labels, weight=weights.astype(np.float32), feature_names=list(FEATURE_NAMES), nthread=params.nthread)
     booster = xgb.train(params.xgb_params(), dtrain, num_boost_round=params.rounds)
-    return booster, _fit_stats(cases, rows.tolist(), params.history_smoothing)
+    return booster, full_stats
 
 
 def predict_raw(booster: xgb.Booster, x: np.ndarray, nthread: int = 1) -> np.ndarray:
@@ -218,6 +245,27 @@ def fit_calibration(
     unseen_raw = np.vstack([raw[~known], raw_unseen])
     unseen_labels = np.concatenate([labels[~known], labels_unseen])
     return Calibration(known=known_map, unseen=fit_map(unseen_raw, unseen_labels, fallback=known_map))
+
+
+BIAS_GRID = tuple(round(-1.5 + 0.05 * i, 2) for i in range(61))
+
+
+def fit_decision_bias(probs: np.ndarray, labels: np.ndarray) -> tuple[float, ...]:
+    """Biases (0 for TruePositive, b for BenignPositive, FalsePositive) on log-probabilities that
+    maximise macro-F1 on these out-of-fold predictions; ties go to the smallest biases."""
+    zero = (0.0,) * len(CLASSES)
+    if len(labels) < 10 * len(CLASSES) or len(np.unique(labels)) < len(CLASSES):
+        return zero
+    logs = np.log(np.clip(np.asarray(probs, dtype=np.float64), artifact.EPS, 1.0))
+    best, best_key = zero, (-metrics.classification(labels, logs.argmax(axis=1))[0], 0.0)
+    for b_bp in BIAS_GRID:
+        for b_fp in BIAS_GRID:
+            bias = np.asarray([0.0, b_bp, b_fp])
+            f1 = metrics.macro_f1(labels, (logs + bias).argmax(axis=1))
+            key = (-round(f1, 12), abs(b_bp) + abs(b_fp))
+            if key < best_key:
+                best, best_key = (0.0, float(b_bp), float(b_fp)), key
+    return best
 
 
 class OofPredictions(BaseModel):
@@ -264,7 +312,9 @@ def oof_predictions(cases: LabelledCases, rows: np.ndarray, params: TrainParams,
     else:
         raw_unseen, labels_unseen = np.zeros((0, len(CLASSES))), np.zeros(0, dtype=np.int64)
     calibration = fit_calibration(raw, known, labels, raw_unseen, labels_unseen)
-    # Cross-fitting: each case is calibrated by maps fitted without it (honest ECE).
+    # Cross-fitting: each case is calibrated by maps fitted without it (honest ECE). For the
+    # never-seen-organisation predictions the maps are fitted without the case's whole organisation
+    # (its grades are correlated), which is what a new organisation gets.
     cross = np.zeros_like(raw)
     cross_unseen = np.zeros_like(raw_unseen)
     for test in folds_of(labels, params.folds, params.seed + 2):
@@ -273,9 +323,23 @@ def oof_predictions(cases: LabelledCases, rows: np.ndarray, params: TrainParams,
         keep_unseen = keep if len(raw_unseen) else np.zeros(0, dtype=bool)
         fold_cal = fit_calibration(raw[keep], known[keep], labels[keep], raw_unseen[keep_unseen], labels_unseen[keep_unseen])
         cross[test] = np.where(known[test, None], fold_cal.known.apply(raw[test]), fold_cal.unseen.apply(raw[test]))
-        if len(raw_unseen):
+    if len(raw_unseen):
+        for test in org_folds([cases.orgs[i] for i in rows], params.folds, params.seed + 6):
+            keep = np.ones(len(rows), dtype=bool)
+            keep[test] = False
+            fold_cal = fit_calibration(raw[keep], known[keep], labels[keep], raw_unseen[keep], labels_unseen[keep])
             cross_unseen[test] = fold_cal.unseen.apply(raw_unseen[test])
     calibrated = np.where(known[:, None], calibration.known.apply(raw), calibration.unseen.apply(raw))
+    zero = (0.0,) * len(CLASSES)
+    calibration = dataclasses.replace(
+        calibration,
+        decision_known=fit_decision_bias(cross[known], labels[known]) if params.decision_bias_known else zero,
+        decision_unseen=fit_decision_bias(
+            np.vstack([cross[~known], cross_unseen]), np.concatenate([labels[~known], labels_unseen])
+        )
+        if params.decision_bias_unseen
+        else zero,
+    )
     return OofPredictions(
         raw=raw,
         known=known,
@@ -317,14 +381,17 @@ def library_versions() -> dict[str, str]:
 
 def oof_report(labels: np.ndarray, oof: OofPredictions, risk_budget: float) -> dict[str, Any]:
     probs = oof.cross_fitted
-    macro, per_class = metrics.classification(labels, probs.argmax(axis=1))
+    cal = oof.calibration
+    decided = artifact.decide(probs, oof.known, cal.decision_known, cal.decision_unseen)
+    macro, per_class = metrics.classification(labels, decided)
     benign = 1.0 - oof.calibrated[:, metrics.TP]
     recommendation = metrics.recommend_threshold(benign, labels == metrics.TP, risk_budget)
     return {
         "scheme": "stratified K-fold by incident over the training data, out-of-fold predictions",
+        "decision_rule": "argmax(log p + bias of the regime); biases fitted on these out-of-fold predictions",
         "macro_f1": macro,
         "per_class": {k: v.model_dump() for k, v in per_class.items()},
-        "accuracy": float((probs.argmax(axis=1) == labels).mean()),
+        "accuracy": float((decided == labels).mean()),
         "log_loss": float(log_loss(labels, probs, labels=list(range(len(CLASSES))))),
         "ece": metrics.ece_top_label(probs, labels),
         "ece_benign": metrics.ece_binary(1.0 - probs[:, metrics.TP], labels != metrics.TP),
@@ -332,7 +399,12 @@ def oof_report(labels: np.ndarray, oof: OofPredictions, risk_budget: float) -> d
         "org_known_share": float(np.mean(oof.known)),
         **(
             {
-                "unseen_org_macro_f1": metrics.classification(labels, oof.cross_fitted_unseen.argmax(axis=1))[0],
+                "unseen_org_macro_f1": metrics.classification(
+                    labels,
+                    artifact.decide(
+                        oof.cross_fitted_unseen, np.zeros(len(labels), dtype=bool), cal.decision_known, cal.decision_unseen
+                    ),
+                )[0],
                 "unseen_org_ece": metrics.ece_top_label(oof.cross_fitted_unseen, labels),
             }
             if len(oof.cross_fitted_unseen)
