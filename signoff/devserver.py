@@ -20,6 +20,7 @@ from pathlib import Path
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
+from temporalio.common import SearchAttributeIndexedValueType
 from temporalio.service import RPCError, RPCStatusCode
 
 from signoff import search_attributes, settings
@@ -57,6 +58,14 @@ def _pid_alive(path: Path) -> int | None:
         return None
 
 
+_SA_TYPE_NAMES = {  # `temporal server start-dev --search-attribute NAME=TYPE`
+    SearchAttributeIndexedValueType.TEXT: "Text", SearchAttributeIndexedValueType.KEYWORD: "Keyword",
+    SearchAttributeIndexedValueType.INT: "Int", SearchAttributeIndexedValueType.DOUBLE: "Double",
+    SearchAttributeIndexedValueType.BOOL: "Bool", SearchAttributeIndexedValueType.DATETIME: "Datetime",
+    SearchAttributeIndexedValueType.KEYWORD_LIST: "KeywordList",
+}
+
+
 def server_command(home: Path, port: int = GRPC_PORT, ui_port: int = UI_PORT) -> list[str]:
     cmd = [
         temporal_cli(), "server", "start-dev",
@@ -66,6 +75,12 @@ def server_command(home: Path, port: int = GRPC_PORT, ui_port: int = UI_PORT) ->
     ]
     for pragma in SQLITE_PRAGMAS:
         cmd += ["--sqlite-pragma", pragma]
+    # Signoff's search attributes exist before the server serves, and the CLI's default of
+    # re-reading them from the database on every read is off: with it, the server re-read its
+    # cluster metadata once per listed workflow (5 s of CPU to list 10,000 cases; docs/benchmarks.md).
+    for key in search_attributes.ALL:
+        cmd += ["--search-attribute", f"{key.name}={_SA_TYPE_NAMES[key.indexed_value_type]}"]
+    cmd += ["--dynamic-config-value", "system.forceSearchAttributesCacheRefreshOnRead=false"]
     if _encryption_on():
         # Histories are encrypted: the UI decodes them through Signoff's codec server.
         cmd += ["--ui-codec-endpoint", f"http://127.0.0.1:{CODEC_PORT}"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -76,49 +77,37 @@ def ingest(
 def cases(
     status: str = typer.Option(None, help="only cases in this status (e.g. awaiting_approval)"),
     query: str = typer.Option(None, help="extra Temporal visibility query, ANDed"),
-    limit: int = typer.Option(1000, help="at most this many"),
+    limit: int = typer.Option(1000, help="at most this many; 0 lists them all"),
     json_out: bool = typer.Option(False, "--json", help="one JSON object per case"),
     with_alerts: bool = typer.Option(False, "--with-alerts", help="with --json: add alert_uids"),
 ) -> None:
     """List cases from Temporal visibility (the same list the UI and `temporal workflow list` show)."""
-    from signoff import search_attributes as sa
+    from signoff.embedded_visibility import embedded_db_of_home
+    from signoff.listing import case_query, case_rows
 
-    clauses = ["WorkflowType='CaseWorkflow'"]
-    if status:
-        clauses.append(f"CaseStatus='{status}'")
-    if query:
-        clauses.append(f"({query})")
+    if limit < 0:
+        fail(f"--limit must be 0 (all) or more, not {limit}")
+    try:
+        visibility_query = case_query(status, query)
+    except ValueError as exc:
+        fail(str(exc))
+    rows: list[dict[str, Any]] = []
 
-    async def main() -> list[dict[str, Any]]:
-        from signoff.alertstore import AlertStore
-        from signoff.client import connect
+    encode = json.JSONEncoder(sort_keys=True, default=str).encode  # what emit_json writes, built once
 
-        client = await connect()
-        store = AlertStore(settings.home() / "alerts.db")
-        rows = []
-        async for wf in client.list_workflows(" AND ".join(clauses), limit=limit):
-            attrs = wf.typed_search_attributes
-            row: dict[str, Any] = {
-                "case_id": wf.id,
-                "status": attrs.get(sa.CASE_STATUS) or "open",
-                "alert_type": attrs.get(sa.ALERT_TYPE),
-                "severity": attrs.get(sa.CASE_SEVERITY),
-                "playbook": attrs.get(sa.PLAYBOOK),
-                "decision": attrs.get(sa.DECISION),
-                "awaiting_approval": bool(attrs.get(sa.AWAITING_APPROVAL)),
-                "alert_count": store.count(wf.id),
-                "started": wf.start_time.isoformat() if wf.start_time else None,
-                "workflow_status": wf.status.name if wf.status else None,
-            }
-            if with_alerts:
-                row["alert_uids"] = store.uids(wf.id)
-            rows.append(row)
-        return rows
+    def emit(page: list[dict[str, Any]]) -> None:
+        if json_out:  # streamed a page at a time: the first cases print while later pages load
+            sys.stdout.write("".join(encode(r) + "\n" for r in page))
+            sys.stdout.flush()
+        else:
+            rows.extend(page)
 
-    rows = run(main())
+    # On `signoff dev`'s own server the rows can be read from its visibility table (checked
+    # against the API on each run: signoff.listing.case_rows); elsewhere from the API.
+    embedded = embedded_db_of_home(settings.temporal_address(), settings.home()) if status and not query else None
+    run(case_rows(visibility_query, limit=limit or None, with_alerts=with_alerts and json_out, each=emit,
+                  status=status, embedded_db=embedded))
     if json_out:
-        for row in rows:
-            emit_json(row)
         return
     table = Table(title=f"{len(rows)} cases" + (f" with status {status}" if status else ""))
     for col in ("case", "status", "alert type", "severity", "alerts", "decision", "approval?"):
