@@ -31,6 +31,7 @@ SEVERITY_ORDER = ("informational", "low", "medium", "high", "critical")
 BATCH_ALERTS_IN_SIGNAL = 50  # alerts carried in full per signal; the rest are in the alert store
 CONCURRENCY = 64
 CHUNK_LINES = 20_000  # records parsed and correlated per step: bounds memory on huge files
+FIRST_CHUNK_LINES = 2_500
 CORRELATOR_STATE = "correlator"
 
 
@@ -169,10 +170,15 @@ def ocsf_chunks(path: Path, store: AlertStore, chunk_lines: int = CHUNK_LINES) -
         pending.clear()
         return chunk
 
+    # The first chunk is small: nothing is delivered until it is parsed, so a big first chunk
+    # leaves the server and the worker idle; later chunks are parsed while the previous one is
+    # being delivered.
+    limit = min(chunk_lines, FIRST_CHUNK_LINES)
     for item in iter_ocsf_raw(path):
         pending.append(item)
-        if len(pending) >= chunk_lines:
+        if len(pending) >= limit:
             yield flush()
+            limit = chunk_lines
     if pending:
         yield flush()
 
