@@ -39,7 +39,10 @@ async def main(address: str, task_queue: str, ready_file: Path) -> None:
     config = worker.config()
     knobs = ("max_cached_workflows", "max_concurrent_workflow_tasks", "max_concurrent_activities",
              "max_concurrent_local_activities")
-    ready_file.write_text(json.dumps({"pid": os.getpid(), **{k: config.get(k) for k in knobs}}))
+    # Written whole, then renamed: the harness reads the file as soon as it exists.
+    partial = ready_file.with_suffix(".partial")
+    partial.write_text(json.dumps({"pid": os.getpid(), **{k: config.get(k) for k in knobs}}))
+    partial.replace(ready_file)
     await worker.run()
 
 
