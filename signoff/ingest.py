@@ -251,7 +251,7 @@ async def ingest_path(
             summary.rejected += len(chunk.rejected)
             summary.accepted += chunk.accepted
             summary.duplicates += chunk.duplicates
-            existed = await asyncio.to_thread(_existing_cases, store, list(chunk.drafts))
+            existed = await asyncio.to_thread(store.known_cases, list(chunk.drafts))
 
             async def deliver(draft: CaseDraft) -> None:
                 async with gate:
@@ -313,10 +313,6 @@ def _reader_for(store: AlertStore) -> AlertStore:
     if str(store.path) == ":memory:":
         return store
     return AlertStore(store.path)
-
-
-def _existing_cases(store: AlertStore, case_ids: list[str]) -> set[str]:
-    return store.known_cases(case_ids)
 
 
 async def _signal_with_start(

@@ -136,7 +136,7 @@ class CaseWorkflow:
         self.action_running = False
         self.search_attributes: dict[str, Any] = {}  # last value upserted, per attribute
         self.deferred_upserts: dict[str, SearchAttributeUpdate[Any]] = {}
-        self.coalesce_upserts = False
+        self.faster_triage = False
         self._add_alerts(inp.alerts)
 
     # ------------------------------------------------------------------ main line
@@ -147,7 +147,7 @@ class CaseWorkflow:
         # of six (each upsert is a history event and a visibility write on the server), and
         # enrichment and scoring run side by side (one workflow activation fewer). Cases started
         # before this change replay the way they were recorded.
-        self.coalesce_upserts = workflow.patched("faster-triage")
+        self.faster_triage = workflow.patched("faster-triage")
         self._set_status(CaseStatus.triage, defer=True)
         self._upsert(
             [sa.ALERT_TYPE.value_set(inp.alert_type), sa.CASE_SEVERITY.value_set(inp.severity)]
@@ -169,7 +169,7 @@ class CaseWorkflow:
             enrich_case, EnrichRequest(case_id=inp.case_id, entities=tuple(self.entities.values())),
             start_to_close_timeout=timedelta(seconds=60), retry_policy=QUICK,
         )
-        if self.coalesce_upserts:  # scoring reads the alerts, not the enrichment: no need to wait
+        if self.faster_triage:  # scoring reads the alerts, not the enrichment: no need to wait
             self.enrichment, (self.score, scoring_problem) = await asyncio.gather(enrichment, self._score())
         else:
             self.enrichment = await enrichment
@@ -656,7 +656,7 @@ class CaseWorkflow:
         """
         changed = [u for u in updates if self.search_attributes.get(u.key.name, _UNSET) != u.value]
         self.search_attributes.update({u.key.name: u.value for u in changed})
-        if not self.coalesce_upserts:
+        if not self.faster_triage:
             if changed:
                 workflow.upsert_search_attributes(changed)
             return

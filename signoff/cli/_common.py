@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from typing import Any, NoReturn, TypeVar
 
 import typer
@@ -39,5 +39,10 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def emit_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, default=str, sort_keys=True) + "\n")
+    emit_json_lines((obj,))
+
+
+def emit_json_lines(objs: Iterable[Any]) -> None:
+    """One JSON object per line (the `--json` format), written and flushed together."""
+    sys.stdout.write("".join(json.dumps(obj, default=str, sort_keys=True) + "\n" for obj in objs))
     sys.stdout.flush()

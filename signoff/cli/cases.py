@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from signoff import settings
-from signoff.cli._common import emit_json, err, fail, out, run
+from signoff.cli._common import emit_json, emit_json_lines, err, fail, out, run
 from signoff.models import ApprovalRequest, CaseView, CloseRequest, RollbackRequest, Verdict
 
 
@@ -93,12 +92,9 @@ def cases(
         fail(str(exc))
     rows: list[dict[str, Any]] = []
 
-    encode = json.JSONEncoder(sort_keys=True, default=str).encode  # what emit_json writes, built once
-
     def emit(page: list[dict[str, Any]]) -> None:
         if json_out:  # streamed a page at a time: the first cases print while later pages load
-            sys.stdout.write("".join(encode(r) + "\n" for r in page))
-            sys.stdout.flush()
+            emit_json_lines(page)
         else:
             rows.extend(page)
 
