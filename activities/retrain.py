@@ -22,7 +22,7 @@ class RetrainRequest(BaseModel):
     base_data: str | None = None  # a GUIDE CSV on the worker, trained on together with the verdicts
     min_verdicts: int = 20
     seed: int = 7
-    rounds: int = 300
+    rounds: int = 60  # per bag (TrainParams.bags)
     folds: int = 5
 
 

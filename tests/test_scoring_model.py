@@ -19,7 +19,7 @@ from signoff.sources.guide import read_guide
 
 SLICE = Path(__file__).parent / "data" / "guide_slice.csv"
 REPO = Path(__file__).resolve().parent.parent
-SMALL = TrainParams(rounds=40, folds=3)
+SMALL = TrainParams(rounds=20, folds=3)
 
 
 @pytest.fixture(scope="module")
@@ -211,6 +211,29 @@ def test_threshold_recommendation_respects_the_budget() -> None:
     # an impossible budget: nothing is closed
     none = metrics.recommend_threshold(scores, is_tp, 0.001)
     assert not none.feasible and none.threshold == 1.0 and none.at.auto_closed == 0
+
+
+def test_merged_booster_is_the_average_of_its_bags() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(400, 5)).astype(np.float32)
+    y = rng.integers(0, 3, 400)
+    params = {"objective": "multi:softprob", "num_class": 3, "max_depth": 3, "eta": 0.3, "subsample": 0.7, "nthread": 1}
+    bags = [xgb.train({**params, "seed": seed}, xgb.DMatrix(x, label=y), num_boost_round=15) for seed in range(3)]
+    merged = artifact.merge_boosters(bags)
+    margin = merged.inplace_predict(x, predict_type="margin")
+    mean = np.mean([b.inplace_predict(x, predict_type="margin") for b in bags], axis=0)
+    assert np.abs(margin - mean).max() < 1e-5
+    assert np.abs(margin - bags[0].inplace_predict(x, predict_type="margin")).max() > 1e-2  # not just one bag
+    contribs = merged.predict(xgb.DMatrix(x), pred_contribs=True)
+    assert np.abs(contribs.sum(axis=-1) - margin).max() < 1e-4  # explanations add up to the merged score
+    assert merged.num_boosted_rounds() == 3 * 15
+    with pytest.raises(ValueError, match="share base_score"):
+        artifact.merge_boosters([bags[0], xgb.train({**params, "num_class": 4}, xgb.DMatrix(x, label=y), 2)])
+
+
+def test_trained_model_averages_its_bags(trained: TrainedModel) -> None:
+    assert SMALL.bags > 1
+    assert trained.bundle.booster.num_boosted_rounds() == SMALL.bags * SMALL.rounds
 
 
 def test_artifact_refuses_other_schema(trained: TrainedModel) -> None:

@@ -58,7 +58,7 @@ def retrain(
     base_data: Path = typer.Option(None, "--base-data", help="GUIDE CSV trained on together with the verdicts"),
     min_verdicts: int = typer.Option(20, help="refuse with fewer analyst verdicts"),
     seed: int = typer.Option(7, help="same verdicts + data + seed → the same model bytes"),
-    rounds: int = typer.Option(300, help="boosting rounds"),
+    rounds: int = typer.Option(60, help="boosting rounds per bag (the model averages 5 bags)"),
     as_json: bool = typer.Option(False, "--json", help="one JSON object"),
 ) -> None:
     """Train a candidate from the analysts' verdicts (a workflow); it scores in shadow until promoted."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,6 +46,18 @@ def _emit(obj: Any) -> None:
 
 @contextmanager
 def _progress(label: str) -> Iterator[Callable[[str], None]]:
+    """A spinner on a terminal; one line per step with the elapsed time otherwise (logs, CI)."""
+    if not sys.stderr.isatty():
+        started = time.monotonic()
+
+        def log(message: str) -> None:
+            sys.stderr.write(f"[{time.monotonic() - started:7.1f}s] {label}: {message}\n")
+            sys.stderr.flush()
+
+        log("started")
+        yield log
+        log("done")
+        return
     with err.status(label) as status:
 
         def say(message: str) -> None:

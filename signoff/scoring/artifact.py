@@ -123,6 +123,41 @@ def decide(
     return np.asarray((logs + bias).argmax(axis=1), dtype=np.int64)
 
 
+def merge_boosters(boosters: list[xgb.Booster]) -> xgb.Booster:
+    """One booster whose margin is the mean of the given boosters' margins.
+
+    Every tree of every booster is kept, its leaf values divided by the number of boosters, so
+    prediction and TreeSHAP `pred_contribs` of the merged booster are exactly those of the average
+    (up to float32 rounding), with nothing else to load or explain. The boosters must share their
+    intercepts (`base_score`), which holds when they are trained on the same labels and weights.
+    """
+    docs = [json.loads(bytes(b.save_raw(raw_format="json"))) for b in boosters]
+    if len({json.dumps(d["learner"]["learner_model_param"], sort_keys=True) for d in docs}) != 1:
+        raise ValueError("boosters to merge must share base_score, classes and features")
+    share = len(docs)
+    trees: list[dict[str, Any]] = []
+    tree_info: list[int] = []
+    for doc in docs:
+        model = doc["learner"]["gradient_booster"]["model"]
+        for tree in model["trees"]:
+            leaves = [child == -1 for child in tree["left_children"]]
+            tree["split_conditions"] = [v / share if leaf else v for v, leaf in zip(tree["split_conditions"], leaves, strict=True)]
+            tree["base_weights"] = [v / share for v in tree["base_weights"]]
+            tree["id"] = len(trees)
+            trees.append(tree)
+        tree_info.extend(model["tree_info"])
+    merged = docs[0]
+    model = merged["learner"]["gradient_booster"]["model"]
+    per_round = int(merged["learner"]["learner_model_param"]["num_class"]) or 1
+    model["trees"] = trees
+    model["tree_info"] = tree_info
+    model["gbtree_model_param"]["num_trees"] = str(len(trees))
+    model["iteration_indptr"] = list(range(0, len(trees) + 1, per_round))
+    booster = xgb.Booster(params={"nthread": 1})
+    booster.load_model(bytearray(json.dumps(merged).encode()))
+    return booster
+
+
 @dataclass(frozen=True)
 class Bundle:
     booster: xgb.Booster
