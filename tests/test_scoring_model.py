@@ -213,6 +213,30 @@ def test_threshold_recommendation_respects_the_budget() -> None:
     assert not none.feasible and none.threshold == 1.0 and none.at.auto_closed == 0
 
 
+def test_worker_processes_give_the_same_model(cases, trained: TrainedModel) -> None:  # type: ignore[no-untyped-def]
+    parallel = train(cases, SMALL, {"sha256": "slice"}, jobs=2)
+    assert parallel.model_id == trained.model_id
+    assert json.dumps(parallel.manifest, sort_keys=True) == json.dumps(trained.manifest, sort_keys=True)
+
+
+def test_grouped_cv_report_is_the_same_for_any_number_of_processes(cases) -> None:  # type: ignore[no-untyped-def]
+    from signoff.scoring.cv import cv_report, outer_folds
+
+    params = TrainParams(rounds=8, folds=3, bags=2)
+    one = cv_report(cases, params, k=3, jobs=1)
+    two = cv_report(cases, params, k=3, jobs=2)
+    assert json.dumps(one, sort_keys=True) == json.dumps(two, sort_keys=True)
+    for grouping in ("incident", "org"):
+        report = one[f"{grouping}_grouped"]
+        assert report["incidents"] == len(cases) and len(report["per_fold"]) == 3
+        assert sum(f["incidents"] for f in report["per_fold"]) == len(cases)
+        assert 0.0 <= report["auto_closed_share"] <= 1.0 and 0.0 <= report["ece"] <= 1.0
+    assert one["incident_grouped"]["macro_f1"] > 0.7  # the slice's new incidents are learnable
+    held_out_orgs = [{cases.orgs[i] for i in test} for test in outer_folds(cases, "org", 3, params.seed + 100)]
+    assert all(a.isdisjoint(b) for n, a in enumerate(held_out_orgs) for b in held_out_orgs[n + 1 :])
+    assert [f["unseen_org_share"] for f in one["org_grouped"]["per_fold"]] == [1.0, 1.0, 1.0]
+
+
 def test_merged_booster_is_the_average_of_its_bags() -> None:
     rng = np.random.default_rng(3)
     x = rng.normal(size=(400, 5)).astype(np.float32)

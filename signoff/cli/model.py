@@ -25,6 +25,9 @@ out = Console()
 DATA = typer.Option(..., "--data", help="Labelled GUIDE CSV file.", exists=True, dir_okay=False, readable=True)
 FORMAT = typer.Option("guide", "--format", help="Input format; labelled training data is GUIDE ('guide').")
 JSON = typer.Option(False, "--json", help="Print one JSON object on stdout.")
+JOBS = typer.Option(
+    0, "--jobs", min=0, help="Worker processes for the independent folds; 0 = one per core. The result is the same for any value."
+)
 BUDGET = typer.Option(
     0.005,
     "--risk-budget",
@@ -96,10 +99,12 @@ def train(
     seed: int = typer.Option(7, "--seed", help="Random seed: same data + seed → the same model bytes and id."),
     risk_budget: float = BUDGET,
     out_dir: Path | None = typer.Option(None, "--out", help="Write the model here instead of the local store."),
+    jobs: int = JOBS,
     as_json: bool = JSON,
 ) -> None:
     """Train a model deterministically and store it (it is NOT activated: promote it to use it)."""
     from signoff.scoring import model_store
+    from signoff.scoring.parallel import default_jobs
     from signoff.scoring.train import TrainParams
     from signoff.scoring.train import train as run_train
 
@@ -108,7 +113,8 @@ def train(
     params = TrainParams(seed=seed, risk_budget=risk_budget)
     with _progress(f"training on {len(cases)} incidents") as say:
         trained = run_train(cases, params, {"sha256": digest, "name": data.name, "rows": read.rows,
-                                            "rejected_rows": len(read.rejected), "format": fmt}, say)
+                                            "rejected_rows": len(read.rejected), "format": fmt}, say,
+                            jobs or default_jobs())
     path = model_store.save(trained.model_id, trained.artifact, trained.manifest, out_dir)
     from signoff.autonomy.drift import save_training_reference
 
@@ -184,10 +190,12 @@ def cv(
     folds: int = typer.Option(5, "--folds", min=2),
     grouping: str = typer.Option("both", "--grouping", help="incident, org or both."),
     risk_budget: float = BUDGET,
+    jobs: int = JOBS,
     as_json: bool = JSON,
 ) -> None:
     """Grouped cross-validation (by incident and by organisation); threshold from training folds only."""
-    from signoff.scoring.cv import grouped_cv
+    from signoff.scoring.cv import cv_report
+    from signoff.scoring.parallel import default_jobs
     from signoff.scoring.train import TrainParams
 
     if grouping not in ("incident", "org", "both"):
@@ -196,10 +204,10 @@ def cv(
     cases = _cases(read)
     params = TrainParams(seed=seed, risk_budget=risk_budget)
     result: dict[str, Any] = {"data_sha256": digest, "params": params.model_dump()}
+    groupings = ("incident", "org") if grouping == "both" else (grouping,)
     with _progress("cross-validating") as say:
-        for g in ("incident", "org"):
-            if grouping in (g, "both"):
-                result[f"{g}_grouped"] = grouped_cv(cases, params, g, folds, say)  # type: ignore[arg-type]
+        report = cv_report(cases, params, folds, say, groupings, jobs or default_jobs())  # type: ignore[arg-type]
+    result.update({k: v for k, v in report.items() if k != "params"})
     if as_json:
         _emit(result)
         return

@@ -47,6 +47,7 @@ from signoff.scoring.features import (
     org_known,
     org_of,
 )
+from signoff.scoring.parallel import fold_map
 from signoff.sources.guide import GuideRead
 
 Progress = Callable[[str], None]
@@ -304,31 +305,74 @@ class OofPredictions(BaseModel):
     calibration: Calibration
 
 
-def _oof_raw(
-    cases: LabelledCases, rows: np.ndarray, folds: list[np.ndarray], params: TrainParams, progress: Progress, label: str
-) -> tuple[np.ndarray, np.ndarray]:
-    raw = np.zeros((len(rows), len(CLASSES)), dtype=np.float64)
-    known = np.zeros(len(rows), dtype=bool)
-    for n, test in enumerate(folds, start=1):
-        progress(f"{label} {n}/{len(folds)}")
-        mask = np.ones(len(rows), dtype=bool)
-        mask[test] = False
-        booster, stats = fit_pipeline(cases, rows[mask], params)
-        x = matrix(cases, rows[test], stats)
-        raw[test] = predict_raw(booster, x, params.nthread)
-        known[test] = org_known(x)
-    return raw, known
+def _fold_task(
+    cases: LabelledCases, rows: np.ndarray, test: np.ndarray | None, params: TrainParams
+) -> tuple[np.ndarray, np.ndarray] | tuple[xgb.Booster, HistoryStats]:
+    """One training run of `fit`, in any process. With `test`: train on `rows` minus `test` and
+    return the test rows' raw probabilities and whether their organisation had history. Without:
+    the final pipeline on all `rows`."""
+    if test is None:
+        return fit_pipeline(cases, rows, params)
+    mask = np.ones(len(rows), dtype=bool)
+    mask[test] = False
+    booster, stats = fit_pipeline(cases, rows[mask], params)
+    x = matrix(cases, rows[test], stats)
+    return predict_raw(booster, x, params.nthread), org_known(x)
 
 
-def oof_predictions(cases: LabelledCases, rows: np.ndarray, params: TrainParams, progress: Progress) -> OofPredictions:
+def _train_folds(
+    cases: LabelledCases, rows: np.ndarray, params: TrainParams, progress: Progress, jobs: int, final: bool
+) -> tuple[OofPredictions, tuple[xgb.Booster, HistoryStats] | None]:
+    """The out-of-fold models (K folds by incident, K by organisation) and, with `final`, the final
+    model: all independent, so they run on up to `jobs` processes with the same result."""
     labels = cases.labels[rows]
-    raw, known = _oof_raw(cases, rows, folds_of(labels, params.folds, params.seed), params, progress, "out-of-fold model")
-    org_split = org_folds([cases.orgs[i] for i in rows], params.folds, params.seed + 4)
-    if params.calibrate_unseen_orgs and len(org_split) >= 2:
-        raw_unseen, _ = _oof_raw(cases, rows, org_split, params, progress, "leave-organisations-out model")
+    by_incident = folds_of(labels, params.folds, params.seed)
+    by_org = org_folds([cases.orgs[i] for i in rows], params.folds, params.seed + 4)
+    if not (params.calibrate_unseen_orgs and len(by_org) >= 2):
+        by_org = []
+    tests: list[np.ndarray | None] = [*by_incident, *by_org, *([None] if final else [])]
+    names = [f"out-of-fold model {n}/{len(by_incident)}" for n in range(1, len(by_incident) + 1)]
+    names += [f"leave-organisations-out model {n}/{len(by_org)}" for n in range(1, len(by_org) + 1)]
+    names += ["final model"] if final else []
+    progress(f"{len(tests)} models on {max(1, min(jobs, len(tests)))} process(es)")
+    results = fold_map(
+        _fold_task, cases, [(rows, test, params) for test in tests], jobs, done=lambda i: progress(f"{names[i]} done")
+    )
+
+    def gather(folds: list[np.ndarray], parts: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+        raw = np.zeros((len(rows), len(CLASSES)), dtype=np.float64)
+        known = np.zeros(len(rows), dtype=bool)
+        for test, (raw_test, known_test) in zip(folds, parts, strict=True):
+            raw[test] = raw_test
+            known[test] = known_test
+        return raw, known
+
+    raw, known = gather(by_incident, results[: len(by_incident)])
+    if by_org:
+        raw_unseen, _ = gather(by_org, results[len(by_incident) : len(by_incident) + len(by_org)])
         labels_unseen = labels
     else:
         raw_unseen, labels_unseen = np.zeros((0, len(CLASSES))), np.zeros(0, dtype=np.int64)
+    oof = _calibrate_oof(cases, rows, params, raw, known, raw_unseen, labels_unseen)
+    return oof, (results[-1] if final else None)  # type: ignore[return-value]
+
+
+def oof_predictions(
+    cases: LabelledCases, rows: np.ndarray, params: TrainParams, progress: Progress, jobs: int = 1
+) -> OofPredictions:
+    return _train_folds(cases, rows, params, progress, jobs, final=False)[0]
+
+
+def _calibrate_oof(
+    cases: LabelledCases,
+    rows: np.ndarray,
+    params: TrainParams,
+    raw: np.ndarray,
+    known: np.ndarray,
+    raw_unseen: np.ndarray,
+    labels_unseen: np.ndarray,
+) -> OofPredictions:
+    labels = cases.labels[rows]
     calibration = fit_calibration(raw, known, labels, raw_unseen, labels_unseen)
     # Cross-fitting: each case is calibrated by maps fitted without it (honest ECE). For the
     # never-seen-organisation predictions the maps are fitted without the case's whole organisation
@@ -378,12 +422,14 @@ class TrainedModel:
     oof: OofPredictions
 
 
-def fit(cases: LabelledCases, rows: np.ndarray, params: TrainParams, progress: Progress | None = None) -> tuple[Bundle, OofPredictions]:
-    """The whole training on `rows`: OOF calibration, then the final model on all rows."""
-    say = progress or (lambda _msg: None)
-    oof = oof_predictions(cases, rows, params, say)
-    say("final model")
-    booster, stats = fit_pipeline(cases, rows, params)
+def fit(
+    cases: LabelledCases, rows: np.ndarray, params: TrainParams, progress: Progress | None = None, jobs: int = 1
+) -> tuple[Bundle, OofPredictions]:
+    """The whole training on `rows`: OOF calibration and the final model on all rows. `jobs`
+    processes share the work; the result is the same bytes for any `jobs`."""
+    oof, final = _train_folds(cases, rows, params, progress or (lambda _msg: None), jobs, final=True)
+    assert final is not None
+    booster, stats = final
     return Bundle(booster=booster, stats=stats, calibration=oof.calibration, nthread=params.nthread), oof
 
 
@@ -437,10 +483,11 @@ def train(
     params: TrainParams,
     data: dict[str, Any],
     progress: Progress | None = None,
+    jobs: int = 1,
 ) -> TrainedModel:
     """Train on all cases; `data` describes the input (sha256, path name, rows) for the manifest."""
     rows = np.arange(len(cases))
-    bundle, oof = fit(cases, rows, params, progress)
+    bundle, oof = fit(cases, rows, params, progress, jobs)
     blob = artifact.dump(bundle)
     model_id = artifact.sha256(blob)
     labels = cases.labels
