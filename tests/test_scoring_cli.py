@@ -3,6 +3,7 @@ rollback, recommend-threshold; the shipped default model; the scoring activity."
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,9 +92,29 @@ def test_evaluate_json_fields_are_present_and_sane(home: Path, trained_id: tuple
     assert 0 <= out["tp_wrongly_closed"] <= out["tp_total"]
     assert out["tp_wrongly_closed"] / out["tp_total"] <= out["tp_wrongly_closed_upper95"] <= 1.0
     assert "warning" in out  # evaluated on its own training data: flagged as optimistic
+    split = out["by_organisation_history"]
+    assert split["known"]["incidents"] == out["incidents"] and split["never_seen"] == {"incidents": 0}
+    assert split["known"]["macro_f1"] == out["macro_f1"] and split["known"]["tp_total"] == out["tp_total"]
     assert out["safety_curve"] == str(report) and "<svg" in report.read_text()
     # the same evaluation twice: identical output (deterministic)
     assert _json([*args, "--report", str(report)]) == out
+
+
+def test_evaluate_reports_never_seen_organisations_apart(home: Path, trained_id: tuple[str, Path]) -> None:
+    model_id = _use_store(home, trained_id)
+    moved = home / "new_orgs.csv"
+    with SLICE.open(newline="") as src, moved.open("w", newline="") as dst:
+        rows = csv.DictReader(src)
+        writer = csv.DictWriter(dst, fieldnames=list(rows.fieldnames or []))
+        writer.writeheader()
+        for row in rows:  # the same incidents, in organisations the model has never seen
+            writer.writerow({**row, "OrgId": str(int(row["OrgId"]) + 10_000_000)})
+    out = _json(["evaluate", "--data", str(moved), "--format", "guide", "--json", "--model", model_id[:12],
+                 "--report", str(home / "c.html")])  # fmt: skip
+    split = out["by_organisation_history"]
+    assert split["never_seen"]["incidents"] == out["incidents"] and split["known"] == {"incidents": 0}
+    assert out["training_overlap"] == 0 and "warning" not in out
+    assert split["never_seen"]["tp_wrongly_closed"] <= split["never_seen"]["tp_total"]
 
 
 def test_evaluate_uses_the_policy_threshold_when_set(

@@ -18,7 +18,7 @@ import numpy as np
 from policies import Policy
 from signoff import settings
 from signoff.scoring import metrics, model_store
-from signoff.scoring.features import CLASSES
+from signoff.scoring.features import CLASSES, org_known
 from signoff.scoring.scorer import Scorer
 from signoff.scoring.train import Progress
 from signoff.sources.guide import GuideRead
@@ -126,6 +126,11 @@ def evaluate(
         "safety_curve": str(report),
         "policy_version": policy.digest(),
     }
+    known = org_known(np.stack([scorer.features(i.alerts) for i in graded]))
+    out["by_organisation_history"] = {
+        name: _slice_summary(labels[mask], probs[mask], predicted[mask], closed[mask])
+        for name, mask in (("known", known), ("never_seen", ~known))
+    }
     trained_cases = set(manifest.get("oof", {}).get("case_ids", []))
     overlap = sum(1 for i in graded if i.case_id in trained_cases)
     out["training_overlap"] = overlap
@@ -135,6 +140,23 @@ def evaluate(
             "optimistic; measure on new incidents or use `signoff model cv`"
         )
     return out
+
+
+def _slice_summary(labels: np.ndarray, probs: np.ndarray, predicted: np.ndarray, closed: np.ndarray) -> dict[str, Any]:
+    """The headline figures for a subset of the evaluated incidents (e.g. never-seen organisations)."""
+    if not len(labels):
+        return {"incidents": 0}
+    is_tp = labels == metrics.TP
+    k, n_tp = int((closed & is_tp).sum()), int(is_tp.sum())
+    return {
+        "incidents": int(len(labels)),
+        "macro_f1": metrics.classification(labels, predicted)[0],
+        "ece": metrics.ece_top_label(probs, labels),
+        "auto_closed_share": float(closed.mean()),
+        "tp_wrongly_closed": k,
+        "tp_total": n_tp,
+        "tp_wrongly_closed_upper95": metrics.clopper_pearson_upper(k, n_tp),
+    }
 
 
 def write_safety_report(
