@@ -31,9 +31,7 @@ def outer_folds(cases: LabelledCases, grouping: Grouping, k: int, seed: int) -> 
     return [np.sort(test) for _, test in split]
 
 
-def _outer_fold(
-    cases: LabelledCases, params: TrainParams, grouping: Grouping, number: int, test: np.ndarray
-) -> dict[str, Any]:
+def _outer_fold(cases: LabelledCases, params: TrainParams, number: int, test: np.ndarray) -> dict[str, Any]:
     """Train on everything but `test` (threshold from those rows only), then score `test`."""
     n = len(cases)
     train_rows = np.setdiff1d(np.arange(n), test)
@@ -117,14 +115,13 @@ def cv_report(
     processes (each fold's training on one); the report is the same for any `jobs`."""
     say = progress or (lambda _msg: None)
     splits = {g: outer_folds(cases, g, k, params.seed + 100) for g in groupings}
-    tasks = [(params, g, number, test) for g in groupings for number, test in enumerate(splits[g], start=1)]
+    owners = [(g, number) for g in groupings for number in range(1, len(splits[g]) + 1)]
+    tasks = [(params, number, splits[g][number - 1]) for g, number in owners]
     say(f"{len(tasks)} outer folds on {max(1, min(jobs, len(tasks)))} process(es)")
-    results = fold_map(
-        _outer_fold, cases, tasks, jobs, done=lambda i: say(f"{tasks[i][1]} fold {tasks[i][2]}/{k} done")
-    )
+    results = fold_map(_outer_fold, cases, tasks, jobs, done=lambda i: say(f"{owners[i][0]} fold {owners[i][1]}/{k} done"))
     report: dict[str, Any] = {}
     for g in groupings:
-        mine = [r for task, r in zip(tasks, results, strict=True) if task[1] == g]
+        mine = [r for (owner, _), r in zip(owners, results, strict=True) if owner == g]
         report[f"{g}_grouped"] = _summary(cases, params, g, splits[g], mine)
     report["params"] = params.model_dump()
     return report
