@@ -203,11 +203,10 @@ def cv(
     read, digest = _read(data, fmt)
     cases = _cases(read)
     params = TrainParams(seed=seed, risk_budget=risk_budget)
-    result: dict[str, Any] = {"data_sha256": digest, "params": params.model_dump()}
     groupings = ("incident", "org") if grouping == "both" else (grouping,)
     with _progress("cross-validating") as say:
         report = cv_report(cases, params, folds, say, groupings, jobs or default_jobs())  # type: ignore[arg-type]
-    result.update({k: v for k, v in report.items() if k != "params"})
+    result: dict[str, Any] = {"data_sha256": digest, **report}
     if as_json:
         _emit(result)
         return

@@ -125,14 +125,3 @@ def cv_report(
         report[f"{g}_grouped"] = _summary(cases, params, g, splits[g], mine)
     report["params"] = params.model_dump()
     return report
-
-
-def grouped_cv(
-    cases: LabelledCases,
-    params: TrainParams,
-    grouping: Grouping,
-    k: int = 5,
-    progress: Progress | None = None,
-    jobs: int = 1,
-) -> dict[str, Any]:
-    return cv_report(cases, params, k, progress, (grouping,), jobs)[f"{grouping}_grouped"]

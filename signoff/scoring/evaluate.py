@@ -53,7 +53,8 @@ def evaluate(
         raise ValueError("no graded incidents (IncidentGrade) in the data: nothing to evaluate against")
     scorer = Scorer.load(model_id)
     say(f"scoring {len(graded)} incidents with model {scorer.model_id[:12]}")
-    results = scorer.score_many([i.alerts for i in graded])
+    x = np.vstack([scorer.features(i.alerts) for i in graded])
+    results = scorer.score_rows(x)
     index = {c: n for n, c in enumerate(CLASSES)}
     labels = np.asarray([index[i.grade] for i in graded if i.grade is not None], dtype=np.int64)
     probs = np.asarray([[r.probabilities[c.value] for c in CLASSES] for r in results], dtype=np.float64)
@@ -126,7 +127,7 @@ def evaluate(
         "safety_curve": str(report),
         "policy_version": policy.digest(),
     }
-    known = org_known(np.stack([scorer.features(i.alerts) for i in graded]))
+    known = org_known(x)
     out["by_organisation_history"] = {
         name: _slice_summary(labels[mask], probs[mask], predicted[mask], closed[mask])
         for name, mask in (("known", known), ("never_seen", ~known))

@@ -94,9 +94,12 @@ class Scorer:
         """Score many cases in one batch (evaluation). Each row's numbers equal `score`'s."""
         if not cases:
             return []
-        x = np.vstack([self.features(alerts) for alerts in cases])
+        return self.score_rows(np.vstack([self.features(alerts) for alerts in cases]), explain)
+
+    def score_rows(self, x: np.ndarray, explain: bool = False) -> list[ScoreResult]:
+        """Score feature rows `x` (from `features`) in one batch."""
         probs = self.probabilities(x)
-        return [self.result(x[i], probs[i], explain) for i in range(len(cases))]
+        return [self.result(x[i], probs[i], explain) for i in range(len(x))]
 
 
 def clear_cache() -> None:
