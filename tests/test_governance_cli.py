@@ -15,6 +15,7 @@ from signoff.cli import app
 from signoff.worker import build_worker
 
 runner = CliRunner()
+GUIDE_SLICE = Path(__file__).parent / "data" / "guide_slice.csv"
 
 
 @pytest.fixture
@@ -48,6 +49,14 @@ async def test_policy_and_autonomy_commands(dev_env: WorkflowEnvironment, cli_en
         assert code == 0 and shown["alert_types"]["phishing"]["threshold"] == 0.97
         assert shown["alert_types"]["phishing"]["threshold_set_by"] == "carol"
         assert shown["governance_revision"] == 1 and shown["policy_version"] != shown["policy_file_sha256"]
+        # evaluation uses the live threshold a person set, not the policy file's (none here)
+        code, out = await _cli("model", "evaluate", "--data", str(GUIDE_SLICE), "--format", "guide", "--json")
+        evaluated = json.loads(out.strip().splitlines()[-1])
+        phishing = evaluated["thresholds_by_alert_type"]["phishing"]
+        assert code == 0 and (phishing["threshold"], phishing["source"], phishing["set_by"]) == (0.97, "policy", "carol")
+        assert evaluated["threshold_source"] == "mixed"  # the other alert types: the recommendation
+        assert evaluated["policy_version"] == shown["policy_version"]
+        assert evaluated["policy_source"].startswith("live governance") and "revision 1" in evaluated["policy_source"]
 
         code, out = await _cli("autonomy", "promote", "phishing", "--as", "erin", "--reason", "x")
         assert code == 1 and "needs one of" in out

@@ -28,6 +28,9 @@ runner = CliRunner()
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A private Signoff home: promotions here never touch other tests' active model."""
     monkeypatch.setenv("SIGNOFF_HOME", str(tmp_path / "home"))
+    # no Temporal here: evaluate falls back to the policy file's thresholds (and says so), whatever
+    # server happens to listen on the default address of the machine running the tests
+    monkeypatch.setenv("TEMPORAL_ADDRESS", "127.0.0.1:1")
     clear_cache()
     yield tmp_path / "home"
     clear_cache()
@@ -134,6 +137,7 @@ def test_evaluate_uses_the_policy_threshold_when_set(
     out = _json(["evaluate", "--data", str(SLICE), "--format", "guide", "--json", "--model", model_id])
     assert out["threshold_source"] == "policy"
     assert out["threshold"] == 0.9
+    assert out["policy_source"].startswith("policy file (Temporal at 127.0.0.1:1 not reachable")
 
 
 def test_promote_rollback_list_and_recommend(home: Path, trained_id: tuple[str, Path]) -> None:

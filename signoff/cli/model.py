@@ -15,6 +15,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from signoff import settings
+from signoff.cli._common import run
+
 app = typer.Typer(
     help="Triage models: train (deterministic), evaluate, cross-validate, list, promote, roll back.",
     no_args_is_help=True,
@@ -143,6 +146,28 @@ def train(
     out.print(f"activate it with: signoff model promote {trained.model_id[:12]} --as USER --reason TEXT")
 
 
+async def _live_governance() -> tuple[Any, str]:
+    """The live governance state cases decide under, and where the thresholds come from. Without
+    a reachable server, evaluation still runs, at the policy file's values, and says so."""
+    import asyncio
+
+    from temporalio.service import RPCError
+
+    from signoff.autonomy.client import read_live
+    from signoff.client import connect
+
+    address = settings.temporal_address()
+    try:
+        client = await asyncio.wait_for(connect(), 5)
+        live = await asyncio.wait_for(read_live(client), 10)
+    except (ConnectionError, TimeoutError, RuntimeError, OSError, RPCError) as exc:  # unreachable: the file's values
+        return None, (f"policy file (Temporal at {address} not reachable: {type(exc).__name__}; thresholds set "
+                      "with `signoff policy set-threshold` are not applied; start the server or set TEMPORAL_ADDRESS)")
+    if live is None:
+        return None, f"policy file (no governance workflow at {address} yet: no threshold has been set live)"
+    return live, f"live governance at {address} (revision {live.revision})"
+
+
 @app.command()
 def evaluate(
     data: Path = DATA,
@@ -158,11 +183,16 @@ def evaluate(
     from signoff.scoring.model_store import ModelStoreError
 
     read, digest = _read(data, fmt)
+    live, source = run(_live_governance())
+    if live is None and source.startswith("policy file (Temporal"):
+        err.print(f"[yellow]{source}[/]")
+    if model is None and live is not None and live.model.active:
+        model = live.model.active
     try:
         policy = load_policy()
         with _progress("evaluating") as say:
             result = run_evaluate(read, policy=policy, model_id=model, risk_budget=risk_budget,
-                                  report=report, data_sha256=digest, progress=say)
+                                  report=report, data_sha256=digest, progress=say, live=live, policy_source=source)
     except (ModelStoreError, PolicyError, ValueError) as exc:
         _fail(str(exc))
     if as_json:

@@ -17,6 +17,8 @@ import numpy as np
 
 from policies import Policy
 from signoff import settings
+from signoff.autonomy.models import GovernanceState
+from signoff.governance_state import snapshot, versioned
 from signoff.scoring import metrics, model_store
 from signoff.scoring.features import CLASSES, org_known
 from signoff.scoring.scorer import Scorer
@@ -46,7 +48,11 @@ def evaluate(
     report: Path | None = None,
     data_sha256: str = "",
     progress: Progress | None = None,
+    live: GovernanceState | None = None,
+    policy_source: str = "policy file",
 ) -> dict[str, Any]:
+    """`live`: the governance workflow's state (thresholds set with `signoff policy set-threshold`),
+    overlaid on `policy` exactly as cases see it; None evaluates at the policy file's values."""
     say = progress or (lambda _msg: None)
     graded = [i for i in read.incidents if i.grade is not None]
     if not graded:
@@ -67,13 +73,15 @@ def evaluate(
     thresholds = np.empty(len(graded), dtype=np.float64)
     sources: list[str] = []
     alert_types: list[str] = []
+    set_by: dict[str, str] = {}
     for n, incident in enumerate(graded):
         alert_type = policy.alert_type_for_category(incident.category)
-        rule = policy.alert_type(alert_type)
+        governed = snapshot(policy, alert_type, live)
         alert_types.append(alert_type)
-        if rule.threshold is not None:
-            thresholds[n] = rule.threshold
+        if governed.threshold is not None:
+            thresholds[n] = governed.threshold
             sources.append("policy")
+            set_by[alert_type] = governed.threshold_set_by
         else:
             thresholds[n] = recommendation.threshold
             sources.append("recommended")
@@ -89,6 +97,7 @@ def evaluate(
         by_type[alert_type] = {
             "threshold": float(thresholds[first]),
             "source": sources[first],
+            **({"set_by": set_by[alert_type]} if alert_type in set_by else {}),
             "incidents": count,
             "auto_closed": int(closed[mask].sum()),
             "tp_wrongly_closed": int((closed & is_tp)[mask].sum()),
@@ -125,7 +134,8 @@ def evaluate(
         "model_sha256": scorer.model_id,
         "data_sha256": data_sha256,
         "safety_curve": str(report),
-        "policy_version": policy.digest(),
+        "policy_version": versioned(policy, live),
+        "policy_source": policy_source,
     }
     known = org_known(x)
     out["by_organisation_history"] = {
