@@ -37,14 +37,7 @@ def decide(gov: GovernanceSnapshot, score: ScoreResult | None, scoring_problem: 
             **common,
         )
     if score.predicted == Verdict.true_positive:
-        return CaseDecision(
-            kind=DecisionKind.respond,
-            reason=(
-                f"likely true positive (confidence {score.confidence:.3f}): the playbook runs, "
-                "high-impact steps wait for approval"
-            ),
-            **common,
-        )
+        return CaseDecision(kind=DecisionKind.respond, reason=_respond_reason(score), **common)
     if gov.autonomy == "in_the_loop":
         why = f"alert type {gov.alert_type} is in the loop (shadow mode): an analyst decides"
     elif gov.threshold is None:
@@ -52,3 +45,19 @@ def decide(gov: GovernanceSnapshot, score: ScoreResult | None, scoring_problem: 
     else:
         why = f"P(not a true positive) = {benign:.4f} is below the threshold {gov.threshold:.4f}: an analyst decides"
     return CaseDecision(kind=DecisionKind.analyst, reason=f"model predicts {score.predicted.value}; {why}", **common)
+
+
+def _respond_reason(score: ScoreResult) -> str:
+    """Why a case goes to its playbook, in words that match the probabilities shown beside it."""
+    p_tp = score.probabilities.get(Verdict.true_positive.value, score.confidence)
+    likeliest, p_top = max(score.probabilities.items(), key=lambda kv: (kv[1], kv[0]))
+    then = "the playbook runs, high-impact steps wait for approval"
+    if likeliest == Verdict.true_positive.value:
+        return f"likely true positive (P(TruePositive) = {p_tp:.3f}, the likeliest grade): {then}"
+    # The decision rule weighs grades (argmax of log p + bias): for organisations the model has no
+    # history of, a real incident is under-predicted, so TruePositive can win below the top probability.
+    return (
+        f"possible true positive: P(TruePositive) = {p_tp:.3f}, below P({likeliest}) = {p_top:.3f}, "
+        "but the model's decision rule favours TruePositive at this level so a real incident is not "
+        f"missed: {then}"
+    )
