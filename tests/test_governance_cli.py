@@ -42,8 +42,14 @@ async def test_policy_and_autonomy_commands(dev_env: WorkflowEnvironment, cli_en
         assert code == 1 and "refused" in out and "needs one of" in out
         code, out = await _cli("policy", "set-threshold", "phishing", "1.5", "--as", "carol", "--reason", "x")
         assert code != 0 and "between 0 and 1" in out
+        code, out = await _cli("policy", "set-threshold", "phishing", "-0.1", "--as", "carol", "--reason", "x")
+        assert code != 0 and "between 0 and 1" in out, out  # a value, not an unknown option
         code, out = await _cli("policy", "set-threshold", "phishing", "0.97", "--as", "carol", "--reason", "OOF curve")
         assert code == 0 and "0.970000" in out, out
+        code, out = await _cli("policy", "set-threshold", "phishing", "0.97", "--as", "carol", "--reason", "again")
+        assert code == 0 and "nothing changed" in out and "revision 1" in out, out
+        code, out = await _cli("policy", "set-threshold", "malware", "policy", "--as", "carol", "--reason", "noop")
+        assert code == 0 and "nothing changed" in out and "revision 1" in out, out
         code, out = await _cli("policy", "show", "--json")
         shown = json.loads(out)
         assert code == 0 and shown["alert_types"]["phishing"]["threshold"] == 0.97

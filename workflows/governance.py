@@ -208,6 +208,11 @@ class GovernanceWorkflow:
         before = self._threshold_label(policy, name)
         current = self.state.alert_types.get(name, AlertTypeState())
         before_value, before_from_policy = current.threshold, not current.threshold_set
+        unchanged = before_from_policy if to_policy else (current.threshold_set and before_value == value)
+        # A change that changes nothing would still bump the policy version every case records.
+        # patched: histories recorded before this rule replay as they ran.
+        if reverts is None and unchanged and workflow.patched("threshold-unchanged-is-no-revision"):
+            return f"{name} threshold is already {before}: nothing changed; revision {self.state.revision}"
         self._put(name, current.model_copy(update=dict(
             threshold_set=not to_policy, threshold=None if to_policy else value, threshold_by=by,
             threshold_at=workflow.now())))

@@ -63,7 +63,7 @@ def show(json_out: bool = typer.Option(False, "--json", help="one JSON object"))
     out.print(f"tiers: {tiers}", highlight=False)
 
 
-@app.command("set-threshold")
+@app.command("set-threshold", context_settings={"ignore_unknown_options": True})  # "-0.1" is a value, not an option
 def set_threshold(
     alert_type: str = typer.Argument(..., help="alert type"),
     value: str = typer.Argument(..., help="auto-close threshold on P(not a true positive), 0..1; 'policy' = the file's"),
