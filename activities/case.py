@@ -58,12 +58,20 @@ async def escalate(req: Escalation) -> str:
     """Tell a human. Writes the escalation queue file; posts to a webhook when one is configured."""
     record = {"at": datetime.now(UTC).isoformat(), **req.model_dump()}
     path = home() / "escalations.jsonl"
-    with path.open("a") as fh:
-        fh.write(json.dumps(record, sort_keys=True) + "\n")
+    if activity.info().attempt == 1:  # a retry is for the webhook: the queue already has this escalation
+        with path.open("a") as fh:
+            fh.write(json.dumps(record, sort_keys=True) + "\n")
     url = os.environ.get("SIGNOFF_ESCALATION_WEBHOOK")
     if url:
-        async with httpx.AsyncClient(timeout=10) as http:
-            response = await http.post(url, json=record)
-            response.raise_for_status()
+        try:
+            async with httpx.AsyncClient(timeout=10) as http:
+                response = await http.post(url, json=record)
+                response.raise_for_status()
+        except httpx.HTTPError as exc:
+            # The webhook URL is a bearer secret (Slack, Teams): httpx puts it in its messages, and this
+            # error lands in the workflow history. Say what failed, never where.
+            status = f" (HTTP {exc.response.status_code})" if isinstance(exc, httpx.HTTPStatusError) else ""
+            raise RuntimeError(f"the escalation webhook (SIGNOFF_ESCALATION_WEBHOOK) failed: "
+                               f"{type(exc).__name__}{status}") from None
     activity.logger.warning("escalated case %s (%s): %s", req.case_id, req.kind, req.reason)
     return str(path)

@@ -109,7 +109,7 @@ def case_events(h: DecodedHistory) -> list[dict[str, Any]]:
         return [_event(ex["opened_at"], "case_undecodable", h, "", problems=ex["undecodable"],
                        hint="export with the codec key that encrypted it (SIGNOFF_CODEC_KEY, old keys after the new)")]
     case = ex["case"]
-    events = [_event(ex["opened_at"], "case_opened", h, case.get("requested_by"), identity=ex["opened_by"],
+    events = [_event(ex["opened_at"], "case_opened", h, case.get("requested_by"), identity=ex["opened_via"],
                      alert_type=case.get("alert_type"), severity=case.get("severity"), title=case.get("title"),
                      alerts=ex["alerts"]["count"], alert_uids=[a["uid"] for a in ex["alerts"]["alerts"]])]
     if ex["enrichment"] is not None:
@@ -146,7 +146,9 @@ def case_events(h: DecodedHistory) -> list[dict[str, Any]]:
                              identity=rb["identity"], result=rb["result"],
                              seconds_to_last_compensation=rb["seconds_to_last_compensation"]))
     for e in ex["escalations"]:
-        events.append(_event(e["at"], "escalation", h, "signoff", **{k: v for k, v in e.items() if k != "at"}))
+        # an escalation's own `kind` (action_failed, approval_timeout, ...) must not collide with the event kind
+        events.append(_event(e["at"], "escalation", h, "signoff",
+                             **{("escalation_kind" if k == "kind" else k): v for k, v in e.items() if k != "at"}))
     for v in ex["verdicts"]:
         events.append(_event(v["at"], "feedback", h, v["analyst"], verdict=v["verdict"], reason=v["reason"],
                              via=v["via"], accepted=v["accepted"], identity=v["identity"]))
@@ -396,7 +398,7 @@ class Verification:
     records: int
     issues: list[Issue]
     digest: str | None
-    ledger: str  # matched | differs | unknown
+    ledger: str  # matched | differs | not_in_ledger (this installation never exported it) | unknown (no ledger)
 
     @property
     def ok(self) -> bool:
@@ -485,7 +487,11 @@ def verify_lines(lines: list[str], name: str = "") -> Verification:
             reported.add(pn)
     digest_value = None
     last = recs[-1][1] if recs else None
-    if last is None or last.get("kind") != "audit_digest":
+    digest_lines = [n for n, r in recs if r.get("kind") == "audit_digest"]
+    if last is not None and last.get("kind") != "audit_digest" and digest_lines:
+        issues.append(Issue(digest_lines[-1] + 1, "appended", f"{recs[-1][0] - digest_lines[-1]} line(s) after the "
+                                                              f"digest record on line {digest_lines[-1]}: added after export"))
+    elif last is None or last.get("kind") != "audit_digest":
         after = recs[-1][0] if recs else 0
         issues.append(Issue(after + 1, "truncated", f"the digest record is missing: the file was cut after line {after}"))
     else:
@@ -507,6 +513,14 @@ def verify_lines(lines: list[str], name: str = "") -> Verification:
     if ledger == "differs" and not issues:
         issues.append(Issue(1, "rewritten", "every hash checks, but this export's digest differs from the one recorded "
                                             "when it was exported (audit/exports.jsonl): the file was rewritten"))
+    if ledger == "not_in_ledger" and not issues and key is None:
+        # Without a key, a chain can be recomputed end to end; the ledger is then the only anchor, and
+        # an export it has never seen is either someone else's or a rewrite with a new header time.
+        at = (recs[0][1].get("at") if recs else "") or "?"
+        issues.append(Issue(1, "unanchored", f"every hash checks, but this installation's export ledger "
+                                             f"(audit/exports.jsonl) has no export made at {at}: the file was rewritten, "
+                                             "or exported by another installation (verify it there, or sign exports "
+                                             "with SIGNOFF_AUDIT_KEY)"))
     return Verification(file=name, records=len(recs), issues=sorted(issues, key=lambda x: x.line),
                         digest=digest_value, ledger=ledger)
 
@@ -516,14 +530,16 @@ def _ledger_check(header: dict[str, Any] | None, digest: str | None) -> str:
     if header is None or digest is None or not path.exists():
         return "unknown"
     exported_at = header.get("at")
+    seen = False
     for line in path.read_text().splitlines():
         try:
             entry = json.loads(line)
         except ValueError:
             continue
+        seen = True
         if entry.get("exported_at") == exported_at:
             return "matched" if entry.get("digest") == digest else "differs"
-    return "unknown"
+    return "not_in_ledger" if seen else "unknown"
 
 
 def verify_file(path: Path) -> Verification:

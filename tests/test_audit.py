@@ -133,7 +133,15 @@ def _trail(n: int = 6) -> list[str]:
     events = [{"at": f"2026-11-28T10:0{i}:00+00:00", "kind": "approval", "workflow_id": f"case-{i}", "run_id": "r",
                "actor": "alice", "detail": {"step": "isolate_host", "reason": f"reason {i}"}} for i in range(n)]
     records = chain(events, {"at": "2026-11-28T11:00:00+00:00", "format": "signoff-audit/1", "sources": {}})
+    _record_export(records[0]["at"], records[-1]["digest"])  # what `export` does
     return [json.dumps(r, sort_keys=True) for r in records]
+
+
+def _record_export(at: str, digest: str) -> None:
+    from signoff.audit import audit_dir
+
+    with (audit_dir() / "exports.jsonl").open("a") as fh:
+        fh.write(json.dumps({"exported_at": at, "digest": digest}) + "\n")
 
 
 def _problems(lines: list[str]) -> list[tuple[int, str]]:
@@ -304,3 +312,56 @@ def test_model_store_promotions_and_rollbacks_are_in_the_trail() -> None:
     assert [(e["kind"], e["actor"]) for e in events] == [("model_store_promote", "carol"), ("model_store_rollback", "dave")]
     assert events[0]["detail"]["model_id"] == model_id and events[1]["detail"]["previous"] == model_id
     assert events[1]["detail"]["reason"] == "override rate rose after promotion"
+
+
+def test_a_rewrite_under_a_new_export_time_is_unanchored_without_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """QA: every hash recomputed and the header time changed, so no ledger entry says it differs."""
+    monkeypatch.delenv("SIGNOFF_AUDIT_KEY", raising=False)
+    lines = _trail()
+    events = [json.loads(line) for line in lines[1:-1]]
+    for e in events:
+        for key in ("seq", "prev", "hash"):
+            e.pop(key)
+    events = [e for e in events if e["workflow_id"] != "case-2"]  # a record dropped
+    header = {k: v for k, v in json.loads(lines[0]).items() if k not in ("seq", "prev", "hash", "kind")}
+    header["at"] = "2026-11-29T09:00:00+00:00"
+    forged = [json.dumps(r, sort_keys=True) for r in chain(events, header)]
+    result = verify_lines(forged)
+    assert [(i.line, i.problem) for i in result.issues] == [(1, "unanchored")] and result.ledger == "not_in_ledger"
+    assert "2026-11-29T09:00:00+00:00" in result.issues[0].message
+
+
+def test_a_line_appended_after_the_digest_is_named_appended() -> None:
+    lines = _trail()
+    forged = json.loads(lines[1])
+    forged["actor"] = "mallory"
+    problems = _problems([*lines, json.dumps(forged, sort_keys=True)])
+    assert (len(lines) + 1, "appended") in problems  # was reported as "truncated: digest missing" (QA)
+    assert all(problem != "truncated" for _, problem in problems)
+
+
+async def test_an_escalated_case_exports_its_escalation(
+    dev_env: WorkflowEnvironment, task_queue: str, policy_file: Path
+) -> None:
+    """QA: an escalation carries its own `kind` (approval_timeout, ...); exporting it crashed the export."""
+    import yaml
+
+    from signoff.audit import case_events
+    from signoff.history import decode_history
+    from signoff.models import CaseStatus
+    from tests.casekit import alert, awaiting, case_input, start_case, wait_for
+
+    policy = yaml.safe_load(policy_file.read_text())
+    policy["tiers"]["high"]["timeout"] = "2s"  # real time on the dev server: no time skipping to wait for
+    policy_file.write_text(yaml.safe_dump(policy))
+    client = dev_env.client
+    async with build_worker(client, task_queue):
+        inp = case_input(alert_type="malware")
+        handle = await start_case(client, task_queue, inp, alert("m1", ("host", f"host-{inp.case_id}"), category="Malware"))
+        await wait_for(handle, awaiting("isolate_host"), "isolate_host waiting")
+        await wait_for(handle, lambda v: v.status == CaseStatus.escalated, "escalated")
+        history = await decode_history(await handle.fetch_history(), client.data_converter, source="live")
+        await handle.terminate("test done")
+    escalations = [e for e in case_events(history) if e["kind"] == "escalation"]
+    assert escalations and escalations[0]["detail"]["escalation_kind"] == "approval_timeout"
+    assert escalations[0]["detail"]["step_id"] == "isolate_host"

@@ -12,6 +12,8 @@ import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.testing import WorkflowEnvironment
@@ -186,11 +188,46 @@ async def test_escalation_channel_down_never_fails_the_case(
 ) -> None:
     """The escalation webhook is down when an approval times out: the case stays open, escalated,
     says the escalation was not delivered, and can still be approved."""
-    from temporalio.client import WorkflowExecutionStatus
-
     from tests.reliability_kit import free_port
 
     monkeypatch.setenv("SIGNOFF_ESCALATION_WEBHOOK", f"http://127.0.0.1:{free_port()}/escalations")
+    await _escalation_not_delivered(time_env, task_queue)
+
+
+async def test_escalation_webhook_errors_never_reveal_its_url(
+    time_env: WorkflowEnvironment, task_queue: str, monkeypatch: pytest.MonkeyPatch, signoff_home: Path
+) -> None:
+    """QA: a webhook answering 500 put its URL (a bearer secret for Slack/Teams) into the case
+    history and `signoff show`; and each retry appended another copy to the escalation queue."""
+    import http.server
+    import threading
+
+    class Failing(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+            self.send_response(500)
+            self.end_headers()
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    secret = "PLANTEDWEBHOOKTOKEN42"
+    monkeypatch.setenv("SIGNOFF_ESCALATION_WEBHOOK", f"http://127.0.0.1:{server.server_address[1]}/services/{secret}")
+    try:
+        handle, view = await _escalation_not_delivered(time_env, task_queue)
+    finally:
+        server.shutdown()
+    history = (await handle.fetch_history()).to_json()
+    assert secret not in history and secret not in view.model_dump_json()
+    assert any("HTTP 500" in e for e in view.escalations), view.escalations
+    queued = [line for line in (signoff_home / "escalations.jsonl").read_text().splitlines() if handle.id in line]
+    assert len(queued) == 1, queued
+
+
+async def _escalation_not_delivered(time_env: WorkflowEnvironment, task_queue: str) -> Any:
+    from temporalio.client import WorkflowExecutionStatus
+
     client = time_env.client
     async with build_worker(client, task_queue):
         inp = case_input(alert_type="malware")
@@ -213,4 +250,6 @@ async def test_escalation_channel_down_never_fails_the_case(
         await wait_for(handle, lambda v: step(v, "isolate_host").state == StepState.executed, "executed",
                        attempts=2400)
         assert lab().read("host", host)["network"] == "isolated"
+        view = await handle.query(CaseWorkflow.status)
         await handle.terminate("test done")
+        return handle, view
