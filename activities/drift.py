@@ -1,5 +1,5 @@
 """Drift activities: gather recent cases, compute the drift figures, hand the report to governance,
-keep the drift Schedule in place.
+open (or add to) the drift case, keep the drift Schedule in place.
 
 Recent cases come from Temporal itself: visibility lists the case workflows of this task queue
 started within the policy's window; each case's `status` query gives the alerts it was scored on
@@ -9,7 +9,10 @@ and its score. Verdicts (analyst overrides) come from the governance workflow.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import re
 from datetime import UTC, datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 from temporalio import activity
@@ -19,9 +22,10 @@ from temporalio.exceptions import ApplicationError
 from policies.engine import parse_duration
 from policies.loader import load_policy
 from signoff.autonomy.models import DRIFT_SCHEDULE_ID, DRIFT_WORKFLOW_ID, DriftFinding, DriftReport
-from signoff.models import CaseView, Verdict
+from signoff.models import Alert, CaseView, Verdict
 
 QUERY_CONCURRENCY = 32
+MAX_GENERATIONS = 10_000  # drift cases of one (model, breached alert types), one after another
 
 
 class DriftRequest(BaseModel):
@@ -131,6 +135,109 @@ async def apply_drift(report: DriftReport) -> list[str]:
     return demoted
 
 
+class DriftCaseRequest(BaseModel):
+    """One breach for the drift case of (model, breached alert types): opened, or added to the open one."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model_id: str
+    alert_types: tuple[str, ...]  # the breached alert types
+    case_alert_type: str  # the drift case's own alert type (policy drift.open_case_alert_type)
+    title: str
+    requested_by: str
+    finding: Alert  # this check's measurement, as an alert of the drift case
+
+
+class DriftCase(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    case_id: str
+    opened: bool  # False: the measurement went to a drift case that was already open
+
+
+def drift_case_base(model_id: str, alert_types: tuple[str, ...]) -> str:
+    """The drift case id without its generation: the same for every check that finds the same breach."""
+    names = sorted(set(alert_types))
+    slug = re.sub(r"[^a-z0-9_.+-]", "_", "+".join(names).lower())
+    if len(slug) > 80:
+        slug = "h" + hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
+    return f"model-drift-{model_id[:12]}-{slug}"
+
+
+async def _case_state(client: Client, case_id: str) -> Literal["absent", "running", "closed"]:
+    """Strongly consistent (describe, not visibility). Closed: the workflow has ended, or it has a
+    verdict and is only finishing up (recording, archiving), or Temporal deleted it and the archive has it."""
+    from temporalio.client import WorkflowExecutionStatus
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from signoff.history import archived_runs
+    from signoff.models import CaseStatus
+    from signoff.search_attributes import CASE_STATUS
+
+    try:
+        described = await client.get_workflow_handle(case_id).describe()
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise
+        return "closed" if await asyncio.to_thread(archived_runs, case_id) else "absent"
+    if described.status != WorkflowExecutionStatus.RUNNING:
+        return "closed"
+    status = described.typed_search_attributes.get(CASE_STATUS)
+    return "closed" if status in (CaseStatus.closed.value, CaseStatus.auto_closed.value) else "running"
+
+
+@activity.defn
+async def open_drift_case(req: DriftCaseRequest) -> DriftCase:
+    """Add the finding to the open drift case of this breach, or open the next one.
+
+    The ids are `<base>-1`, `<base>-2`, ...: a generation whose case has closed is passed over.
+    Starting uses REJECT_DUPLICATE and no conflict policy but FAIL, so two checks racing for the
+    same generation (or a case closing under us) end in one case and a second look, never two.
+    """
+    from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+    from temporalio.exceptions import WorkflowAlreadyStartedError
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from signoff.models import AlertBatch, CaseInput
+    from workflows.case import CaseWorkflow
+
+    client = activity.client()
+    base = drift_case_base(req.model_id, req.alert_types)
+    for generation in range(1, MAX_GENERATIONS + 1):
+        case_id = f"{base}-{generation}"
+        for _ in range(3):  # a second look after losing a race; more means something is wrong: retry
+            state = await _case_state(client, case_id)
+            if state == "closed":
+                break
+            if state == "running":
+                batch = AlertBatch(case_id=case_id, alerts=(req.finding,), batch_id=req.finding.uid)
+                try:
+                    await client.get_workflow_handle(case_id).signal(CaseWorkflow.add_alerts, batch)
+                except RPCError as exc:
+                    if exc.status != RPCStatusCode.NOT_FOUND:  # it closed just now: look again
+                        raise
+                    continue
+                activity.logger.info("drift: breach added to the open drift case %s", case_id)
+                return DriftCase(case_id=case_id, opened=False)
+            inp = CaseInput(case_id=case_id, alert_type=req.case_alert_type, severity="high", title=req.title,
+                            requested_by=req.requested_by, alerts=(req.finding,))
+            try:
+                await client.start_workflow(
+                    CaseWorkflow.run, inp, id=case_id, task_queue=activity.info().task_queue,
+                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                    id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                    static_summary=f"{req.case_alert_type} · high · {req.title}"[:200],
+                )
+            except WorkflowAlreadyStartedError:  # another check opened it, or it closed: look again
+                continue
+            activity.logger.info("drift: drift case %s opened", case_id)
+            return DriftCase(case_id=case_id, opened=True)
+        else:
+            raise ApplicationError(f"drift case {case_id} kept changing under the drift check; retrying")
+    raise ApplicationError(f"more than {MAX_GENERATIONS} drift cases for {base}: archive or delete old ones",
+                           non_retryable=True)
+
+
 @activity.defn
 async def ensure_drift_schedule(req: ScheduleRequest) -> str:
     """Create (or replace) the Schedule that runs the drift check; a server without schedules is reported."""
@@ -181,4 +288,4 @@ def _updated(schedule):  # type: ignore[no-untyped-def]
     return ScheduleUpdate(schedule=schedule)
 
 
-ACTIVITIES = [compute_drift, apply_drift, ensure_drift_schedule]
+ACTIVITIES = [compute_drift, apply_drift, open_drift_case, ensure_drift_schedule]

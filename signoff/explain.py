@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from rich.markup import escape
 
 from signoff import settings
+from signoff.autonomy.models import DRIFT_WORKFLOW_ID, SYSTEM_DRIFT
 from signoff.history import DecodedHistory, load_history
 from signoff.models import CaseView, Contribution, ScoreResult
 
@@ -60,6 +61,26 @@ def refused_attempts(case_id: str) -> list[dict[str, Any]]:
         if record.get("case_id") == case_id:
             found.append(record)
     return found
+
+
+def _opened_by(start: dict[str, Any], h: DecodedHistory) -> str:
+    """Who opened the case: the person or system in its start input (`requested_by`), not the
+    Temporal client that sent the start (that is only the technical origin, `opened_via`)."""
+    who = start.get("requested_by")
+    if who == SYSTEM_DRIFT:
+        return _drift_origin(start)
+    return str(who) if who else (h.start_identity or "unknown")
+
+
+def _drift_origin(start: dict[str, Any]) -> str:
+    """A drift case is opened by a drift check: on its Schedule or on demand (`signoff drift check`)."""
+    alerts = start.get("alerts") or []
+    attrs = (alerts[0].get("attributes") or {}) if alerts and isinstance(alerts[0], dict) else {}
+    check = str(attrs.get("drift_check") or "")
+    trigger = attrs.get("trigger") or ("schedule" if check.startswith(DRIFT_WORKFLOW_ID) else "on demand" if check else "")
+    if not trigger:
+        return "signoff drift check"
+    return f"signoff drift check ({trigger}" + (f": {check})" if check and trigger != "schedule" else ")")
 
 
 def _final_view(h: DecodedHistory) -> CaseView | None:
@@ -281,7 +302,7 @@ def _verdicts(h: DecodedHistory, view: CaseView | None) -> list[dict[str, Any]]:
 
 
 def _timeline(ex: dict[str, Any], h: DecodedHistory) -> list[dict[str, str]]:
-    items: list[tuple[str, str]] = [(_iso(h.started_at) or "", f"case opened by {h.start_identity or 'unknown'}")]
+    items: list[tuple[str, str]] = [(_iso(h.started_at) or "", f"case opened by {ex['opened_by']}")]
     gov = (ex.get("governance") or {})
     if gov.get("loaded_at"):
         items.append((gov["loaded_at"], f"governance loaded: {gov['alert_type']} is {gov['autonomy']}, "
@@ -324,7 +345,8 @@ def explanation_from_history(h: DecodedHistory, live_view: CaseView | None = Non
     return {
         "case_id": h.workflow_id, "run_id": h.run_id, "source": f"{h.source} history ({h.event_count} events)",
         "workflow_status": h.close, "opened_at": _iso(h.started_at), "closed_at": _iso(h.closed_at),
-        "opened_by": h.start_identity, "undecodable": h.undecodable, "complete_decision_record": False,
+        "opened_by": "", "opened_via": h.start_identity, "undecodable": h.undecodable,
+        "complete_decision_record": False,
         "case": {}, "alerts": {"count": 0, "recorded_in_history": 0, "alerts": []}, "enrichment": None,
         "governance": None, "score": None, "scoring_problem": "", "decision": None, "approvals": [],
         "refused_attempts": [], "actions": [], "compensations": [], "rollbacks": [], "escalations": [],
@@ -353,7 +375,8 @@ def _explain(h: DecodedHistory, live_view: CaseView | None = None) -> dict[str, 
         "workflow_status": h.close,
         "opened_at": _iso(h.started_at),
         "closed_at": _iso(h.closed_at),
-        "opened_by": h.start_identity,
+        "opened_by": _opened_by(start, h),
+        "opened_via": h.start_identity,  # the Temporal client that sent the start: technical origin only
         "case": {k: start.get(k) for k in ("alert_type", "severity", "title", "requested_by")},
         "alerts": _alerts(h),
         "enrichment": enrich_runs[-1].result if enrich_runs else None,
@@ -388,11 +411,43 @@ def _explain(h: DecodedHistory, live_view: CaseView | None = None) -> dict[str, 
     return ex
 
 
+def _unreachable(exc: BaseException) -> bool:
+    from temporalio.service import RPCError, RPCStatusCode
+
+    if isinstance(exc, ConnectionError):
+        return True
+    return isinstance(exc, RPCError) and exc.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED)
+
+
+async def _from_archive(case_id: str, problem: BaseException) -> tuple[DecodedHistory, str]:
+    """The newest archived run of the case, read without Temporal (the server is unreachable)."""
+    from signoff.client import data_converter
+    from signoff.history import apply_archive_record, archive_dir, archived_runs, decode_history, read_archive
+
+    runs = archived_runs(case_id)
+    if not runs:
+        raise ConnectionError(f"{problem}\nNo archive of {case_id!r} either ({archive_dir()}): "
+                              "start Temporal, or archive closed cases with `signoff audit archive`.") from problem
+    decoded = []
+    for path in runs:
+        history, record = read_archive(path)
+        one = await decode_history(history, data_converter(), source="archive")
+        decoded.append(apply_archive_record(one, record))
+    newest = max(decoded, key=lambda d: d.started_at)
+    return newest, f"Temporal at {settings.temporal_address()} is unreachable: read the archive {runs[0].parent}"
+
+
 async def explain_case(case_id: str) -> dict[str, Any]:
     from signoff.client import connect
 
-    client = await connect()
-    history = await load_history(client, case_id)
+    try:
+        client = await connect()
+        history = await load_history(client, case_id)
+    except Exception as exc:
+        if not _unreachable(exc):
+            raise
+        archived, note = await _from_archive(case_id, exc)
+        return {**explanation_from_history(archived), "note": note}
     live_view = None
     if history.close == "running" and history.signals_named(*APPROVAL_SIGNALS):
         try:
@@ -422,12 +477,16 @@ def render_explanation(ex: dict[str, Any]) -> str:
     add = lines.append
     case = ex["case"]
     add(f"Case {ex['case_id']}  ({case.get('title') or 'untitled'})")
+    via = ex.get("opened_via")
     add(f"  {case.get('alert_type')} / severity {case.get('severity')}; opened {ex['opened_at']} by "
-        f"{ex['opened_by'] or '?'}; workflow {ex['workflow_status']}"
+        f"{ex['opened_by'] or '?'}" + (f" (client {via})" if via and via != ex["opened_by"] else "")
+        + f"; workflow {ex['workflow_status']}"
         + (f" at {ex['closed_at']}" if ex["closed_at"] else "")
         + (f"; {'final ' if ex['final']['from'] == 'final result' else ''}status {ex['final']['status']}"
            if ex.get("final") else ""))
     add(f"  Source: {ex['source']}, run {ex['run_id']}")
+    if ex.get("note"):
+        add(f"  Note: {ex['note']}")
     for problem in ex.get("undecodable", []):
         add(f"  CANNOT DECODE some payloads: {problem}")
     add("")

@@ -122,6 +122,17 @@ async def test_shifted_guide_slice_demotes_and_opens_a_drift_case(
         assert view.alert_type == "model_drift" and view.status != CaseStatus.auto_closed
         assert "verdict_" in view.title
 
+        # The breach goes on: the next check adds its figures to the open drift case (QA: a new
+        # high-severity case per hourly check). The alert type stays demoted; nothing new to demote.
+        again = await client.execute_workflow(DriftCheckWorkflow.run, DriftCheckInput(), id=f"drift-again-{shifted_q}",
+                                              task_queue=shifted_q)
+        assert again.drift_case_id == report.drift_case_id and again.drift_case_joined
+        assert again.demoted == () and not report.drift_case_joined
+        view = await wait_for(drift_case, lambda v: len(v.timeline) == 2, "second measurement on the drift case")
+        assert "verdict_" in view.timeline[-1].attributes["breaches"]
+        state = await read_state(client, shifted_q)
+        assert state is not None and state.alert_types["phishing"].autonomy == "in_the_loop"
+
         # New phishing cases go to an analyst again.
         _, held = split()
         incident = next(i for i in held if load_policy().alert_type_for_category(i.category) == "phishing")

@@ -5,10 +5,10 @@ Every change carries who and why; the workflow adds when (workflow time) and the
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 from signoff.models import Verdict
 
@@ -17,6 +17,16 @@ GOVERNANCE_WORKFLOW_ID = "signoff-governance"
 DRIFT_WORKFLOW_ID = "signoff-drift-check"
 DRIFT_SCHEDULE_ID = "signoff-drift-schedule"
 SYSTEM_DRIFT = "signoff-drift"
+CASE_WORKFLOW_TYPE = "CaseWorkflow"
+DRIFT_CHECK_WORKFLOW_TYPE = "DriftCheckWorkflow"
+MAX_TEXT_CHARS = 1000  # free text (reasons, refusals) kept in the governance state, per field
+MAX_NAME_CHARS = 200  # who / alert type / case id as kept in the state
+
+
+def clip(text: str, limit: int = MAX_TEXT_CHARS) -> str:
+    """`text` cut to `limit` characters, with an ellipsis when cut: the state stays bounded whatever
+    people type (the full text stays in the workflow history, where it arrived)."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
 class _M(BaseModel):
@@ -88,6 +98,107 @@ class VerdictRecord(_M):
     candidate_benign_confidence: float | None = None
 
 
+_GRADE = {Verdict.true_positive: "T", Verdict.benign_positive: "B", Verdict.false_positive: "F"}
+_GRADE_OF = {v: k for k, v in _GRADE.items()}
+CANDIDATE_PREFIX = 16  # hex characters of a shadow candidate's model id kept per evidence record
+
+
+class EvidenceRecord(_M):
+    """One reviewed case, as the shadow-mode evidence keeps it: what `evidence()`, the drift check and
+    retraining read, nothing else (no free text, no full model ids).
+
+    It travels as a JSON array (the governance state carries up to `evidence_window` of them per alert
+    type through continue-as-new): `[case_id, codes, benign_confidence, at, candidate, candidate_predicted,
+    candidate_benign_confidence]` where `codes` is the analyst's grade letter, the model's predicted
+    grade letter (`-`: not scored), then `s` (in the review sample) and `a` (at or above the threshold
+    in force when the case was decided); `at` is epoch seconds; the candidate fields are left off when
+    no shadow candidate scored the case. Grades: T(ruePositive), B(enignPositive), F(alsePositive).
+    """
+
+    case_id: str
+    verdict: Verdict
+    predicted: Verdict | None = None
+    benign_confidence: float | None = None
+    at: datetime | None = None
+    review_sampled: bool = False
+    above_threshold: bool = False  # benign confidence >= the threshold in force when the case was decided
+    candidate_model_id: str | None = None  # the shadow candidate's model id prefix (CANDIDATE_PREFIX chars)
+    candidate_predicted: Verdict | None = None
+    candidate_benign_confidence: float | None = None
+
+    @classmethod
+    def of(cls, rec: VerdictRecord) -> EvidenceRecord:
+        return cls(**_fields_of(rec))
+
+    @field_validator("at")
+    @classmethod
+    def _whole_seconds(cls, at: datetime | None) -> datetime | None:
+        return at.replace(microsecond=0) if at is not None else None
+
+    @model_serializer(mode="plain")
+    def _as_array(self) -> list[Any]:
+        codes = _GRADE[self.verdict] + (_GRADE[self.predicted] if self.predicted else "-")
+        codes += ("s" if self.review_sampled else "") + ("a" if self.above_threshold else "")
+        at = int(self.at.timestamp()) if self.at is not None else None
+        out: list[Any] = [self.case_id, codes, self.benign_confidence, at]
+        if self.candidate_model_id is not None:
+            cand = _GRADE[self.candidate_predicted] if self.candidate_predicted else None
+            out += [self.candidate_model_id, cand, self.candidate_benign_confidence]
+        return out
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_array(cls, data: Any) -> Any:
+        if isinstance(data, dict):  # a full VerdictRecord (state carried by an older run), or field names
+            if "reason" in data or "analyst" in data:
+                return _fields_of(VerdictRecord.model_validate(data))
+            return data
+        if not isinstance(data, (list, tuple)) or len(data) < 4:
+            raise ValueError("an evidence record is [case_id, codes, benign_confidence, at, ...]")
+        case_id, codes, benign, at = data[:4]
+        codes = str(codes)
+        fields: dict[str, Any] = dict(
+            case_id=case_id, verdict=_GRADE_OF[codes[0]], predicted=_GRADE_OF.get(codes[1:2]),
+            benign_confidence=benign, at=datetime.fromtimestamp(at, UTC) if at is not None else None,
+            review_sampled="s" in codes[2:], above_threshold="a" in codes[2:],
+        )
+        if len(data) >= 7:
+            fields.update(candidate_model_id=data[4], candidate_predicted=_GRADE_OF.get(data[5] or ""),
+                          candidate_benign_confidence=data[6])
+        return fields
+
+
+def _fields_of(rec: VerdictRecord) -> dict[str, Any]:
+    above = rec.threshold is not None and rec.benign_confidence is not None and rec.benign_confidence >= rec.threshold
+    return dict(
+        case_id=rec.case_id, verdict=rec.verdict, predicted=rec.predicted, benign_confidence=rec.benign_confidence,
+        at=rec.at, review_sampled=rec.review_sampled, above_threshold=above,
+        candidate_model_id=rec.candidate_model_id[:CANDIDATE_PREFIX] if rec.candidate_model_id else None,
+        candidate_predicted=rec.candidate_predicted, candidate_benign_confidence=rec.candidate_benign_confidence,
+    )
+
+
+class VerdictClaim(_M):
+    """A verdict as signalled, waiting to be checked against its case (nothing counts before that)."""
+
+    alert_type: str
+    analyst: str
+    record: EvidenceRecord
+
+
+class VerdictBatch(_M):
+    claims: tuple[VerdictClaim, ...]
+
+
+class VerdictCheck(_M):
+    """The outcome of checking one claim against its case: the record to count, or why not."""
+
+    case_id: str
+    alert_type: str
+    record: EvidenceRecord | None = None  # built from the case itself (its score, decision and verdict)
+    refused: str = ""
+
+
 class DriftFinding(_M):
     alert_type: str
     cases: int
@@ -111,6 +222,16 @@ class DriftReport(_M):
     policy_thresholds: dict[str, float] = Field(default_factory=dict)
     demoted: tuple[str, ...] = ()
     drift_case_id: str | None = None
+    drift_case_joined: bool = False  # the breach went to a drift case that was already open
+    # The drift check run that computed this report: governance accepts a report only when that run is
+    # a running DriftCheckWorkflow on its task queue whose `compute_drift` result is this report.
+    check_workflow_id: str | None = None
+    check_run_id: str | None = None
+
+    def figures(self) -> dict[str, Any]:
+        """What the drift check measured (without what was done about it, or who sent it)."""
+        return self.model_dump(mode="json", exclude={"demoted", "drift_case_id", "drift_case_joined",
+                                                     "check_workflow_id", "check_run_id"})
 
     @property
     def breached(self) -> list[DriftFinding]:
@@ -178,7 +299,7 @@ class GovernanceState(_M):
     revision: int = 0
     alert_types: dict[str, AlertTypeState] = Field(default_factory=dict)
     counts: dict[str, VerdictCounts] = Field(default_factory=dict)
-    recent: dict[str, tuple[VerdictRecord, ...]] = Field(default_factory=dict)
+    recent: dict[str, tuple[EvidenceRecord, ...]] = Field(default_factory=dict)  # one per case, newest last
     model: ModelState = ModelState()
     events: tuple[Event, ...] = ()
     last_drift: DriftReport | None = None
@@ -190,3 +311,5 @@ class GovernanceInput(_M):
     evidence_window: int = 1000  # recent verdicts kept per alert type
     ensure_schedule: bool = True  # on first start: create the drift check Schedule if it is missing
     history_limit: int = 10_000  # continue-as-new beyond this many history events (or when Temporal suggests it)
+    pending: tuple[VerdictClaim, ...] = ()  # verdicts not yet checked when the previous run continued as new
+    events_budget: int = 128_000  # characters of events kept in the state (newest first; max_events at most)

@@ -73,7 +73,9 @@ def print_report(report: Any) -> None:
     if report.demoted:
         out.print(f"demoted to in_the_loop: {', '.join(report.demoted)}", highlight=False)
     if report.drift_case_id:
-        out.print(f"drift case opened: {report.drift_case_id} (signoff show {report.drift_case_id})", highlight=False)
+        what = ("breach added to the open drift case" if report.drift_case_joined
+                else "drift case opened")
+        out.print(f"{what}: {report.drift_case_id} (signoff show {report.drift_case_id})", highlight=False)
 
 
 @app.command()
