@@ -129,6 +129,10 @@ def case_events(h: DecodedHistory) -> list[dict[str, Any]]:
                              scoring_problem=ex["scoring_problem"]))
     for a in ex["approvals"]:
         kind = ("approval" if a["decision"] == "approve" else "rejection") if a["outcome"] != "refused" else "refusal"
+        if a["via"] == "signal" and a["outcome"] not in ("accepted", "refused"):
+            # An open case's signal: the workflow has judged it, but only its state (not the history)
+            # says how; never export it as an approval that may have been refused.
+            kind = f"{a['decision']}_signal_undetermined"
         events.append(_event(a["at"], kind, h, a["approver"], step=a["step"], decision=a["decision"], via=a["via"],
                              reason=a["reason"], outcome=a["outcome"], refusal=a["refusal"], identity=a["identity"],
                              update_id=a["update_id"], signed=a["signed"]))

@@ -360,8 +360,13 @@ async def test_an_escalated_case_exports_its_escalation(
         handle = await start_case(client, task_queue, inp, alert("m1", ("host", f"host-{inp.case_id}"), category="Malware"))
         await wait_for(handle, awaiting("isolate_host"), "isolate_host waiting")
         await wait_for(handle, lambda v: v.status == CaseStatus.escalated, "escalated")
+        # QA: a refused signal to an open case was exported as an "approval"
+        await handle.signal("approve_signal", {"step": "isolate_host", "approver": "mallory", "reason": "let me"})
+        await wait_for(handle, lambda v: any(r.approver == "mallory" for r in v.refusals), "refusal kept")
         history = await decode_history(await handle.fetch_history(), client.data_converter, source="live")
         await handle.terminate("test done")
-    escalations = [e for e in case_events(history) if e["kind"] == "escalation"]
+    events = case_events(history)
+    assert [e["kind"] for e in events if e["actor"] == "mallory"] == ["approve_signal_undetermined"]
+    escalations = [e for e in events if e["kind"] == "escalation"]
     assert escalations and escalations[0]["detail"]["escalation_kind"] == "approval_timeout"
     assert escalations[0]["detail"]["step_id"] == "isolate_host"
