@@ -60,8 +60,10 @@ def snapshot(policy: Policy, alert_type: str, live: GovernanceState | None, case
             threshold, threshold_by = state.threshold, state.threshold_by
     if live is not None:
         model_id, candidate = live.model.active, live.model.candidate
-    if name == policy.drift.open_case_alert_type:
-        autonomy = "in_the_loop"  # drift cases are for people, always
+    if policy.drift.open_case_alert_type in (alert_type, name):
+        # drift cases are for people, always: also when the policy does not list their type and
+        # they would otherwise be governed as the default type
+        autonomy = "in_the_loop"
     return GovernanceSnapshot(
         policy=policy,
         policy_version=versioned(policy, live),
