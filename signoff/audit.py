@@ -174,12 +174,29 @@ _GOV_KINDS = {
 }
 
 
+def _verdict_checks(h: DecodedHistory) -> dict[str, list[dict[str, Any]]]:
+    """What the governance workflow's `verify_verdicts` activity found for each case, in order."""
+    checks: dict[str, list[dict[str, Any]]] = {}
+    for run in h.activities_named("verify_verdicts"):
+        for check in run.result if isinstance(run.result, list) else []:
+            if isinstance(check, dict):
+                checks.setdefault(str(check.get("case_id")), []).append(check)
+    return checks
+
+
+def _drift_sender(req: dict[str, Any], identity: str) -> str:
+    check = req.get("check_workflow_id")
+    return f"drift check {check}" if check else f"unverified sender ({identity or 'unknown client'})"
+
+
 def governance_events(h: DecodedHistory) -> list[dict[str, Any]]:
     events = []
+    checks = _verdict_checks(h)
     for upd in h.updates:
         kind = _GOV_KINDS.get(upd.name, f"governance_{upd.name}")
         req = upd.args[0] if upd.args and isinstance(upd.args[0], dict) else {}
-        actor = req.get("by") or ("signoff-drift" if upd.name == "drift_report" else "")
+        # A drift report is attributed to the check that sent it; the workflow verifies that claim.
+        actor = req.get("by") or (_drift_sender(req, upd.identity) if upd.name == "drift_report" else "")
         outcome = "refused" if upd.failure else ("accepted" if upd.completed_at else "in progress")
         detail = {k: v for k, v in req.items() if k not in ("by", "token")}
         events.append(_event(_iso(upd.accepted_at), kind, h, actor, update=upd.name, request=detail, outcome=outcome,
@@ -187,9 +204,15 @@ def governance_events(h: DecodedHistory) -> list[dict[str, Any]]:
     for sig in h.signals:
         req = sig.args[0] if sig.args and isinstance(sig.args[0], dict) else {}
         if sig.name == "record_verdict":
+            # Counted only once checked against the case itself (forged verdicts are refused there).
+            found = checks.get(str(req.get("case_id")), [])
+            check = found.pop(0) if found else None
+            outcome = ("not checked yet" if check is None
+                       else f"refused: {check.get('refused')}" if check.get("refused") else "counted")
             events.append(_event(_iso(sig.at), "feedback_recorded", h, req.get("analyst"), case_id=req.get("case_id"),
                                  alert_type=req.get("alert_type"), verdict=req.get("verdict"),
-                                 predicted=req.get("predicted"), model_id=req.get("model_id"), identity=sig.identity))
+                                 predicted=req.get("predicted"), model_id=req.get("model_id"), identity=sig.identity,
+                                 outcome=outcome))
         else:
             events.append(_event(_iso(sig.at), f"governance_{sig.name}", h, req.get("by", ""), request=req,
                                  identity=sig.identity))

@@ -13,11 +13,19 @@ from scipy.stats import beta
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 from activities.case import EnrichRequest
 from signoff.autonomy.client import GovernanceRefused, govern, read_state, signal_verdict
 from signoff.autonomy.evidence import evidence, upper95
-from signoff.autonomy.models import AutonomyChange, ThresholdChange, ThresholdRevert, VerdictRecord
+from signoff.autonomy.models import (
+    AutonomyChange,
+    ThresholdChange,
+    ThresholdRevert,
+    VerdictBatch,
+    VerdictCheck,
+    VerdictRecord,
+)
 from signoff.models import CaseStatus, CloseRequest, DecisionKind, Enrichment, Verdict
 from signoff.worker import activities, build_worker
 from tests.autonomykit import install_small_model
@@ -46,6 +54,18 @@ def _policy(path: Path, **autonomy: object) -> dict:
     policy["autonomy"].update(autonomy)
     path.write_text(yaml.safe_dump(policy))
     return policy
+
+
+@activity.defn(name="verify_verdicts")
+async def trusting_check(batch: VerdictBatch) -> list[VerdictCheck]:
+    """Stand-in for the check against the case: these tests send synthetic verdicts with hand-picked
+    scores (no case behind them). The real check is tested in tests/test_governance_hardening.py."""
+    return [VerdictCheck(case_id=c.record.case_id, alert_type=c.alert_type, record=c.record) for c in batch.claims]
+
+
+def trusting_worker(client: Client, task_queue: str) -> Worker:
+    acts = [a for a in activities() if getattr(a, "__temporal_activity_definition").name != "verify_verdicts"]
+    return build_worker(client, task_queue, activities=[*acts, trusting_check])
 
 
 def _record(case: str, predicted: Verdict | None, benign: float | None, verdict: Verdict, t: float = 0.9,
@@ -126,7 +146,7 @@ async def test_verdict_statistics_match_a_hand_computed_example(
         _record("c5", FP, 0.50, BP),  # below; grade differs, TP-or-not agrees
         _record("c6", None, None, TP),  # unscored (scoring failed): counted as reviewed only
     ]
-    async with build_worker(client, task_queue):
+    async with trusting_worker(client, task_queue):
         for rec in records:
             await signal_verdict(client, rec, task_queue)
         state = await _state_with(client, task_queue, lambda s: s.counts.get("phishing") and
@@ -162,7 +182,7 @@ async def test_evidence_gates_promotion(dev_env: WorkflowEnvironment, task_queue
     _policy(policy_file, require_evidence=True, min_reviewed=3, miss_budget=0.7)
     client = dev_env.client
     promote = AutonomyChange(alert_type="phishing", level="on_the_loop", by="carol", reason="shadow evidence")
-    async with build_worker(client, task_queue):
+    async with trusting_worker(client, task_queue):
         with pytest.raises(GovernanceRefused, match="no threshold"):
             await govern(client, "set_autonomy", promote, task_queue)
         await govern(client, "set_threshold", ThresholdChange(alert_type="phishing", value=0.9, by="carol",
@@ -273,8 +293,10 @@ async def test_cases_follow_autonomy_and_the_kill_switch(
         await held.result()
         state = await _state_with(client, task_queue, lambda s: bool(s.recent.get("phishing")), "verdict recorded")
         rec = state.recent["phishing"][-1]
-        assert rec.case_id == held.id and rec.verdict == Verdict.benign_positive and rec.model_id == small_model
-        assert rec.benign_confidence == view.score.benign_confidence  # type: ignore[union-attr]
+        assert rec.case_id == held.id and rec.verdict == Verdict.benign_positive
+        assert view.score is not None and view.score.model_id == small_model
+        assert rec.predicted == view.score.predicted
+        assert rec.benign_confidence == pytest.approx(view.score.benign_confidence, abs=1e-10)
 
 
 async def test_review_sample_keeps_confident_cases_with_an_analyst(
@@ -319,7 +341,7 @@ async def test_governance_state_survives_continue_as_new_and_schedules_drift(
     from workflows.governance import GovernanceWorkflow
 
     client = dev_env.client
-    async with build_worker(client, task_queue):
+    async with trusting_worker(client, task_queue):
         first = await client.start_workflow(GovernanceWorkflow.run, GovernanceInput(history_limit=40),
                                             id=governance_id(task_queue), task_queue=task_queue)
         for i in range(8):

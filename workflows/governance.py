@@ -9,6 +9,17 @@ against the policy's roles (read by an activity at the time of the change) and r
 Promoting (an alert type on the loop, or a new model) needs a quorum of governance-role holders.
 Demoting (the kill switch) and rolling back a model act at once. The drift check can only make
 things safer: it demotes, it never promotes.
+
+Nothing anyone can send is taken on trust or kept unbounded:
+* a verdict (`record_verdict` signal) counts only after an activity has checked it against its case
+  (the case exists, is a CaseWorkflow on this task queue and carries that verdict by that analyst,
+  who is a person in the policy); the record counted is built from the case itself, one per case
+  (a later verdict on the same case replaces the earlier one); refusals are recorded;
+* a drift report (`drift_report` update) is accepted only from a running drift check whose own
+  `compute_drift` result it is (checked by an activity); refusals are recorded;
+* the state carried through continue-as-new is bounded: compact evidence records (no free text),
+  free text capped at MAX_TEXT_CHARS, events kept within a character budget, unchecked verdicts
+  capped; it continues as new when Temporal suggests it (history size or length).
 """
 
 from __future__ import annotations
@@ -21,15 +32,24 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.drift import ScheduleRequest, ensure_drift_schedule
-    from activities.governance import ModelSync, governance_policy, resolve_model, sync_model_store
+    from activities.governance import (
+        ModelSync,
+        governance_policy,
+        resolve_model,
+        sync_model_store,
+        verify_drift_report,
+        verify_verdicts,
+    )
     from policies.engine import Policy
     from signoff.autonomy.evidence import evidence
     from signoff.autonomy.models import (
+        MAX_NAME_CHARS,
         SYSTEM_DRIFT,
         AlertTypeState,
         AutonomyChange,
         DriftReport,
         Event,
+        EvidenceRecord,
         GovernanceInput,
         GovernanceState,
         ModelChange,
@@ -37,13 +57,28 @@ with workflow.unsafe.imports_passed_through():
         ModelState,
         ThresholdChange,
         ThresholdRevert,
+        VerdictBatch,
+        VerdictCheck,
+        VerdictClaim,
         VerdictCounts,
         VerdictRecord,
+        clip,
     )
     from signoff.models import Verdict
 
 QUICK = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=5)
 LIVE_MEMO = "live"  # memo key of the live state (what cases decide under)
+# Patches (workflow.patched): histories recorded before each rule replay as they ran.
+CHECK_VERDICTS = "verdicts-checked-against-cases"
+CHECK_DRIFT_REPORTS = "drift-reports-checked-against-the-check"
+VERIFY_BATCH = 100  # verdicts checked per activity
+MAX_PENDING = 20_000  # verdicts waiting for their check; beyond it a verdict is refused (recorded)
+PENDING_CARRY_CHARS = 64_000  # unchecked verdicts carried through continue-as-new, at most
+# Before continuing as new every waiting verdict is checked, unless the history is already this
+# large (a flood): then what fits in PENDING_CARRY_CHARS is carried and the rest refused (recorded).
+DRAIN_HISTORY_EVENTS = 30_000
+DRAIN_HISTORY_BYTES = 30 * 1024 * 1024
+EVENT_OVERHEAD_CHARS = 220  # an event's fixed fields, serialised (for the events budget)
 
 
 class LiveGovernance(GovernanceState):
@@ -65,6 +100,9 @@ class GovernanceWorkflow:
         self.state: GovernanceState = inp.state
         self.max_events = inp.max_events
         self.evidence_window = inp.evidence_window
+        self.events_budget = inp.events_budget
+        self.events_chars = sum(_event_chars(e) for e in inp.state.events)
+        self.pending: list[VerdictClaim] = list(inp.pending)  # verdicts waiting for their check
 
     @workflow.run
     async def run(self, inp: GovernanceInput) -> None:
@@ -77,14 +115,26 @@ class GovernanceWorkflow:
                 )
             except ActivityError:
                 workflow.logger.warning("could not create the drift schedule; `signoff drift schedule` retries")
-        await workflow.wait_condition(
-            lambda: workflow.info().is_continue_as_new_suggested()
-            or workflow.info().get_current_history_length() > inp.history_limit
-        )
+
+        def time_to_continue() -> bool:
+            info = workflow.info()
+            return info.is_continue_as_new_suggested() or info.get_current_history_length() > inp.history_limit
+
+        # Verdicts are checked in batches here, not in the signal handler (a signal cannot wait for an
+        # activity's result). Histories from before CHECK_VERDICTS never have pending verdicts.
+        while True:
+            await workflow.wait_condition(lambda: bool(self.pending) or time_to_continue())
+            if time_to_continue():
+                break
+            await self._check_pending()
+        while self.pending and workflow.info().get_current_history_length() < DRAIN_HISTORY_EVENTS \
+                and workflow.info().get_current_history_size() < DRAIN_HISTORY_BYTES:
+            await self._check_pending()
         await workflow.wait_condition(workflow.all_handlers_finished)
         workflow.continue_as_new(GovernanceInput(
             state=self.state, max_events=self.max_events, evidence_window=self.evidence_window,
-            ensure_schedule=False, history_limit=inp.history_limit))
+            ensure_schedule=False, history_limit=inp.history_limit, pending=self._carried_pending(),
+            events_budget=self.events_budget))
 
     # ------------------------------------------------------------------ queries
 
@@ -300,8 +350,76 @@ class GovernanceWorkflow:
 
     # ------------------------------------------------------------------ feedback and drift
 
-    @workflow.signal(description="An analyst's verdict on a case, with the model's score (sent by the case workflow)")
+    @workflow.signal(description="An analyst's verdict on a case, with the model's score (sent by the case "
+                     "workflow); it counts once checked against the case")
     def record_verdict(self, rec: VerdictRecord) -> None:
+        if not workflow.patched(CHECK_VERDICTS):
+            self._count_unchecked(rec)
+            return
+        now = workflow.now()
+        at = min(rec.at, now) if rec.at is not None else now  # never in the future (the drift window reads it)
+        claim = VerdictClaim(alert_type=clip(rec.alert_type, MAX_NAME_CHARS), analyst=clip(rec.analyst, MAX_NAME_CHARS),
+                             record=EvidenceRecord.of(rec.model_copy(update=dict(
+                                 case_id=clip(rec.case_id, MAX_NAME_CHARS), at=at))))
+        if len(self.pending) >= MAX_PENDING:
+            self._refuse_verdict(claim, f"{MAX_PENDING} verdicts are already waiting for their check: "
+                                        "not counted (the verdict stays in the case's history)")
+            return
+        self.pending.append(claim)
+
+    async def _check_pending(self) -> None:
+        batch, self.pending = self.pending[:VERIFY_BATCH], self.pending[VERIFY_BATCH:]
+        try:
+            checks: list[VerdictCheck] = await workflow.execute_activity(
+                verify_verdicts, VerdictBatch(claims=tuple(batch)), start_to_close_timeout=timedelta(minutes=2),
+                retry_policy=QUICK, summary=f"check {len(batch)} verdicts against their cases",
+            )
+        except ActivityError as err:
+            why = f"the check could not run: {clip(str(err.cause or err), 300)}"
+            for claim in batch:
+                self._refuse_verdict(claim, why)
+            return
+        for claim, check in zip(batch, checks, strict=True):
+            if check.record is None:
+                self._refuse_verdict(claim, check.refused)
+            else:
+                self._count(check.alert_type, check.record)
+
+    def _refuse_verdict(self, claim: VerdictClaim, why: str) -> None:
+        rec = claim.record
+        self._event("refused", claim.analyst, f"verdict {rec.verdict.value} on case {rec.case_id}",
+                    alert_type=claim.alert_type, before=VERDICT_REFUSAL, after=f"verdict not counted: {why}",
+                    accepted=False)
+
+    def _count(self, name: str, rec: EvidenceRecord) -> None:
+        """Count a checked verdict: one per case (a later verdict on a case replaces the earlier one)."""
+        window = self.state.recent.get(name, ())
+        counts = self.state.counts.get(name, VerdictCounts())
+        earlier = [r for r in window if r.case_id == rec.case_id]
+        for old in earlier:  # all-time counters: the replaced verdict no longer counts
+            counts = _counts_add(counts, old, -1)
+        counts = _counts_add(counts, rec, 1)
+        kept = tuple(r for r in window if r.case_id != rec.case_id) if earlier else window
+        self.state = self.state.model_copy(update=dict(
+            counts={**self.state.counts, name: counts},
+            recent={**self.state.recent, name: (*kept, rec)[-self.evidence_window:]},
+        ))
+
+    def _carried_pending(self) -> tuple[VerdictClaim, ...]:
+        """Unchecked verdicts for the next run, within PENDING_CARRY_CHARS; the rest are refused (recorded)."""
+        carried: list[VerdictClaim] = []
+        size = 0
+        for claim in self.pending:
+            size += len(claim.record.case_id) + len(claim.analyst) + len(claim.alert_type) + 120
+            if size > PENDING_CARRY_CHARS:
+                self._refuse_verdict(claim, "too many verdicts waiting for their check at continue-as-new: "
+                                            "not counted (the verdict stays in the case's history)")
+            else:
+                carried.append(claim)
+        return tuple(carried)
+
+    def _count_unchecked(self, rec: VerdictRecord) -> None:
+        """Before CHECK_VERDICTS: every signalled verdict counted as sent (kept for replay)."""
         name = rec.alert_type
         counts = self.state.counts.get(name, VerdictCounts())
         tp = rec.verdict == Verdict.true_positive
@@ -315,15 +433,22 @@ class GovernanceWorkflow:
             sampled_reviews=counts.sampled_reviews + int(rec.review_sampled),
             sampled_misses=counts.sampled_misses + int(rec.review_sampled and tp),
         )
-        recent = (*self.state.recent.get(name, ()), rec.model_copy(update=dict(at=rec.at or workflow.now())))
+        recent = (*self.state.recent.get(name, ()), EvidenceRecord.of(rec.model_copy(update=dict(
+            case_id=clip(rec.case_id, MAX_NAME_CHARS), at=rec.at or workflow.now()))))
         window = self.evidence_window
         self.state = self.state.model_copy(update=dict(
             counts={**self.state.counts, name: counts},
             recent={**self.state.recent, name: recent[-window:]},
         ))
 
-    @workflow.update(description="A drift check's report; breached alert types are demoted to in_the_loop")
+    @workflow.update(description="A drift check's report (accepted only from the running drift check that "
+                     "computed it); breached alert types are demoted to in_the_loop")
     async def drift_report(self, report: DriftReport) -> list[str]:
+        if workflow.patched(CHECK_DRIFT_REPORTS):
+            report = await self._checked_drift_report(report)
+            last = self.state.last_drift
+            if last is not None and last.check_run_id == report.check_run_id:
+                return list(last.demoted)  # the same check's report again (an activity retry): applied once
         policy = await self._policy()
         demoted: list[str] = []
         for finding in report.findings:
@@ -341,6 +466,19 @@ class GovernanceWorkflow:
                 demoted.append(name)
         self.state = self.state.model_copy(update=dict(last_drift=report.model_copy(update=dict(demoted=tuple(demoted)))))
         return demoted
+
+    async def _checked_drift_report(self, report: DriftReport) -> DriftReport:
+        try:
+            return await workflow.execute_activity(
+                verify_drift_report, report, start_to_close_timeout=timedelta(seconds=60), retry_policy=QUICK,
+                summary="check the report against the drift check that computed it",
+            )
+        except ActivityError as err:
+            cause = err.cause
+            why = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
+            source = f"drift check {report.check_workflow_id}" if report.check_workflow_id else "unnamed sender"
+            self._refuse(source, "drift report", "", f"drift report refused: {why}")
+            raise
 
     # ------------------------------------------------------------------ helpers
 
@@ -402,11 +540,18 @@ class GovernanceWorkflow:
                accepted: bool = True, before_value: float | None = None, before_from_policy: bool = False,
                reverts: int | None = None) -> None:
         revision = self.state.revision + 1 if accepted else self.state.revision
-        event = Event(revision=revision, at=workflow.now(), kind=kind, alert_type=alert_type, by=by, reason=reason,
-                      before=before, after=after, accepted=accepted, before_value=before_value,
-                      before_from_policy=before_from_policy, reverts=reverts)
-        self.state = self.state.model_copy(update=dict(
-            revision=revision, events=(*self.state.events, event)[-self.max_events:]))
+        event = Event(revision=revision, at=workflow.now(), kind=kind, alert_type=clip(alert_type, MAX_NAME_CHARS),
+                      by=clip(by, MAX_NAME_CHARS), reason=clip(reason), before=clip(before), after=clip(after),
+                      accepted=accepted, before_value=before_value, before_from_policy=before_from_policy,
+                      reverts=reverts)
+        # At most max_events events and about events_budget characters: the oldest go first, refused
+        # verdicts before anything else (a flood of forged verdicts never pushes governance changes out).
+        events = [*self.state.events, event]
+        self.events_chars += _event_chars(event)
+        while len(events) > 1 and (len(events) > self.max_events or self.events_chars > self.events_budget):
+            oldest = next((i for i, e in enumerate(events[:-1]) if _is_verdict_refusal(e)), 0)
+            self.events_chars -= _event_chars(events.pop(oldest))
+        self.state = self.state.model_copy(update=dict(revision=revision, events=tuple(events)))
         if accepted:
             self._publish()
 
@@ -414,6 +559,31 @@ class GovernanceWorkflow:
         """The live state in the memo: cases read it with DescribeWorkflowExecution, which the server
         answers itself, so a busy task queue never delays a decision (a query would wait for a worker)."""
         workflow.upsert_memo({LIVE_MEMO: self.live().model_dump(mode="json")})
+
+
+VERDICT_REFUSAL = "verdict"  # Event.before of a refused verdict
+
+
+def _is_verdict_refusal(e: Event) -> bool:
+    return not e.accepted and e.before == VERDICT_REFUSAL
+
+
+def _event_chars(e: Event) -> int:
+    return len(e.kind) + len(e.alert_type) + len(e.by) + len(e.reason) + len(e.before) + len(e.after) + \
+        EVENT_OVERHEAD_CHARS
+
+
+def _counts_add(counts: VerdictCounts, rec: EvidenceRecord, sign: int) -> VerdictCounts:
+    tp = rec.verdict == Verdict.true_positive
+    return VerdictCounts(
+        reviewed=counts.reviewed + sign,
+        agree=counts.agree + sign * int(rec.predicted == rec.verdict),
+        agree_tp=counts.agree_tp + sign * int(rec.predicted is not None and (rec.predicted == Verdict.true_positive) == tp),
+        above_threshold=counts.above_threshold + sign * int(rec.above_threshold),
+        above_threshold_tp=counts.above_threshold_tp + sign * int(rec.above_threshold and tp),
+        sampled_reviews=counts.sampled_reviews + sign * int(rec.review_sampled),
+        sampled_misses=counts.sampled_misses + sign * int(rec.review_sampled and tp),
+    )
 
 
 def _workflows() -> list[type]:

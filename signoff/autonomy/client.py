@@ -14,7 +14,14 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from signoff import settings
-from signoff.autonomy.models import GOVERNANCE_WORKFLOW_ID, GovernanceInput, GovernanceState, VerdictRecord
+from signoff.autonomy.models import (
+    GOVERNANCE_WORKFLOW_ID,
+    DriftReport,
+    GovernanceInput,
+    GovernanceState,
+    VerdictRecord,
+    clip,
+)
 
 
 def governance_id(task_queue: str | None = None) -> str:
@@ -31,6 +38,8 @@ async def update(client: Client, update_name: str, arg: Any, task_queue: str | N
     from workflows.governance import GovernanceWorkflow
 
     queue = task_queue or settings.task_queue()
+    if update_name == "drift_report" and isinstance(arg, DriftReport):
+        arg = from_this_drift_check(arg)
     start = WithStartWorkflowOperation(
         GovernanceWorkflow.run, GovernanceInput(), id=governance_id(queue), task_queue=queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
@@ -38,10 +47,26 @@ async def update(client: Client, update_name: str, arg: Any, task_queue: str | N
     return await client.execute_update_with_start_workflow(update_name, arg, start_workflow_operation=start)
 
 
+def from_this_drift_check(report: DriftReport) -> DriftReport:
+    """A drift report sent from inside a drift check's activity (`apply_drift`) names that check's run:
+    the governance workflow accepts a report only when it can verify it against that run."""
+    from temporalio import activity
+
+    if report.check_run_id is not None or not activity.in_activity():
+        return report
+    info = activity.info()
+    if info.workflow_type != "DriftCheckWorkflow":
+        return report
+    return report.model_copy(update=dict(check_workflow_id=info.workflow_id, check_run_id=info.workflow_run_id))
+
+
 async def signal_verdict(client: Client, record: VerdictRecord, task_queue: str | None = None) -> None:
+    """Hand a verdict to the governance workflow; it counts once it has checked it against the case.
+    The verdict's free-text reason stays in the case's history: only a capped copy travels."""
     from workflows.governance import GovernanceWorkflow
 
     queue = task_queue or settings.task_queue()
+    record = record.model_copy(update=dict(reason=clip(record.reason)))
     await client.start_workflow(
         GovernanceWorkflow.run, GovernanceInput(), id=governance_id(queue), task_queue=queue,
         start_signal="record_verdict", start_signal_args=[record],

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pydantic import BaseModel, ConfigDict
 
 from policies.engine import AutonomyPolicy
-from signoff.autonomy.models import VerdictRecord
+from signoff.autonomy.models import EvidenceRecord, VerdictRecord
 from signoff.models import Verdict
 
 
@@ -102,13 +102,15 @@ def model_evidence(pairs: Sequence[tuple[Verdict | None, float | None, Verdict]]
 
 
 def evidence(
-    alert_type: str, records: Sequence[VerdictRecord], threshold: float | None, policy: AutonomyPolicy,
-    candidate_model_id: str | None = None,
+    alert_type: str, records: Sequence[EvidenceRecord] | Sequence[VerdictRecord], threshold: float | None,
+    policy: AutonomyPolicy, candidate_model_id: str | None = None,
 ) -> Evidence:
+    """`records`: the governance state's compact `EvidenceRecord`s (one per case), or full `VerdictRecord`s."""
     model = model_evidence([(r.predicted, r.benign_confidence, r.verdict) for r in records], threshold)
     candidate = None
     if candidate_model_id:
-        mine = [r for r in records if r.candidate_model_id == candidate_model_id]
+        # Evidence records keep a prefix of the candidate's id (full records the whole id).
+        mine = [r for r in records if r.candidate_model_id and candidate_model_id.startswith(r.candidate_model_id)]
         candidate = model_evidence([(r.candidate_predicted, r.candidate_benign_confidence, r.verdict) for r in mine],
                                    threshold)
     verdicts: dict[str, int] = {}

@@ -8,7 +8,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_serializer,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from signoff.models import Verdict
 
@@ -101,6 +109,14 @@ class VerdictRecord(_M):
 _GRADE = {Verdict.true_positive: "T", Verdict.benign_positive: "B", Verdict.false_positive: "F"}
 _GRADE_OF = {v: k for k, v in _GRADE.items()}
 CANDIDATE_PREFIX = 16  # hex characters of a shadow candidate's model id kept per evidence record
+CONFIDENCE_DECIMALS = 10  # evidence keeps confidences to 1e-10 (the decision-time flag `a` is exact)
+_INDEX = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def _rounded(value: float | None) -> float | None:
+    return round(value, CONFIDENCE_DECIMALS) if value is not None else None
+
+
 
 
 class EvidenceRecord(_M):
@@ -134,6 +150,11 @@ class EvidenceRecord(_M):
     @classmethod
     def _whole_seconds(cls, at: datetime | None) -> datetime | None:
         return at.replace(microsecond=0) if at is not None else None
+
+    @field_validator("benign_confidence", "candidate_benign_confidence")
+    @classmethod
+    def _kept_decimals(cls, value: float | None) -> float | None:
+        return _rounded(value)
 
     @model_serializer(mode="plain")
     def _as_array(self) -> list[Any]:
@@ -176,6 +197,58 @@ def _fields_of(rec: VerdictRecord) -> dict[str, Any]:
         candidate_model_id=rec.candidate_model_id[:CANDIDATE_PREFIX] if rec.candidate_model_id else None,
         candidate_predicted=rec.candidate_predicted, candidate_benign_confidence=rec.candidate_benign_confidence,
     )
+
+
+def evidence_columns(records: tuple[EvidenceRecord, ...]) -> dict[str, Any]:
+    """An alert type's evidence window, column by column (what the governance state carries).
+
+    `codes`: three characters per record: the analyst's grade letter, the model's (`-`: not scored),
+    and a digit (1: in the review sample, +2: at or above the threshold in force at the decision).
+    `at`: epoch seconds, each one as the difference to the previous record's. Confidences to
+    CONFIDENCE_DECIMALS decimals. The candidate columns are there only when a shadow candidate scored
+    a case of the window: `candidates` lists the candidates' id prefixes, `candidate_codes` has two
+    characters per record (the candidate's index in `candidates`, `-`: none; its grade letter).
+    """
+    codes, at, previous = [], [], 0
+    for r in records:
+        codes.append(_GRADE[r.verdict] + (_GRADE[r.predicted] if r.predicted else "-")
+                     + str(int(r.review_sampled) + 2 * int(r.above_threshold)))
+        seconds = int(r.at.timestamp()) if r.at is not None else previous
+        at.append(seconds - previous)
+        previous = seconds
+    columns: dict[str, Any] = {"case_id": [r.case_id for r in records], "codes": "".join(codes),
+                               "benign_confidence": [_rounded(r.benign_confidence) for r in records], "at": at}
+    candidates = sorted({r.candidate_model_id for r in records if r.candidate_model_id})[-len(_INDEX):]
+    if candidates:
+        index = {c: _INDEX[i] for i, c in enumerate(candidates)}
+        columns.update(
+            candidates=candidates,
+            candidate_codes="".join(
+                (index[r.candidate_model_id] + (_GRADE[r.candidate_predicted] if r.candidate_predicted else "-"))
+                if r.candidate_model_id in index else "--" for r in records),
+            candidate_benign_confidence=[_rounded(r.candidate_benign_confidence) for r in records])
+    return columns
+
+
+def evidence_rows(columns: dict[str, Any]) -> tuple[EvidenceRecord, ...]:
+    """`evidence_columns` back to records."""
+    ids, codes, benign, at = columns["case_id"], columns["codes"], columns["benign_confidence"], columns["at"]
+    candidates = columns.get("candidates") or []
+    rows, seconds = [], 0
+    for i, case_id in enumerate(ids):
+        code = codes[3 * i: 3 * i + 3]
+        seconds += at[i]
+        flags = int(code[2])
+        row: dict[str, Any] = dict(
+            case_id=case_id, verdict=_GRADE_OF[code[0]], predicted=_GRADE_OF.get(code[1]),
+            benign_confidence=benign[i], at=datetime.fromtimestamp(seconds, UTC), review_sampled=bool(flags & 1),
+            above_threshold=bool(flags & 2))
+        if candidates and columns["candidate_codes"][2 * i] != "-":
+            which, grade = columns["candidate_codes"][2 * i: 2 * i + 2]
+            row.update(candidate_model_id=candidates[_INDEX.index(which)], candidate_predicted=_GRADE_OF.get(grade),
+                       candidate_benign_confidence=columns["candidate_benign_confidence"][i])
+        rows.append(EvidenceRecord(**row))
+    return tuple(rows)
 
 
 class VerdictClaim(_M):
@@ -304,6 +377,18 @@ class GovernanceState(_M):
     events: tuple[Event, ...] = ()
     last_drift: DriftReport | None = None
 
+    @field_serializer("recent")
+    def _recent_as_columns(self, recent: dict[str, tuple[EvidenceRecord, ...]]) -> dict[str, Any]:
+        # Columns, not one object per record: continue-as-new carries up to evidence_window per alert type.
+        return {name: evidence_columns(records) for name, records in recent.items()}
+
+    @field_validator("recent", mode="before")
+    @classmethod
+    def _recent_from_columns(cls, value: Any) -> Any:
+        if isinstance(value, dict):  # columns; or lists of records (older runs' carried state)
+            return {name: evidence_rows(v) if isinstance(v, dict) else v for name, v in value.items()}
+        return value
+
 
 class GovernanceInput(_M):
     state: GovernanceState = GovernanceState()
@@ -312,4 +397,4 @@ class GovernanceInput(_M):
     ensure_schedule: bool = True  # on first start: create the drift check Schedule if it is missing
     history_limit: int = 10_000  # continue-as-new beyond this many history events (or when Temporal suggests it)
     pending: tuple[VerdictClaim, ...] = ()  # verdicts not yet checked when the previous run continued as new
-    events_budget: int = 128_000  # characters of events kept in the state (newest first; max_events at most)
+    events_budget: int = 64_000  # characters of events kept in the state (newest first; max_events at most)
