@@ -79,6 +79,7 @@ class DeadLetter:
     """Append-only JSON Lines of rejected records, with their reasons. Nothing is dropped."""
 
     def __init__(self, source: str) -> None:
+        self.source = source  # the input file as given: each record names it
         folder = settings.home() / "dead-letter"
         folder.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
@@ -87,7 +88,7 @@ class DeadLetter:
         self.count = 0
 
     def write(self, rejected: Rejected) -> None:
-        record = {"source": self.path.name, "line": rejected.line, "reason": rejected.reason,
+        record = {"source": self.source, "line": rejected.line, "reason": rejected.reason,
                   "record": rejected.record}
         self._fh.write(json.dumps(record, default=str, ensure_ascii=False) + "\n")
         self.count += 1
@@ -111,7 +112,9 @@ def guide_chunks(path: Path, store: AlertStore) -> Iterator[Chunk]:
     known = store.cases_of([a.uid for i in read.incidents for a in i.alerts])
     for incident in read.incidents:
         fresh = [a for a in incident.alerts if a.uid not in known]
-        chunk.duplicates += incident.evidence_rows if not fresh else 0
+        # Already ingested: the evidence rows of every alert of this incident the store knows,
+        # also when the incident brings a new alert too.
+        chunk.duplicates += sum(_evidence_rows(a) for a in incident.alerts if a.uid in known)
         chunk.accepted += incident.evidence_rows
         if fresh:
             chunk.drafts[incident.case_id] = CaseDraft(
@@ -122,6 +125,14 @@ def guide_chunks(path: Path, store: AlertStore) -> Iterator[Chunk]:
                 raw=[None] * len(fresh),
             )
     yield chunk
+
+
+def _evidence_rows(alert: Alert) -> int:
+    """How many GUIDE rows an alert was built from (signoff.sources.guide sets the attribute)."""
+    try:
+        return max(int(alert.attributes.get("evidence_rows", "1")), 1)
+    except ValueError:
+        return 1
 
 
 def ocsf_chunks(path: Path, store: AlertStore, chunk_lines: int = CHUNK_LINES) -> Iterator[Chunk]:
@@ -230,6 +241,8 @@ async def ingest_path(
         raise ValueError(f"unknown format {fmt!r}; use one of {sorted(CHUNKERS)}")
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory: give one file (ingest each file of it in turn)")
     loop = asyncio.get_running_loop()
     started = loop.time()
     store = store or AlertStore(settings.home() / "alerts.db")

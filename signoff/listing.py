@@ -22,9 +22,9 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from google.protobuf.internal.containers import MessageMap
 from temporalio.api.common.v1 import Payload
@@ -34,7 +34,10 @@ from temporalio.client import Client, WorkflowExecutionStatus
 
 from signoff import search_attributes as sa
 from signoff import settings
-from signoff.models import CaseStatus
+from signoff.models import CaseStatus, CaseView
+
+if TYPE_CHECKING:
+    from signoff.alertstore import AlertStore
 
 PAGE_SIZE = 1000  # the most the server returns per page (frontend.visibilityMaxPageSize)
 CASE_TYPE = "CaseWorkflow"
@@ -158,6 +161,13 @@ async def case_pages(client: Client, query: str, *, limit: int | None = None,
 class Listing:
     listed: int
     source: str  # "visibility api" or "embedded visibility table" (checked against the api)
+    total: int | None = None  # with `total_if_cut`: how many match when `limit` cut the list
+    counts_from_cases: int = 0  # alert counts read from the case workflows (no alert store record)
+    counts_unknown: int = 0  # rows whose alert count could not be read (alert_count None)
+    counts_not_asked: int = 0  # of those, rows past the `counts_from_cases` cap (not asked)
+    uids_partial: int = 0  # rows whose alert_uids are only the case's capped timeline
+    store: Path | None = None  # the alert store read (None: there is none here)
+    problem: str = ""  # why counts are unknown, when some are
 
 
 async def _embedded_cases(client: Client, db: Path, status: str, limit: int | None) -> list[CaseRow] | None:
@@ -178,15 +188,21 @@ async def _embedded_cases(client: Client, db: Path, status: str, limit: int | No
 
 async def case_rows(query: str, *, limit: int | None, each: Callable[[list[dict[str, Any]]], None],
                     with_alerts: bool = False, client: Client | None = None, home: Path | None = None,
-                    status: str | None = None, embedded_db: Path | None = None) -> Listing:
+                    status: str | None = None, embedded_db: Path | None = None,
+                    counts_from_cases: int = 0, total_if_cut: bool = False) -> Listing:
     """What `signoff cases` prints: visibility rows plus alert counts from the alert store, passed
     to `each` a page at a time. The `waiting` bench times this.
 
     With `embedded_db` (the SQLite file of the dev server `client` talks to) and a plain status
     query (`query == case_query(status)`), the rows are read from that server's visibility table
     when the read checks out against the API (signoff.embedded_visibility); else from the API.
+
+    The alert store is read only if it exists (a listing never creates one). With
+    `counts_from_cases=N`, up to N cases the store has no alert of (cases ingested from another
+    directory or host) get their count from the case workflow itself (`CaseFromWorkflow`): only
+    those cost a call each (~15 ms of worker time, measured); past N their count is None
+    (unknown). With `total_if_cut`, a listing that `limit` cut short reports the total.
     """
-    from signoff.alertstore import AlertStore
     from signoff.client import connect
 
     own_client = client is None
@@ -200,27 +216,139 @@ async def case_rows(query: str, *, limit: int | None, each: Callable[[list[dict[
             source = "embedded visibility table"
     if pages is None:
         pages = case_pages(client, query, limit=limit)
-    store = AlertStore((home or settings.home()) / "alerts.db")
-    listed = 0
+    store = _existing_store((home or settings.home_path()) / "alerts.db")
+    from_cases = CaseFromWorkflow(client, counts_from_cases) if counts_from_cases else None
+    listed = partial = 0
     try:
         async for page in pages:
             rows = []
+            lacking = []
             for case in page:
                 row: dict[str, Any] = dict(case)
-                row["alert_count"] = store.count(case["case_id"])
+                count = store.count(case["case_id"]) if store is not None else 0
+                row["alert_count"] = count
                 if with_alerts:
-                    row["alert_uids"] = store.uids(case["case_id"])
+                    row["alert_uids"] = store.uids(case["case_id"]) if store is not None and count else []
+                if not count and from_cases is not None:
+                    lacking.append(row)
                 rows.append(row)
+            if lacking and from_cases is not None:
+                partial += await from_cases.fill(lacking, with_alerts)
             listed += len(rows)
             each(rows)
     finally:
-        store.close()
+        if store is not None:
+            store.close()
+    total = None
+    if total_if_cut and limit is not None and listed >= limit:
+        total = (await client.count_workflows(query)).count
     if own_client:
         # The SDK's Rust threads finish releasing the last response a moment after it arrives; a
         # process that exits right then aborts in finalisation ("PyGILState_Release", measured 1 in
         # 7 runs of `signoff cases` after raw list calls; 0 in 32 with this pause).
         await asyncio.sleep(0.02)
-    return Listing(listed, source)
+    return Listing(listed, source, total=total,
+                   counts_from_cases=from_cases.answered if from_cases else 0,
+                   counts_unknown=from_cases.unknown if from_cases else 0, uids_partial=partial,
+                   counts_not_asked=from_cases.over_cap if from_cases else 0,
+                   store=store.path if store is not None else None,
+                   problem=from_cases.problem if from_cases else "")
+
+
+def _existing_store(path: Path) -> AlertStore | None:
+    """The alert store at `path` if there is one; None otherwise (a read creates no empty store)."""
+    from signoff.alertstore import AlertStore
+
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    return AlertStore(path)
+
+
+# Cases asked per listing. A `status` query costs ~15 ms when the worker no longer caches the case
+# (it replays the history): `signoff bench -s waiting -n 2000`, no alert store, 1,000 asked: the
+# `signoff cases` run took 18.9 s instead of ~2.5 s. 250 bounds that to ~4 s and covers a demo.
+FROM_CASES_AT_MOST = 250
+
+
+class CaseFromWorkflow:
+    """Alert counts (and the timeline's alert uids) read from the case workflows themselves.
+
+    For cases the local alert store has no record of. A running case answers its `status` query
+    (a worker must be running); a completed one is read from its result (the server answers).
+    After one query times out (no worker), the remaining running cases are not asked: their
+    count is unknown (None), said once on stderr by the CLI. At most `at_most` cases are asked
+    per listing (`FROM_CASES_AT_MOST`); past that, counts are None. Exact counts at any size
+    without the store need the case to publish its count (a search attribute), not a query.
+    """
+
+    CONCURRENCY = 32
+    QUERY_TIMEOUT = timedelta(seconds=5)
+
+    def __init__(self, client: Client, at_most: int = FROM_CASES_AT_MOST) -> None:
+        self.client = client
+        self.at_most = at_most
+        self.asked = 0
+        self.answered = 0
+        self.over_cap = 0
+        self.unknown = 0
+        self.problem = ""
+        self._no_worker = False
+        self._gate = asyncio.Semaphore(self.CONCURRENCY)
+
+    async def fill(self, rows: list[dict[str, Any]], with_alerts: bool) -> int:
+        """Set alert_count (and alert_uids) on `rows` in place; returns rows with partial uids."""
+        room = max(self.at_most - self.asked, 0)
+        asked, skipped = rows[:room], rows[room:]
+        self.asked += len(asked)
+        self.over_cap += len(skipped)
+        views: list[CaseView | None] = list(await asyncio.gather(*(self._view(row) for row in asked)))
+        views += [None] * len(skipped)
+        partial = 0
+        for row, view in zip(rows, views, strict=True):
+            if view is None:
+                self.unknown += 1
+                row["alert_count"] = None
+                if with_alerts:
+                    row["alert_uids"] = None
+                continue
+            self.answered += 1
+            row["alert_count"] = view.alert_count
+            if with_alerts:
+                uids = [a.uid for a in view.timeline]
+                row["alert_uids"] = uids
+                if len(uids) < view.alert_count:
+                    partial += 1
+        return partial
+
+    async def _view(self, row: dict[str, Any]) -> CaseView | None:
+        from temporalio.client import WorkflowFailureError, WorkflowQueryFailedError
+        from temporalio.service import RPCError, RPCStatusCode
+
+        handle = self.client.get_workflow_handle(row["case_id"], result_type=CaseView)
+        async with self._gate:
+            try:
+                if row["workflow_status"] == "COMPLETED":
+                    view: CaseView = await handle.result(follow_runs=False)
+                    return view
+                if self._no_worker:
+                    return None
+                view = await handle.query("status", result_type=CaseView, rpc_timeout=self.QUERY_TIMEOUT)
+                return view
+            except RPCError as exc:
+                if exc.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED) \
+                        or "timeout" in exc.message.lower():  # the SDK's own rpc_timeout: "Timeout expired"
+                    self._no_worker = True
+                    self.problem = (f"the case workflows did not answer their status query within "
+                                    f"{self.QUERY_TIMEOUT.total_seconds():.0f} s: is a worker running?")
+                else:
+                    self.problem = self.problem or f"reading a case failed: {exc.message}"
+                return None
+            except (WorkflowQueryFailedError, WorkflowFailureError) as exc:
+                self.problem = self.problem or f"reading case {row['case_id']} failed: {exc}"
+                return None
+            except Exception as exc:  # a result that is not a CaseView (another workflow type's)
+                self.problem = self.problem or f"reading case {row['case_id']} failed: {exc}"
+                return None
 
 
 async def _chunks(rows: list[CaseRow], size: int = PAGE_SIZE) -> AsyncIterator[list[CaseRow]]:

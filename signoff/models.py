@@ -204,6 +204,8 @@ class CompensationResult(Frozen):
 class Decision(StrEnum):
     approve = "approve"
     reject = "reject"
+    rollback = "rollback"  # case-wide: only in refusal records of rollback requests
+    close = "close"  # case-wide: only in refusal records of close requests
 
 
 class ApprovalRequest(Frozen):
@@ -249,6 +251,7 @@ class CloseRequest(Frozen):
     analyst: str
     verdict: Verdict
     reason: str
+    token: str | None = None  # `signoff close` signs (case, "close", analyst) when the analyst has a key
 
 
 # ---------------------------------------------------------------- enrichment, scoring, decision

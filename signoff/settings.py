@@ -12,9 +12,14 @@ ADDRESS_ENV = "TEMPORAL_ADDRESS"
 
 def home() -> Path:
     """Local state: `$SIGNOFF_HOME`, else `.signoff/` in the working directory. Created on demand."""
-    path = Path(os.environ.get("SIGNOFF_HOME") or Path.cwd() / ".signoff")
+    path = home_path()
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def home_path() -> Path:
+    """Where `home()` is, without creating it (for commands that only read local state)."""
+    return Path(os.environ.get("SIGNOFF_HOME") or Path.cwd() / ".signoff")
 
 
 def temporal_address() -> str:

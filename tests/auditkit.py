@@ -19,7 +19,7 @@ from signoff.models import (
     StepState,
     Verdict,
 )
-from tests.casekit import alert, awaiting, case_input, start_case, step, wait_for
+from tests.casekit import alert, awaiting, case_input, settle_governance, start_case, step, wait_for
 from workflows.case import CaseWorkflow
 
 # Polls of 50 ms: generous, so a loaded CI machine (2 cores) is not mistaken for a stuck case.
@@ -78,4 +78,5 @@ async def full_story(client: Client, task_queue: str, rollback: bool = True) -> 
     await handle.execute_update(CaseWorkflow.close, verdict)
     final = await handle.result()
     assert step(final, "isolate_host").state in (StepState.compensated, StepState.executed)
+    await settle_governance(client, task_queue)
     return Story(handle=handle, case_id=inp.case_id, host=host, account=account, final=final)

@@ -23,8 +23,16 @@ from signoff.models import (
     StepState,
     Verdict,
 )
-from signoff.worker import build_worker
-from tests.casekit import alert, awaiting, case_input, start_case, step, wait_for
+from tests.casekit import (
+    alert,
+    awaiting,
+    case_input,
+    settle_governance,
+    settled_worker,
+    start_case,
+    step,
+    wait_for,
+)
 from workflows.case import CaseWorkflow
 
 
@@ -41,7 +49,7 @@ def approval(step_id: str, who: str, reason: str = "confirmed") -> ApprovalReque
 
 async def test_gate_blocks_until_quorum_then_executes(time_env: WorkflowEnvironment, task_queue: str) -> None:
     client = time_env.client
-    async with build_worker(client, task_queue):
+    async with settled_worker(client, task_queue):
         inp = case_input()
         account = f"acct-{inp.case_id}"
         handle = await start_case(client, task_queue, inp, alert("a1", ("account", account)))
@@ -74,13 +82,14 @@ async def test_gate_blocks_until_quorum_then_executes(time_env: WorkflowEnvironm
         final = await handle.result()
         assert final.status == CaseStatus.closed
         assert final.verdict is not None and final.verdict.verdict == Verdict.true_positive
+        await settle_governance(client, task_queue)
 
 
 async def test_each_kind_of_refused_approval_is_refused_and_recorded(
     time_env: WorkflowEnvironment, task_queue: str
 ) -> None:
     client = time_env.client
-    async with build_worker(client, task_queue):
+    async with settled_worker(client, task_queue):
         inp = case_input(requested_by="bob")
         handle = await start_case(client, task_queue, inp, alert("a1", ("account", "u-refusals")))
         await wait_for(handle, awaiting("disable_account"), "waiting")
@@ -139,7 +148,7 @@ async def test_timeout_escalates_and_never_executes(
     time_env: WorkflowEnvironment, task_queue: str, signoff_home: Path
 ) -> None:
     client = time_env.client
-    async with build_worker(client, task_queue):
+    async with settled_worker(client, task_queue):
         inp = case_input(alert_type="malware")
         host = f"host-{inp.case_id}"
         handle = await start_case(client, task_queue, inp, alert("m1", ("host", host), category="Malware"))
@@ -160,7 +169,7 @@ async def test_timeout_escalates_and_never_executes(
 
 async def test_reject_skips_the_step(time_env: WorkflowEnvironment, task_queue: str) -> None:
     client = time_env.client
-    async with build_worker(client, task_queue):
+    async with settled_worker(client, task_queue):
         inp = case_input(alert_type="malware")
         host = f"host-{inp.case_id}"
         handle = await start_case(client, task_queue, inp, alert("m1", ("host", host), ("account", f"u-{host}")))
@@ -178,7 +187,7 @@ async def test_rollback_restores_captured_state_not_the_inverse(
     time_env: WorkflowEnvironment, task_queue: str
 ) -> None:
     client = time_env.client
-    async with build_worker(client, task_queue):
+    async with settled_worker(client, task_queue):
         inp = case_input(alert_type="malware")
         host, account = f"host-{inp.case_id}", f"user-{inp.case_id}"
         lab().set("account", account, {"enabled": False})  # already disabled before the playbook ran
@@ -248,7 +257,7 @@ async def test_failing_step_compensates_earlier_steps(
     monkeypatch.setenv("SIGNOFF_BACKENDS", "isolate_host=broken")
     reset_cache()
     client = time_env.client
-    async with build_worker(client, task_queue):
+    async with settled_worker(client, task_queue):
         inp = case_input(alert_type="network_intrusion")
         ip, host = f"198.51.100.{len(inp.case_id)}", f"host-{inp.case_id}"
         handle = await start_case(client, task_queue, inp, alert("n1", ("ip", ip), ("host", host)))
@@ -272,7 +281,7 @@ async def test_failing_compensation_escalates(
     monkeypatch.setenv("SIGNOFF_BACKENDS", "block_ip=broken-undo")
     reset_cache()
     client = time_env.client
-    async with build_worker(client, task_queue):
+    async with settled_worker(client, task_queue):
         inp = case_input(alert_type="network_intrusion")
         ip = f"203.0.113.{len(inp.case_id)}"
         handle = await start_case(client, task_queue, inp, alert("n1", ("ip", ip)))
@@ -299,7 +308,7 @@ async def test_auto_close_only_on_the_loop_above_threshold(
     policy["review_sample_rate"] = 0.0
     policy_file.write_text(yaml.safe_dump(policy))
     client = time_env.client
-    async with build_worker(client, task_queue):
+    async with settled_worker(client, task_queue):
         inp = case_input(alert_type="phishing")
         handle = await start_case(client, task_queue, inp, alert("p1", ("mailbox", "m1"), category="InitialAccess"))
         result = await handle.result()

@@ -31,9 +31,8 @@ from signoff.autonomy.models import (
 )
 from signoff.models import CloseRequest, Verdict
 from signoff.worker import activities as all_activities
-from signoff.worker import build_worker
 from tests.auditkit import acli, address_of, full_story
-from tests.casekit import alert, case_input, start_case, wait_for
+from tests.casekit import alert, case_input, settled_worker, start_case, wait_for
 from workflows.case import CaseWorkflow
 from workflows.drift import DriftCheckWorkflow
 
@@ -91,7 +90,7 @@ async def test_a_repeated_breach_adds_to_the_open_drift_case_until_it_closes(
     stand_ins = [breaching_figures, *(a for a in all_activities() if a is not compute_drift)]
     base = f"model-drift-{model_id[:12]}-phishing"
 
-    async with build_worker(client, task_queue, activities=stand_ins):
+    async with settled_worker(client, task_queue, activities=stand_ins):
         await govern(client, "set_threshold", ThresholdChange(alert_type="phishing", value=0.9, by="carol",
                                                               reason="test"), task_queue)
         await govern(client, "set_autonomy", AutonomyChange(alert_type="phishing", level="on_the_loop", by="carol",
@@ -173,7 +172,7 @@ def test_only_the_new_drift_history_opens_its_case_through_the_activity() -> Non
 
 async def test_explain_attributes_the_case_to_who_requested_it(time_env: WorkflowEnvironment, task_queue: str) -> None:
     client = time_env.client
-    async with build_worker(client, task_queue):
+    async with settled_worker(client, task_queue):
         inp = case_input(alert_type="malware", requested_by="alice")
         handle = await start_case(client, task_queue, inp, alert("a1", ("host", f"h-{inp.case_id}")))
         await wait_for(handle, lambda v: v.decision is not None, "decided")
@@ -202,7 +201,7 @@ async def test_explain_reads_the_archive_when_temporal_is_unreachable(
     time_env: WorkflowEnvironment, task_queue: str
 ) -> None:
     client = time_env.client
-    async with build_worker(client, task_queue):
+    async with settled_worker(client, task_queue):
         story = await full_story(client, task_queue, rollback=False)
     down = _dead_address()
 

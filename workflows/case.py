@@ -8,6 +8,7 @@ then checked): approve, reject, rollback, close. `status` returns the whole case
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,8 +31,8 @@ with workflow.unsafe.imports_passed_through():
     from activities.response import ExecuteRequest, capture_state, compensate_action, execute_action
     from activities.scoring import ScoreRequest, score_case
     from playbooks import get_playbook
-    from policies.engine import GovernanceSnapshot, approval_refusal, parse_duration, quorum_met
-    from policies.signing import token_nonce, token_refusal
+    from policies.engine import GovernanceSnapshot, Policy, approval_refusal, parse_duration, quorum_met
+    from policies.signing import CASE_STEP, MAX_CLOCK_SKEW, token_nonce, token_refusal
     from signoff import search_attributes as sa
     from signoff.models import (
         ActionRequest,
@@ -51,6 +52,7 @@ with workflow.unsafe.imports_passed_through():
         DecisionKind,
         Enrichment,
         Entity,
+        RiskTier,
         RollbackRequest,
         ScoreResult,
         StepPlan,
@@ -63,6 +65,10 @@ with workflow.unsafe.imports_passed_through():
 TIMELINE_CAP = 50
 MAX_REASON_CHARS = 4000  # an approval's reason lives in history and in every status query
 ENTITY_CAP = 200
+REFUSED_REASON_CAP = 200  # a refused request keeps only the start of its reason (it may be megabytes)
+# Patch ids (tests/test_replay.py): cases recorded before these changes replay the way they ran.
+ROLLBACK_AFTER_VERDICT = "rollback-after-verdict"  # a rollback accepted after the verdict runs before the end
+HARDENED_CHECKS = "signed-rollback-close"  # signed rollback/close, reason caps, future-dated tokens
 QUICK = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=5)
 # Vendor calls heartbeat (activities/response.py): a worker that dies mid-call is noticed after
 # ACTION_HEARTBEAT and the call is retried on another worker (idempotency key: no double action).
@@ -132,6 +138,8 @@ class CaseWorkflow:
         self.verdict: CloseRequest | None = None
         self.rollback_request: RollbackRequest | None = None
         self.rollback_done = False
+        self.verdict_window_over = False  # the case stopped waiting for a verdict (given, or idle)
+        self.finishing = False  # archiving and completing: no rollback can run any more
         self.escalations: list[str] = []
         self.action_running = False
         self.search_attributes: dict[str, Any] = {}  # last value upserted, per attribute
@@ -200,9 +208,26 @@ class CaseWorkflow:
             self._set_status(CaseStatus.contained if contained else CaseStatus.awaiting_verdict)
         await self._wait_for_close()
         await record_verdict_of(inp, self.gov, self.score, self.decision, self.verdict, self.shadow)
-        await workflow.wait_condition(workflow.all_handlers_finished)
+        await self._settle_handlers()
         await self._archive()
         return self.view()
+
+    async def _settle_handlers(self) -> None:
+        """Before the case completes: run any rollback accepted meanwhile (promise 6), even one that
+        came after the verdict; then refuse new ones (`finishing`), so none is accepted and dropped."""
+        while True:
+            await workflow.wait_condition(lambda: workflow.all_handlers_finished() or self._rollback_pending())
+            if not self._rollback_pending():
+                break
+            if not workflow.patched(ROLLBACK_AFTER_VERDICT):
+                # Recorded before the fix: such a rollback was never run; replay the wait as it was.
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                break
+            await self._rollback()
+        self.finishing = True
+
+    def _rollback_pending(self) -> bool:
+        return self.rollback_request is not None and not self.rollback_done
 
     async def _archive(self) -> None:
         """Keep this case's history after Temporal deletes it (audit retention). Never fails the case."""
@@ -396,6 +421,7 @@ class CaseWorkflow:
                 break
             if self.rollback_request is not None and not self.rollback_done:
                 await self._rollback()
+        self.verdict_window_over = True
         if self.case_status not in (CaseStatus.rolled_back, CaseStatus.rollback_failed):
             self._set_status(CaseStatus.closed)
         else:
@@ -427,7 +453,7 @@ class CaseWorkflow:
     def reject_signal(self, raw: Any) -> None:
         self._signal(raw, Decision.reject)
 
-    def _refusal(self, req: ApprovalRequest, decision: Decision) -> str | None:
+    def _refusal(self, req: ApprovalRequest, decision: Decision, *, hardened: bool = True) -> str | None:
         if self.gov is None:
             return "the case is still being triaged: no step is waiting for approval yet"
         step = self.steps.get(req.step)
@@ -447,6 +473,7 @@ class CaseWorkflow:
             refusal = token_refusal(
                 self.gov.policy, case_id=self.inp.case_id, step=req.step, decision=decision.value,
                 approver=req.approver, token=req.token, now=workflow.now(), used_nonces=self.used_nonces,
+                max_skew=MAX_CLOCK_SKEW if hardened else None,
             )
         if refusal:
             return refusal
@@ -459,9 +486,11 @@ class CaseWorkflow:
             raise ApplicationError(refusal, type="ApprovalRefused", non_retryable=True)
 
     def _record(self, req: ApprovalRequest, decision: Decision, via: str) -> str:
-        refusal = self._refusal(req, decision)  # re-checked: state may have moved since validation
+        # Re-checked: state may have moved since validation (and signals have no validator).
+        refusal = self._replay_safe(self._refusal(req, decision), lambda: self._refusal(req, decision, hardened=False))
         record = ApprovalRecord(
-            step=req.step, approver=req.approver, decision=decision, reason=req.reason, at=workflow.now(),
+            step=req.step, approver=req.approver, decision=decision,
+            reason=_clip(req.reason) if refusal else req.reason, at=workflow.now(),
             via=via, signed=req.token is not None, accepted=refusal is None, refusal=refusal or "",
         )
         if refusal:
@@ -502,8 +531,7 @@ class CaseWorkflow:
 
     @workflow.update(description='Undo every executed action of the case, newest first: {"requested_by": "carol", "reason": "false positive"}')
     async def rollback(self, req: RollbackRequest) -> str:
-        self.rollback_request = req
-        self.rollback_done = False
+        self._accept_rollback(req)
         await workflow.wait_condition(lambda: self.rollback_done)
         return f"rollback {self.case_status.value}: " + ", ".join(
             f"{s.plan.step_id}={s.state.value}" for s in self.steps.values() if s.before is not None
@@ -522,33 +550,50 @@ class CaseWorkflow:
         except ValidationError as exc:
             self.escalations.append(f"refused rollback signal: malformed: {_first_error(exc)}")
             return
-        refusal = self._rollback_refusal(req)
+        refusal = self._replay_safe(self._rollback_refusal(req), lambda: self._rollback_refusal(req, hardened=False))
         if refusal:
-            self.escalations.append(f"refused rollback signal from {req.requested_by!r}: {refusal}")
+            self._refuse_case_decision(Decision.rollback, req.requested_by, req.reason, req.token, refusal)
             return
+        self._accept_rollback(req)
+
+    def _accept_rollback(self, req: RollbackRequest) -> None:
+        if req.token:
+            self.used_nonces.add(token_nonce(req.token))
         self.rollback_request = req
         self.rollback_done = False
 
-    def _rollback_refusal(self, req: RollbackRequest) -> str | None:
+    def _rollback_refusal(self, req: RollbackRequest, *, hardened: bool = True) -> str | None:
+        """Why this rollback request must be refused, or None when it will run.
+
+        `hardened=False` gives the checks as they were before HARDENED_CHECKS (replay only).
+        """
         if self.gov is None:
             return "the case is still being triaged; nothing has run yet"
-        roles = set(self.gov.policy.roles_of(req.requested_by))
-        if not roles & set(self.gov.policy.rollback_roles):
+        policy = self.gov.policy
+        roles = set(policy.roles_of(req.requested_by))
+        if not roles & set(policy.rollback_roles):
             return (f"{req.requested_by!r} may not roll back: needs one of the roles "
-                    f"{list(self.gov.policy.rollback_roles)}")
+                    f"{list(policy.rollback_roles)}")
         if not req.reason.strip():
             return "a reason is required"
+        if hardened and len(req.reason) > MAX_REASON_CHARS:
+            return _too_long(req.reason)
         if self.rollback_request is not None and not self.rollback_done:
             return "a rollback is already running"
         if self.case_status == CaseStatus.rolled_back:
             return "the case is already rolled back"
         if not any(s.before is not None for s in self.steps.values()):
             return "nothing has been executed on this case: there is nothing to roll back"
+        if hardened and self.finishing:
+            return (f"the case has finished (status {self.case_status.value}) and is being archived: "
+                    "undo its actions by hand, or open a new case")
+        if hardened:
+            return self._case_token_refusal(Decision.rollback, req.requested_by, req.token)
         return None
 
     @workflow.update(description='Close the case with a verdict: {"analyst": "alice", "verdict": "FalsePositive", "reason": "known scanner"}')
     async def close(self, req: CloseRequest) -> str:
-        self.verdict = req
+        self._accept_close(req)
         return f"closing with verdict {req.verdict.value}"
 
     @close.validator
@@ -564,22 +609,69 @@ class CaseWorkflow:
         except ValidationError as exc:
             self.escalations.append(f"refused close signal: malformed: {_first_error(exc)}")
             return
-        refusal = self._close_refusal(req)
+        refusal = self._replay_safe(self._close_refusal(req), lambda: self._close_refusal(req, hardened=False))
         if refusal:
-            self.escalations.append(f"refused close signal from {req.analyst!r}: {refusal}")
+            self._refuse_case_decision(Decision.close, req.analyst, req.reason, req.token, refusal)
             return
+        self._accept_close(req)
+
+    def _accept_close(self, req: CloseRequest) -> None:
+        if req.token:
+            self.used_nonces.add(token_nonce(req.token))
         self.verdict = req
 
-    def _close_refusal(self, req: CloseRequest) -> str | None:
+    def _close_refusal(self, req: CloseRequest, *, hardened: bool = True) -> str | None:
+        """Why this verdict must be refused, or None when it closes the case.
+
+        With `trust_unsigned_approvals: false` a verdict needs a role that may close
+        (`close_roles`) and a token signed for (case, "close", analyst).
+        """
         if self.gov is None:
             return "the case is still being triaged"
-        if req.analyst not in self.gov.policy.approvers:
+        policy = self.gov.policy
+        if req.analyst not in policy.approvers:
             return f"{req.analyst!r} is not an analyst in policy"
         if not req.reason.strip():
             return "a reason is required"
+        if hardened and len(req.reason) > MAX_REASON_CHARS:
+            return _too_long(req.reason)
         if self.verdict is not None:
             return f"already closed by {self.verdict.analyst}"
+        if hardened and self.verdict_window_over:
+            return f"the case already closed without a verdict (status {self.case_status.value}); it takes none now"
+        if hardened and not policy.deployment.trust_unsigned_approvals:
+            allowed = close_roles(policy)
+            roles = policy.roles_of(req.analyst)
+            if not set(roles) & set(allowed):
+                return f"{req.analyst!r} has roles {list(roles)}; closing a case needs one of {list(allowed)}"
+        if hardened:
+            return self._case_token_refusal(Decision.close, req.analyst, req.token)
         return None
+
+    def _case_token_refusal(self, decision: Decision, user: str, token: str | None) -> str | None:
+        assert self.gov is not None
+        # Imports passed through for the same reason as in `_refusal` (cryptography's lazy backend).
+        with workflow.unsafe.imports_passed_through():
+            return token_refusal(
+                self.gov.policy, case_id=self.inp.case_id, step=CASE_STEP, decision=decision.value,
+                approver=user, token=token, now=workflow.now(), used_nonces=self.used_nonces,
+            )
+
+    def _refuse_case_decision(self, decision: Decision, user: str, reason: str, token: str | None,
+                              refusal: str) -> None:
+        """A refused rollback or close signal: kept in the case like a refused approval signal."""
+        self.escalations.append(f"refused {decision.value} signal from {_clip(user, 80)!r}: {refusal}")
+        self.refusals.append(ApprovalRecord(
+            step=CASE_STEP, approver=_clip(user, 80), decision=decision, reason=_clip(reason), at=workflow.now(),
+            via=f"{decision.value}_signal", signed=token is not None, accepted=False, refusal=refusal,
+        ))
+
+    def _replay_safe(self, refusal: str | None, before_hardening: Callable[[], str | None]) -> str | None:
+        """In a handler (replayed, unlike validators): a refusal that only the HARDENED_CHECKS make
+        counts in cases that took the patched path; histories recorded before keep their outcome."""
+        if refusal is None or before_hardening() is not None:
+            return refusal
+        return refusal if workflow.patched(HARDENED_CHECKS) else None
 
     # ------------------------------------------------------------------ alerts
 
@@ -685,6 +777,25 @@ def _cause(err: BaseException) -> str:
     while err.__cause__ is not None:
         err = err.__cause__
     return str(err)
+
+
+def close_roles(policy: Policy) -> tuple[str, ...]:
+    """Who may close a case with a verdict: the roles that may approve a gated step (every
+    non-automatic tier's roles). The policy has no separate rule for closing."""
+    roles: list[str] = []
+    for rule in (policy.tiers[tier] for tier in RiskTier):  # lowest tier first, whatever the file's order
+        if not rule.auto:
+            roles += [r for r in rule.roles if r not in roles]
+    return tuple(roles)
+
+
+def _clip(text: str, limit: int = REFUSED_REASON_CAP) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _too_long(reason: str) -> str:
+    return (f"the reason is {len(reason)} characters; keep it under {MAX_REASON_CHARS} "
+            "(link a ticket for the details)")
 
 
 def _first_error(exc: ValidationError) -> str:

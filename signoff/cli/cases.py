@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
@@ -60,14 +61,35 @@ def ingest(
     summary = run(main())
     if json_out:
         emit_json(summary)
-        return
-    out.print(
-        f"{summary['records']} records: {summary['accepted']} accepted, {summary['rejected']} rejected, "
-        f"{summary['duplicates']} already ingested; {summary['cases_opened']} cases opened, "
-        f"{summary['cases_updated']} updated in {summary['seconds']} s"
-    )
-    if summary["rejected"]:
-        out.print(f"rejected records and reasons: {summary['dead_letter']}")
+    else:
+        out.print(
+            f"{summary['records']} records: {summary['accepted']} accepted, {summary['rejected']} rejected, "
+            f"{summary['duplicates']} already ingested; {summary['cases_opened']} cases opened, "
+            f"{summary['cases_updated']} updated in {summary['seconds']} s"
+        )
+        if summary["rejected"]:
+            out.print(f"rejected records and reasons: {summary['dead_letter']}")
+    if summary["rejected"] and not summary["accepted"]:
+        fail(_nothing_accepted(path, fmt, summary))
+
+
+def _nothing_accepted(path: Path, fmt: str, summary: dict[str, Any]) -> str:
+    """Why a file where every record was rejected is an error, and what to try next."""
+    first = ""
+    try:
+        with open(summary["dead_letter"], encoding="utf-8") as fh:
+            record = json.loads(fh.readline())
+        first = f" (the first, line {record['line']}: {record['reason']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    name = path.name.lower().removesuffix(".gz")
+    looks = "guide" if name.endswith(".csv") else "ocsf" if name.endswith((".jsonl", ".json", ".ndjson")) else None
+    if looks and looks != fmt:
+        hint = f"{path.name} looks like {'a GUIDE CSV' if looks == 'guide' else 'OCSF JSON Lines'}: wrong --format? try --format {looks}"
+    else:
+        hint = f"is it really {'a GUIDE CSV' if fmt == 'guide' else 'OCSF JSON Lines'}? (wrong --format?)"
+    return (f"no record of {path} was accepted: all {summary['rejected']} were rejected{first}; {hint}. "
+            f"Every record and its reason: {summary['dead_letter']}")
 
 
 # ---------------------------------------------------------------- list and show
@@ -82,7 +104,7 @@ def cases(
 ) -> None:
     """List cases from Temporal visibility (the same list the UI and `temporal workflow list` show)."""
     from signoff.embedded_visibility import embedded_db_of_home
-    from signoff.listing import case_query, case_rows
+    from signoff.listing import FROM_CASES_AT_MOST, case_query, case_rows
 
     if limit < 0:
         fail(f"--limit must be 0 (all) or more, not {limit}")
@@ -100,18 +122,43 @@ def cases(
 
     # On `signoff dev`'s own server the rows can be read from its visibility table (checked
     # against the API on each run: signoff.listing.case_rows); elsewhere from the API.
-    embedded = embedded_db_of_home(settings.temporal_address(), settings.home()) if status and not query else None
-    run(case_rows(visibility_query, limit=limit or None, with_alerts=with_alerts and json_out, each=emit,
-                  status=status, embedded_db=embedded))
-    if json_out:
-        return
-    table = Table(title=f"{len(rows)} cases" + (f" with status {status}" if status else ""))
-    for col in ("case", "status", "alert type", "severity", "alerts", "decision", "approval?"):
-        table.add_column(col)
-    for row in rows:
-        table.add_row(row["case_id"], row["status"], row["alert_type"] or "", row["severity"] or "",
-                      str(row["alert_count"]), row["decision"] or "", "yes" if row["awaiting_approval"] else "")
-    out.print(table)
+    home = settings.home_path()  # read only: a listing creates no state directory
+    embedded = embedded_db_of_home(settings.temporal_address(), home) if status and not query else None
+    listing = run(case_rows(visibility_query, limit=limit or None, with_alerts=with_alerts and json_out, each=emit,
+                            status=status, embedded_db=embedded, home=home, counts_from_cases=FROM_CASES_AT_MOST,
+                            total_if_cut=True))
+    if not json_out:
+        table = Table(title=f"{len(rows)} cases" + (f" with status {status}" if status else ""))
+        for col in ("case", "status", "alert type", "severity", "alerts", "decision", "approval?"):
+            table.add_column(col)
+        for row in rows:
+            count = row["alert_count"]
+            table.add_row(row["case_id"], row["status"], row["alert_type"] or "", row["severity"] or "",
+                          "?" if count is None else str(count), row["decision"] or "",
+                          "yes" if row["awaiting_approval"] else "")
+        out.print(table)
+    _listing_notes(listing, limit)
+
+
+def _listing_notes(listing: Any, limit: int) -> None:
+    """What the rows alone do not say (stderr: with --json, stdout stays one object per case)."""
+    if listing.total is not None and listing.total > listing.listed:
+        err.print(f"[yellow]showing {listing.listed} of {listing.total} cases[/]; "
+                  f"use --limit N for more (--limit 0 lists them all)")
+    if listing.counts_from_cases:
+        where = f"the alert store {listing.store}" if listing.store else f"no alert store in {settings.home_path()}"
+        err.print(f"{listing.counts_from_cases} alert counts read from the case workflows ({where} has no record "
+                  "of them: set SIGNOFF_HOME to the directory that ingested them to read the full alert lists)")
+    if listing.uids_partial:
+        err.print(f"[yellow]{listing.uids_partial} cases list only the alert uids their workflow keeps[/] "
+                  "(its timeline); the full lists are in the alert store of the ingesting directory")
+    failed = listing.counts_unknown - listing.counts_not_asked
+    if failed:
+        err.print(f"[yellow]alert count unknown (null) for {failed} cases[/]: {listing.problem}")
+    if listing.counts_not_asked:
+        err.print(f"[yellow]alert count unknown (null) for {listing.counts_not_asked} more cases[/]: the alert "
+                  f"store has no record of them and only {listing.counts_from_cases + failed} case workflows are "
+                  "asked per listing; set SIGNOFF_HOME to the directory that ingested them, or `signoff show CASE`")
 
 
 async def case_view(case_id: str) -> CaseView:
@@ -136,25 +183,28 @@ def show(
 
 
 def print_case(view: CaseView) -> None:
-    out.print(f"[bold]{view.case_id}[/]  {view.title}")
-    out.print(f"status [bold]{view.status.value}[/]  type {view.alert_type}  severity {view.severity}  "
-              f"playbook {view.playbook}  policy {view.policy_version[:12]}")
+    # Titles, entities, reasons and names come from alerts and from whoever sends a signal: escaped,
+    # so "[/oops]" in an alert title is text, never rich markup (which would crash the view).
+    e = escape
+    out.print(f"[bold]{e(view.case_id)}[/]  {e(view.title)}")
+    out.print(f"status [bold]{e(view.status.value)}[/]  type {e(view.alert_type)}  severity {e(view.severity)}  "
+              f"playbook {e(view.playbook)}  policy {e(view.policy_version[:12])}")
     out.print(f"alerts {view.alert_count}  first seen {view.first_seen}  last seen {view.last_seen}")
     if view.rules:
         top = sorted(view.rules.items(), key=lambda kv: -kv[1])[:8]
-        out.print("rules fired: " + ", ".join(f"{r or '?'} x{n}" for r, n in top))
+        out.print(e("rules fired: " + ", ".join(f"{r or '?'} x{n}" for r, n in top)))
     if view.entities:
-        out.print("entities: " + ", ".join(f"{e.type}:{e.value}" for e in view.entities[:12])
-                  + (" ..." if len(view.entities) > 12 else ""))
+        out.print(e("entities: " + ", ".join(f"{x.type}:{x.value}" for x in view.entities[:12])
+                    + (" ..." if len(view.entities) > 12 else "")))
     if view.enrichment:
-        out.print(f"enrichment: {view.enrichment.summary}"
-                  + (f"; {json.dumps(view.enrichment.facts)}" if view.enrichment.facts else ""))
+        out.print(e(f"enrichment: {view.enrichment.summary}"
+                    + (f"; {json.dumps(view.enrichment.facts)}" if view.enrichment.facts else "")))
     if view.score:
         s = view.score
         out.print(f"score: predicted {s.predicted.value} (confidence {s.confidence:.3f}, "
-                  f"P(not TP) {s.benign_confidence:.3f}), model {s.model_id[:12]}")
+                  f"P(not TP) {s.benign_confidence:.3f}), model {e(s.model_id[:12])}")
     if view.decision:
-        out.print(f"decision: [bold]{view.decision.kind.value}[/] ({view.decision.reason})")
+        out.print(f"decision: [bold]{e(view.decision.kind.value)}[/] ({e(view.decision.reason)})")
     if view.steps:
         table = Table(title="steps")
         for col in ("step", "action", "target", "tier", "undo", "state", "approvals"):
@@ -163,15 +213,16 @@ def print_case(view: CaseView) -> None:
             approvals = ", ".join(f"{a.approver}:{a.decision.value}" for a in st.approvals)
             if st.quorum:
                 approvals = f"{approvals} ({sum(1 for a in st.approvals if a.decision == 'approve')}/{st.quorum})"
-            table.add_row(st.step_id, st.action, f"{st.target.kind} {st.target.id}", st.tier.value,
-                          st.reversibility.value, st.state.value, approvals)
+            table.add_row(*(e(str(cell)) for cell in (st.step_id, st.action, f"{st.target.kind} {st.target.id}",
+                                                      st.tier.value, st.reversibility.value, st.state.value, approvals)))
         out.print(table)
     for refusal in view.refusals:
-        out.print(f"[red]refused[/] {refusal.via} from {refusal.approver!r} on {refusal.step!r}: {refusal.refusal}")
+        out.print(f"[red]refused[/] {e(refusal.via)} from {e(repr(refusal.approver))} on {e(repr(refusal.step))}: "
+                  f"{e(refusal.refusal)}")
     for note in view.escalations:
-        out.print(f"[yellow]escalation[/] {note}")
+        out.print(f"[yellow]escalation[/] {e(note)}")
     if view.verdict:
-        out.print(f"verdict: {view.verdict.verdict.value} by {view.verdict.analyst} ({view.verdict.reason})")
+        out.print(e(f"verdict: {view.verdict.verdict.value} by {view.verdict.analyst} ({view.verdict.reason})"))
 
 
 def explain(
@@ -234,7 +285,12 @@ def _signed_token(case_id: str, step: str, decision: str, user: str) -> str | No
         from signoff.keys import load_private_key
     except ModuleNotFoundError:
         return None
-    key = load_private_key(user)
+    from signoff.keys import ApproverKeyError
+
+    try:
+        key = load_private_key(user)
+    except ApproverKeyError as exc:
+        fail(str(exc))
     if key is None:
         return None
     from policies.signing import sign_approval
@@ -242,10 +298,19 @@ def _signed_token(case_id: str, step: str, decision: str, user: str) -> str | No
     return sign_approval(key, case_id=case_id, step=step, decision=decision, approver=user)
 
 
+def _attempt_id(*parts: str) -> str:
+    """An update id of its own for every command run: a fixed id would make Temporal hand back the
+    first attempt's answer ("1/2 approved") to a later one the case would refuse (a repeat
+    approval, a step rejected since). Retries inside one run keep the id, so they stay idempotent."""
+    import uuid
+
+    return ":".join((*parts, uuid.uuid4().hex[:12]))
+
+
 def _decide(case_id: str, step: str, user: str, reason: str, decision: str) -> None:
     token = _signed_token(case_id, step, decision, user)
     req = ApprovalRequest(step=step, approver=user, reason=reason, token=token)
-    result = run(_update(case_id, decision, req, update_id=f"{decision}:{case_id}:{step}:{user}"))
+    result = run(_update(case_id, decision, req, update_id=_attempt_id(decision, case_id, step, user)))
     out.print(result)
 
 
@@ -275,9 +340,10 @@ def rollback(
     reason: str = typer.Option(..., help="why"),
 ) -> None:
     """Undo every executed action of a case, newest first, restoring the captured states."""
-    req = RollbackRequest(requested_by=user, reason=reason)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    out.print(run(_update(case_id, "rollback", req, update_id=f"rollback:{case_id}:{user}:{stamp}")))
+    from policies.signing import CASE_STEP
+
+    req = RollbackRequest(requested_by=user, reason=reason, token=_signed_token(case_id, CASE_STEP, "rollback", user))
+    out.print(run(_update(case_id, "rollback", req, update_id=_attempt_id("rollback", case_id, user))))
 
 
 def close_case(
@@ -287,5 +353,98 @@ def close_case(
     reason: str = typer.Option(..., help="why"),
 ) -> None:
     """Close a case with your verdict (steps still waiting are skipped); the verdict is the model's feedback."""
-    req = CloseRequest(analyst=user, verdict=verdict, reason=reason)
-    out.print(run(_update(case_id, "close", req, update_id=f"close:{case_id}")))
+    from policies.signing import CASE_STEP
+
+    req = CloseRequest(analyst=user, verdict=verdict, reason=reason, token=_signed_token(case_id, CASE_STEP, "close", user))
+    out.print(run(_close(case_id, req)))
+
+
+async def _close(case_id: str, req: CloseRequest) -> str:
+    """Send the `close` update; a case already closed is explained, never silently re-reported.
+
+    Each attempt has its own update id: with one fixed id per case, Temporal answered a second,
+    different close with the first one's result. The same analyst repeating the same verdict is
+    idempotent (exit 0); any other close of a closed case is refused (exit 1) and recorded.
+    """
+    from uuid import uuid4
+
+    from temporalio.client import WorkflowUpdateFailedError
+    from temporalio.service import RPCError
+
+    from signoff.client import connect
+
+    client = await connect()
+    handle = client.get_workflow_handle(case_id, result_type=CaseView)
+    refusal: str | None = None
+    try:
+        return await handle.execute_update("close", req, id=f"close:{case_id}:{req.analyst}:{uuid4().hex}",
+                                           result_type=str)
+    except WorkflowUpdateFailedError as exc:
+        refusal = str(exc.cause.message if hasattr(exc.cause, "message") else exc.cause)
+    except RPCError as exc:
+        message = exc.message.lower()
+        if "not found" in message:
+            fail(f"no case {case_id} on this server: {exc.message}")
+        if "already completed" not in message:
+            raise
+    view = await _final_or_current_view(handle)
+    prior = view.verdict if view is not None else None
+    if prior is None:
+        if refusal is None:
+            status = view.status.value if view is not None else "ended"
+            refusal = f"the case is no longer open (status {status}) and has no analyst's verdict to repeat"
+        _audit_refusal("close", case_id, req.model_dump(mode="json"), refusal)
+        fail(f"refused: {refusal}")
+    at = await _verdict_time(client, handle, prior)
+    when = f" at {at}" if at else ""
+    if (prior.analyst, prior.verdict) == (req.analyst, req.verdict):
+        return f"case {case_id} was already closed with {prior.verdict.value} by {prior.analyst}{when}; nothing changed"
+    refusal = (f"case {case_id} is already closed with {prior.verdict.value} by {prior.analyst}{when} "
+               f"(reason: {prior.reason!r}); a verdict is final and is not replaced")
+    _audit_refusal("close", case_id, req.model_dump(mode="json"), refusal)
+    fail(f"refused: {refusal}")
+
+
+async def _final_or_current_view(handle: Any) -> CaseView | None:
+    """The case as it ended (workflow result: no worker needed) or as it is (the `status` query)."""
+    from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
+    from temporalio.service import RPCError
+
+    try:
+        described = await handle.describe()
+        if described.status == WorkflowExecutionStatus.COMPLETED:
+            view: CaseView = await handle.result(follow_runs=False)
+            return view
+        if described.status == WorkflowExecutionStatus.RUNNING:
+            view = await handle.query("status", result_type=CaseView)
+            return view
+    except (RPCError, WorkflowFailureError):
+        return None
+    return None
+
+
+async def _verdict_time(client: Any, handle: Any, verdict: CloseRequest) -> str | None:
+    """When the verdict was recorded: the time of the close update or signal that carried it."""
+    from temporalio.api.enums.v1 import EventType
+
+    try:
+        async for event in handle.fetch_history_events():
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
+                request = event.workflow_execution_update_accepted_event_attributes.accepted_request.input
+                name, args = request.name, request.args.payloads
+            elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
+                attrs = event.workflow_execution_signaled_event_attributes
+                name, args = attrs.signal_name, attrs.input.payloads
+            else:
+                continue
+            if name not in ("close", "close_signal") or not args:
+                continue
+            try:
+                sent = (await client.data_converter.decode(args[:1], [CloseRequest]))[0]
+            except Exception:  # a malformed close signal: the workflow refused it too
+                continue
+            if isinstance(sent, CloseRequest) and sent == verdict:
+                return str(event.event_time.ToDatetime(tzinfo=UTC).isoformat(timespec="seconds"))
+    except Exception:  # the time is a courtesy: the refusal stands without it
+        return None
+    return None

@@ -77,8 +77,34 @@ def setup(
 
 def stop() -> None:
     """Stop the embedded dev server and the background worker started by `signoff demo`."""
-    stopped = devserver.stop()
-    out.print("stopped " + ", ".join(stopped) if stopped else "nothing was running")
+    home = settings.home_path()  # not created: stopping reads its pid files only
+    stopped = devserver.stop(home) if home.is_dir() else []
+    if stopped:
+        out.print("stopped " + ", ".join(stopped))
+        return
+    out.print(f"nothing was running from {home} (no live temporal.pid or worker.pid there)")
+    address = settings.temporal_address()
+    if _answers(address):
+        err.print(
+            f"[yellow]a server still answers at {address}[/]: it was started with another state directory. "
+            "Run `signoff stop` in the directory where `signoff demo` or `signoff dev` was started, "
+            "or set SIGNOFF_HOME to that directory's .signoff (the path `signoff dev` printed after \"state in\")."
+        )
+    elif not os.environ.get("SIGNOFF_HOME"):
+        err.print("(state is read from ./.signoff or $SIGNOFF_HOME: if `signoff dev` or `signoff demo` ran "
+                  "in another directory, run `signoff stop` there or set SIGNOFF_HOME)")
+
+
+def _answers(address: str) -> bool:
+    """Whether something accepts TCP connections at host:port (a quick check, no Temporal call)."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]") or "localhost", int(port)), timeout=0.5):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def demo_slice() -> Path:
@@ -109,8 +135,13 @@ def demo(
             task = bar.add_task(data.name, total=None)
             summary = await ingest_path(client, data, "guide",
                                         progress=lambda done, total: bar.update(task, completed=done, total=total))
-        statuses = await _settle(client, summary.case_ids, wait)
-        return {"ingest": summary.as_json(), "statuses": dict(statuses), "case_ids": summary.case_ids}
+        case_ids = summary.case_ids
+        if summary.duplicates:  # a re-run: the slice's cases were opened before; show them, not an empty table
+            from signoff.sources.guide import read_guide
+
+            case_ids = sorted({*case_ids, *(i.case_id for i in read_guide(data).incidents)})
+        statuses = await _settle(client, case_ids, wait)
+        return {"ingest": summary.as_json(), "statuses": dict(statuses), "case_ids": case_ids}
 
     result = run_async(main())
     if json_out:

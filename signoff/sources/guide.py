@@ -11,7 +11,9 @@ Every input row lands in exactly one incident or in `rejected` with a specific r
 from __future__ import annotations
 
 import csv
+import gzip
 import hashlib
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -103,6 +105,7 @@ ROLES = {"impacted": "impacted", "related": "related", "": ""}
 MAX_FIELD_CHARS = 8192  # GUIDE values are short ids and titles; a bigger field is a payload dump
 MAX_RECORD_CHARS = 2000  # how much of each field of a rejected row the dead letter keeps
 CSV_FIELD_LIMIT = 64 << 20  # what the csv module may read in one field before giving up
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 class GuideFormatError(ValueError):
@@ -382,12 +385,25 @@ def parse_guide_lines(lines: Iterable[str]) -> GuideRead:
 
 
 def read_guide(path: str | Path) -> GuideRead:
-    """Read a GUIDE CSV file. Raises `GuideFormatError` when the file is not GUIDE at all."""
+    """Read a GUIDE CSV file, plain or gzipped (`.csv.gz`, recognised by its content).
+
+    Raises `GuideFormatError` when the file is not GUIDE at all."""
     path = Path(path)
+    gzipped = False
     try:
+        with path.open("rb") as probe:
+            gzipped = probe.read(2) == GZIP_MAGIC
+        if gzipped:
+            with gzip.open(path, "rt", newline="", encoding="utf-8-sig") as text:
+                return parse_guide_lines(text)
         with path.open(newline="", encoding="utf-8-sig") as handle:
             return parse_guide_lines(handle)
     except FileNotFoundError:
         raise GuideFormatError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise GuideFormatError(f"{path} is a directory: pass a GUIDE CSV file") from None
     except UnicodeDecodeError as exc:
-        raise GuideFormatError(f"{path} is not UTF-8 text ({exc}); export the CSV as UTF-8") from None
+        what = "its gzipped content is" if gzipped else "it is"
+        raise GuideFormatError(f"{path}: {what} not UTF-8 text ({exc}); export the CSV as UTF-8") from None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise GuideFormatError(f"{path} is a damaged gzip file ({exc}); compress the CSV again") from None
