@@ -146,6 +146,10 @@ def case_events(h: DecodedHistory) -> list[dict[str, Any]]:
                              h, "signoff", step=c["step_id"], action=c["action"], undoes=c["undoes"], target=c["target"],
                              restored=c["restored"], restore_to=c["restore_to"], outcome=c["outcome"], failure=c["failure"]))
     for rb in ex["rollbacks"]:
+        if rb.get("refusal"):
+            events.append(_event(rb["at"], "refusal", h, rb["requested_by"], decision="rollback", via=rb["via"],
+                                 reason=rb["reason"], refusal=rb["refusal"], identity=rb["identity"]))
+            continue
         events.append(_event(rb["at"], "rollback", h, rb["requested_by"], via=rb["via"], reason=rb["reason"],
                              identity=rb["identity"], result=rb["result"],
                              seconds_to_last_compensation=rb["seconds_to_last_compensation"]))

@@ -265,19 +265,31 @@ def _actions(h: DecodedHistory) -> tuple[list[dict[str, Any]], list[dict[str, An
     return actions, compensations
 
 
-def _rollbacks(h: DecodedHistory) -> list[dict[str, Any]]:
+def _rollbacks(h: DecodedHistory, view: CaseView | None = None) -> list[dict[str, Any]]:
+    """Rollback requests in time order. A signal is always written to the history, also when the
+    case refused it: the case keeps its refusals (view.refusals, via "rollback_signal"), matched
+    here in order by who sent them."""
     out = []
-    requests = [(u.accepted_at, u.args[0] if u.args else {}, "update", u.identity, u.result, u.completed_at)
+    refused = [r for r in view.refusals if r.via == "rollback_signal"] if view else []
+    requests = [(u.accepted_at, u.args[0] if u.args else {}, "update", u.identity, u.result, u.completed_at, u.failure)
                 for u in h.updates_named("rollback")]
-    requests += [(s.at, s.args[0] if s.args else {}, "signal", s.identity, None, None)
+    requests += [(s.at, s.args[0] if s.args else {}, "signal", s.identity, None, None, "")
                  for s in h.signals_named("rollback_signal")]
-    for at, req, via, identity, result, done in sorted(requests, key=lambda r: r[0]):
+    for at, req, via, identity, result, done, failure in sorted(requests, key=lambda r: r[0]):
         req = _without_token(req) if isinstance(req, dict) else {"raw": req}
-        comps = [c for c in h.activities_named("compensate_action") if c.scheduled_at >= at and c.completed_at]
+        refusal = failure
+        if via == "signal":
+            match = next((r for r in refused if r.approver == str(req.get("requested_by"))[:80]), None)
+            if match is not None:
+                refused.remove(match)
+                refusal = match.refusal
+        comps = [] if refusal else [c for c in h.activities_named("compensate_action")
+                                    if c.scheduled_at >= at and c.completed_at]
         last = max((c.completed_at for c in comps if c.completed_at), default=None)
         out.append({
             "at": _iso(at), "via": via, "requested_by": req.get("requested_by"), "reason": req.get("reason"),
             "identity": identity, "result": result, "completed_at": _iso(done),
+            "outcome": "refused" if refusal else "accepted", "refusal": refusal,
             "compensations": len(comps),
             "seconds_to_last_compensation": (last - at).total_seconds() if last else None,
         })
@@ -388,7 +400,7 @@ def _explain(h: DecodedHistory, live_view: CaseView | None = None) -> dict[str, 
         "refused_attempts": [_without_token(r) for r in refused_attempts(h.workflow_id)],
         "actions": actions,
         "compensations": compensations,
-        "rollbacks": _rollbacks(h),
+        "rollbacks": _rollbacks(h, view),
         "escalations": [{"at": _iso(r.scheduled_at), **{k: v for k, v in (r.input or {}).items() if k != "case_id"}}
                         for r in h.activities_named("escalate")],
         "verdicts": _verdicts(h, view),
@@ -556,6 +568,10 @@ def render_explanation(ex: dict[str, Any]) -> str:
                 + (f" ({c['failure']})" if c["failure"] else ""))
     for rb in ex["rollbacks"]:
         took = rb["seconds_to_last_compensation"]
+        if rb.get("refusal"):
+            add(f"Rollback refused: {rb['at']} from {rb['requested_by']} via {rb['via']} ({rb['reason']!r}): "
+                f"{rb['refusal']}")
+            continue
         add(f"Rollback: {rb['at']} by {rb['requested_by']} via {rb['via']} ({rb['reason']!r}); "
             f"{rb['compensations']} compensations" + (f", done in {took:.1f} s" if took is not None else ""))
     for e in ex["escalations"]:

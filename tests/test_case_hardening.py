@@ -205,6 +205,18 @@ async def test_rollback_once_the_case_is_archiving_is_refused_and_recorded_as_re
     assert any("refused rollback signal from 'bob'" in e for e in final.escalations)
     assert step(final, "isolate_host").state == StepState.executed
     assert lab().read("host", host)["network"] == "isolated"
+    # explain and the audit trail tell it as a refusal, not as a rollback with 0 compensations
+    from signoff.audit import case_events
+    from signoff.explain import explanation_from_history, render_explanation
+    from signoff.history import decode_history
+
+    history = await decode_history(await handle.fetch_history(), client.data_converter, source="live")
+    ex = explanation_from_history(history)
+    [rollback] = ex["rollbacks"]
+    assert rollback["outcome"] == "refused" and "the case has finished" in rollback["refusal"]
+    assert "Rollback refused:" in render_explanation(ex) and "Rollback: " not in render_explanation(ex)
+    kinds = [(e["kind"], e["detail"].get("decision")) for e in case_events(history) if e["actor"] == "bob"]
+    assert ("refusal", "rollback") in kinds and not any(k == "rollback" for k, _ in kinds)
 
 
 # ---------------------------------------------------------------- 3. reason caps (lab mode)
