@@ -32,6 +32,7 @@ from signoff.autonomy.models import (
     VerdictRecord,
     clip,
 )
+from signoff.case_view import read_case_view
 from signoff.models import CaseView, DecisionKind
 
 
@@ -127,11 +128,9 @@ async def _case_view(client: Client, case_id: str, queue: str) -> CaseView:
     if desc.task_queue != queue:
         raise _Refused(f"case {clip(case_id, MAX_NAME_CHARS)!r} runs on task queue "
                        f"{clip(desc.task_queue or '', MAX_NAME_CHARS)!r}, not this governance's {queue!r}")
-    run = client.get_workflow_handle(case_id, run_id=desc.run_id, result_type=CaseView)
-    if desc.status == WorkflowExecutionStatus.COMPLETED:
-        view = await asyncio.wait_for(run.result(follow_runs=False), CASE_READ_TIMEOUT_S)
-    else:
-        view = await asyncio.wait_for(run.query("status", result_type=CaseView), CASE_READ_TIMEOUT_S)
+    view = await asyncio.wait_for(read_case_view(client, case_id, run_id=desc.run_id,
+                                                 completed=desc.status == WorkflowExecutionStatus.COMPLETED),
+                                  CASE_READ_TIMEOUT_S)
     if not isinstance(view, CaseView):
         raise _Refused(f"case {clip(case_id, MAX_NAME_CHARS)!r} did not return a case view")
     return view

@@ -324,16 +324,15 @@ class CaseFromWorkflow:
         from temporalio.client import WorkflowFailureError, WorkflowQueryFailedError
         from temporalio.service import RPCError, RPCStatusCode
 
-        handle = self.client.get_workflow_handle(row["case_id"], result_type=CaseView)
+        from signoff.case_view import read_case_view
+
+        completed = row["workflow_status"] == "COMPLETED"
         async with self._gate:
             try:
-                if row["workflow_status"] == "COMPLETED":
-                    view: CaseView = await handle.result(follow_runs=False)
-                    return view
-                if self._no_worker:
+                if not completed and self._no_worker:
                     return None
-                view = await handle.query("status", result_type=CaseView, rpc_timeout=self.QUERY_TIMEOUT)
-                return view
+                return await read_case_view(self.client, row["case_id"], completed=completed,
+                                            timeout=None if completed else self.QUERY_TIMEOUT)
             except RPCError as exc:
                 if exc.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED) \
                         or "timeout" in exc.message.lower():  # the SDK's own rpc_timeout: "Timeout expired"

@@ -47,6 +47,18 @@ async def acli(address: str, *args: str, env: dict[str, str] | None = None) -> A
     return await asyncio.to_thread(cli, address, *args, env=env)
 
 
+async def cli_process(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+    """Run `signoff ...` as its own process (as a user does): exit code, stdout, stderr."""
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "signoff.cli", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
 def address_of(client: Client) -> str:
     return client.service_client.config.target_host
 

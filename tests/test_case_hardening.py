@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -48,8 +47,9 @@ from signoff.models import (
     Verdict,
 )
 from signoff.worker import activities
+from tests.auditkit import cli_process
 from tests.casekit import alert, awaiting, case_input, settled_worker, start_case, step, wait_for
-from tests.test_replay import _patches
+from tests.replay import recorded_patches
 from workflows.case import HARDENED_CHECKS, MAX_REASON_CHARS, ROLLBACK_AFTER_VERDICT, CaseWorkflow
 
 PRE_FIX = Path(__file__).parent / "replay" / "histories" / "before-case-hardening"
@@ -128,7 +128,7 @@ async def _accepted_updates(handle: WorkflowHandle) -> int:
 async def _replays_with(handle: WorkflowHandle, patch: str) -> None:
     """The case took the patched path, and its history replays against the current workflow."""
     history = await handle.fetch_history()
-    assert patch in _patches(history)
+    assert patch in recorded_patches(history)
     replayer = Replayer(workflows=[CaseWorkflow], data_converter=pydantic_data_converter)
     assert (await replayer.replay_workflow(history)).replay_failure is None
 
@@ -394,15 +394,6 @@ def test_token_issued_in_the_future_is_refused_beyond_the_clock_skew() -> None:
 # ---------------------------------------------------------------- 2. the CLI signs rollback and close
 
 
-async def _cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "signoff.cli", *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await proc.communicate()
-    return proc.returncode or 0, out.decode(), err.decode()
-
-
 async def test_cli_signs_rollback_and_close_with_the_key_file(
     dev_env: WorkflowEnvironment, task_queue: str, production_policy: Path, tmp_path: Path,
     keys: dict[str, Ed25519PrivateKey],
@@ -418,17 +409,17 @@ async def test_cli_signs_rollback_and_close_with_the_key_file(
         await wait_for(handle, awaiting("disable_account"), "waiting", attempts=2400)
 
         (cli_home / "keys" / "carol.ed25519").unlink()  # carol (lead) may roll back, but has no key here
-        code, _, err = await _cli("rollback", cid, "--as", "carol", "--reason", "x", env=env)
+        code, _, err = await cli_process("rollback", cid, "--as", "carol", "--reason", "x", env=env)
         assert code != 0 and "unsigned rollback requests are not accepted" in " ".join(err.split()), err
-        code, _, err = await _cli("close", cid, "--as", "erin", "--verdict", "FalsePositive", "--reason", "x", env=env)
+        code, _, err = await cli_process("close", cid, "--as", "erin", "--verdict", "FalsePositive", "--reason", "x", env=env)
         assert code != 0 and "closing a case needs one of" in " ".join(err.split()), err
         refused = [json.loads(line) for line in (cli_home / "audit" / "refused.jsonl").read_text().splitlines()]
         assert [(r["kind"], r["signed"]) for r in refused] == [("refused_rollback", False), ("refused_close", True)]
         assert all("token" not in r for r in refused)
 
-        code, out, err = await _cli("rollback", cid, "--as", "bob", "--reason", "pentest account", env=env)
+        code, out, err = await cli_process("rollback", cid, "--as", "bob", "--reason", "pentest account", env=env)
         assert code == 0 and "rollback rolled_back" in out, err
-        code, out, err = await _cli("close", cid, "--as", "alice", "--verdict", "BenignPositive",
+        code, out, err = await cli_process("close", cid, "--as", "alice", "--verdict", "BenignPositive",
                                     "--reason", "pentest", env=env)
         assert code == 0, err
         final = await asyncio.wait_for(handle.result(), GUARD)
@@ -450,6 +441,6 @@ async def test_cases_recorded_before_the_fix_replay_as_they_ran(name: str) -> No
     if not path.exists():
         pytest.fail(f"{path} is missing")
     history = WorkflowHistory.from_json(name, path.read_text())
-    assert not _patches(history) & {ROLLBACK_AFTER_VERDICT, HARDENED_CHECKS}
+    assert not recorded_patches(history) & {ROLLBACK_AFTER_VERDICT, HARDENED_CHECKS}
     replayer = Replayer(workflows=[CaseWorkflow], data_converter=pydantic_data_converter)
     assert (await replayer.replay_workflow(history)).replay_failure is None

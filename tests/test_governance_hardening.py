@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +46,7 @@ from signoff.cli import app
 from signoff.models import CloseRequest, Verdict
 from signoff.worker import activities, build_worker
 from tests.casekit import alert, case_input, start_case, wait_for
+from tests.replay import recorded_patches
 from workflows.case import CaseWorkflow
 from workflows.drift import DriftCheckWorkflow
 from workflows.governance import CHECK_DRIFT_REPORTS, CHECK_VERDICTS, GovernanceWorkflow
@@ -398,13 +398,6 @@ async def test_only_the_drift_check_that_computed_a_report_can_hand_it_over(
 # ---------------------------------------------------------------- 4. replay
 
 
-def _patches(history: WorkflowHistory) -> set[str]:
-    found = set()
-    for event in history.events:
-        attrs = event.marker_recorded_event_attributes
-        if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED and attrs.marker_name == "core_patch":
-            found.add(json.loads(attrs.details["patch-data"].payloads[0].data)["id"])
-    return found
 
 
 def _history(generation: str) -> WorkflowHistory:
@@ -420,7 +413,7 @@ async def test_recorded_governance_history_replays(generation: str) -> None:
     replayer = Replayer(workflows=[GovernanceWorkflow], data_converter=pydantic_data_converter)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, result.replay_failure
-    patches = _patches(history)
+    patches = recorded_patches(history)
     checked = generation != "before-verdict-checks"
     assert (CHECK_VERDICTS in patches) == checked and (CHECK_DRIFT_REPORTS in patches) == checked
     assert history.events[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW

@@ -8,10 +8,8 @@ signal (written, then refused by the handler and kept in the case's `refusals`).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from temporalio.testing import WorkflowEnvironment
 from policies.signing import public_key_text, sign_approval
 from signoff.models import ApprovalRequest, StepState
 from signoff.worker import build_worker
+from tests.auditkit import cli_process
 from tests.casekit import alert, awaiting, case_input, start_case, step, wait_for
 from workflows.case import CaseWorkflow
 
@@ -201,15 +200,6 @@ def _tamper(token: str, **changes: str) -> str:
     return new.rstrip(b"=").decode() + "." + sig
 
 
-async def _cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "signoff.cli", *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await proc.communicate()
-    return proc.returncode or 0, out.decode(), err.decode()
-
-
 async def test_cli_signs_with_key_file_and_records_refusals(
     dev_env: WorkflowEnvironment, task_queue: str, signed_policy: Path, tmp_path: Path,
     approver_keys: dict[str, Ed25519PrivateKey],
@@ -226,7 +216,7 @@ async def test_cli_signs_with_key_file_and_records_refusals(
         # erin's key is not in policy; bob requested the case; mallory has no key at all.
         for who, expected in (("erin", "no public key"), ("bob", "separation of duties"),
                               ("mallory", "unsigned approvals are not accepted")):
-            code, _, err = await _cli("approve", inp.case_id, "disable_account", "--as", who, "--reason", "x",
+            code, _, err = await cli_process("approve", inp.case_id, "disable_account", "--as", who, "--reason", "x",
                                       env=env)
             assert code != 0 and expected in " ".join(err.split()), err
         refused = [json.loads(line) for line in (cli_home / "audit" / "refused.jsonl").read_text().splitlines()]
@@ -235,7 +225,7 @@ async def test_cli_signs_with_key_file_and_records_refusals(
         assert all("token" not in r for r in refused)  # the signature never lands in a log
         assert [r["signed"] for r in refused] == [True, True, False]
 
-        code, out, err = await _cli("approve", inp.case_id, "disable_account", "--as", "alice",
+        code, out, err = await cli_process("approve", inp.case_id, "disable_account", "--as", "alice",
                                     "--reason", "impossible travel", env=env)
         assert code == 0, err
         assert "quorum 1/1" in out
@@ -247,15 +237,15 @@ async def test_cli_signs_with_key_file_and_records_refusals(
 
 async def test_keys_cli_create_and_show(tmp_path: Path) -> None:
     env = {**os.environ, "SIGNOFF_HOME": str(tmp_path / "h")}
-    code, out, err = await _cli("keys", "create", "--as", "zoe", "--roles", "analyst,lead", env=env)
+    code, out, err = await cli_process("keys", "create", "--as", "zoe", "--roles", "analyst,lead", env=env)
     assert code == 0, err
     assert out.startswith("  zoe: {roles: [analyst, lead], public_key: ")
     key_file = tmp_path / "h" / "keys" / "zoe.ed25519"
     assert oct(key_file.stat().st_mode & 0o777) == "0o600"
-    code, shown, _ = await _cli("keys", "show", "--as", "zoe", env=env)
+    code, shown, _ = await cli_process("keys", "show", "--as", "zoe", env=env)
     assert code == 0 and shown.split()[-1] in out
     assert "PRIVATE" not in out + shown
-    code, _, err = await _cli("keys", "create", "--as", "zoe", env=env)
+    code, _, err = await cli_process("keys", "create", "--as", "zoe", env=env)
     assert code != 0 and "already exists" in err
-    code, _, err = await _cli("keys", "show", "--as", "nobody", env=env)
+    code, _, err = await cli_process("keys", "show", "--as", "nobody", env=env)
     assert code != 0 and "signoff keys create --as nobody" in " ".join(err.split())

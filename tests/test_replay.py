@@ -7,7 +7,6 @@ break cases already running fails here; wrap such changes in `workflow.patched(.
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from temporalio.workflow import NondeterminismError
 
 from playbooks.library import COMPROMISED_ACCOUNT, MALWARE_ON_HOST, NETWORK_INTRUSION, PHISHING, TRIAGE_ONLY
 from signoff.models import CaseInput, CaseView
+from tests.replay import recorded_patches
 from workflows.case import CaseWorkflow
 
 HISTORIES = Path(__file__).parent / "replay" / "histories"
@@ -50,8 +50,8 @@ def test_current_histories_take_the_patched_path() -> None:
     """The re-recorded histories carry the patch marker and fewer upserts than the older ones."""
     for playbook in PLAYBOOKS:
         new, old = (_history(playbook, g) for g in GENERATIONS)
-        assert "faster-triage" in _patches(new)
-        assert "faster-triage" not in _patches(old)
+        assert "faster-triage" in recorded_patches(new)
+        assert "faster-triage" not in recorded_patches(old)
         assert _upserts(new) < _upserts(old)
 
 
@@ -59,14 +59,6 @@ def _upserts(history: WorkflowHistory) -> int:
     return sum(1 for e in history.events if e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES)
 
 
-def _patches(history: WorkflowHistory) -> set[str]:
-    """Patch ids recorded in the history (`core_patch` markers carry the id as a JSON payload)."""
-    found = set()
-    for event in history.events:
-        attrs = event.marker_recorded_event_attributes
-        if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED and attrs.marker_name == "core_patch":
-            found.add(json.loads(attrs.details["patch-data"].payloads[0].data)["id"])
-    return found
 
 
 @pytest.mark.parametrize("generation", GENERATIONS)

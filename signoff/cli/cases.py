@@ -366,8 +366,6 @@ async def _close(case_id: str, req: CloseRequest) -> str:
     different close with the first one's result. The same analyst repeating the same verdict is
     idempotent (exit 0); any other close of a closed case is refused (exit 1) and recorded.
     """
-    from uuid import uuid4
-
     from temporalio.client import WorkflowUpdateFailedError
     from temporalio.service import RPCError
 
@@ -377,7 +375,7 @@ async def _close(case_id: str, req: CloseRequest) -> str:
     handle = client.get_workflow_handle(case_id, result_type=CaseView)
     refusal: str | None = None
     try:
-        return await handle.execute_update("close", req, id=f"close:{case_id}:{req.analyst}:{uuid4().hex}",
+        return await handle.execute_update("close", req, id=_attempt_id("close", case_id, req.analyst),
                                            result_type=str)
     except WorkflowUpdateFailedError as exc:
         refusal = str(exc.cause.message if hasattr(exc.cause, "message") else exc.cause)
@@ -387,7 +385,7 @@ async def _close(case_id: str, req: CloseRequest) -> str:
             fail(f"no case {case_id} on this server: {exc.message}")
         if "already completed" not in message:
             raise
-    view = await _final_or_current_view(handle)
+    view = await _final_or_current_view(client, case_id)
     prior = view.verdict if view is not None else None
     if prior is None:
         if refusal is None:
@@ -405,19 +403,18 @@ async def _close(case_id: str, req: CloseRequest) -> str:
     fail(f"refused: {refusal}")
 
 
-async def _final_or_current_view(handle: Any) -> CaseView | None:
+async def _final_or_current_view(client: Any, case_id: str) -> CaseView | None:
     """The case as it ended (workflow result: no worker needed) or as it is (the `status` query)."""
     from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
     from temporalio.service import RPCError
 
+    from signoff.case_view import read_case_view
+
     try:
-        described = await handle.describe()
-        if described.status == WorkflowExecutionStatus.COMPLETED:
-            view: CaseView = await handle.result(follow_runs=False)
-            return view
-        if described.status == WorkflowExecutionStatus.RUNNING:
-            view = await handle.query("status", result_type=CaseView)
-            return view
+        described = await client.get_workflow_handle(case_id).describe()
+        if described.status in (WorkflowExecutionStatus.COMPLETED, WorkflowExecutionStatus.RUNNING):
+            return await read_case_view(client, case_id, run_id=described.run_id,
+                                        completed=described.status == WorkflowExecutionStatus.COMPLETED)
     except (RPCError, WorkflowFailureError):
         return None
     return None

@@ -47,22 +47,16 @@ async def stand_in_apply_drift(report: DriftReport) -> list[str]:
 
 async def record(generation: str, out: Path = OUT) -> Path:
     os.environ.setdefault("SIGNOFF_HOME", tempfile.mkdtemp(prefix="signoff-replay-drift-"))
-    from temporalio.contrib.pydantic import pydantic_data_converter
-    from temporalio.testing import WorkflowEnvironment
 
     from activities.drift import ACTIVITIES, apply_drift, compute_drift
     from signoff.autonomy.models import DriftCheckInput
-    from signoff.devserver import register_search_attributes
     from signoff.worker import build_worker
-    from tests.replay.record_histories import _binary
+    from tests.replay.record_histories import recording_env
     from workflows.drift import DriftCheckWorkflow
 
     real = [a for a in ACTIVITIES if a not in (compute_drift, apply_drift)]
     out.mkdir(parents=True, exist_ok=True)
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=_binary("temporal-test-server"), data_converter=pydantic_data_converter)
-    try:
-        await register_search_attributes(env.client)
+    async with recording_env() as env:
         queue = "replay-drift-recording"
         async with build_worker(env.client, queue, workflows=[DriftCheckWorkflow],
                                 activities=[stand_in_compute_drift, stand_in_apply_drift, *real]):
@@ -75,8 +69,6 @@ async def record(generation: str, out: Path = OUT) -> Path:
         path.write_text(history.to_json())
         print(f"{path} ({len(history.events)} events, drift case {report.drift_case_id})")
         return path
-    finally:
-        await env.shutdown()
 
 
 def main() -> None:

@@ -23,8 +23,6 @@ OUT = Path(__file__).resolve().parent / "histories" / "governance"
 
 async def record(generation: str, out: Path = OUT) -> Path:
     os.environ.setdefault("SIGNOFF_HOME", tempfile.mkdtemp(prefix="signoff-replay-governance-"))
-    from temporalio.contrib.pydantic import pydantic_data_converter
-    from temporalio.testing import WorkflowEnvironment
 
     from signoff.autonomy.client import GovernanceRefused, govern, governance_id, signal_verdict
     from signoff.autonomy.models import (
@@ -35,17 +33,13 @@ async def record(generation: str, out: Path = OUT) -> Path:
         ThresholdChange,
         VerdictRecord,
     )
-    from signoff.devserver import register_search_attributes
     from signoff.models import Verdict
     from signoff.worker import build_worker
-    from tests.replay.record_histories import _binary
+    from tests.replay.record_histories import recording_env
     from workflows.governance import GovernanceWorkflow
 
     out.mkdir(parents=True, exist_ok=True)
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=_binary("temporal-test-server"), data_converter=pydantic_data_converter)
-    try:
-        await register_search_attributes(env.client)
+    async with recording_env() as env:
         client, queue = env.client, "replay-governance-recording"
         async with build_worker(client, queue):
             first = await client.start_workflow(
@@ -83,8 +77,6 @@ async def record(generation: str, out: Path = OUT) -> Path:
         path.write_text(history.to_json())
         print(f"{path} ({len(history.events)} events)")
         return path
-    finally:
-        await env.shutdown()
 
 
 if __name__ == "__main__":

@@ -11,11 +11,14 @@ Re-record only for intended, patched changes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import sys
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "histories"
@@ -39,12 +42,26 @@ def _binary(name: str) -> str:
     return found
 
 
-async def record(out: Path = OUT) -> list[Path]:
-    os.environ.setdefault("SIGNOFF_HOME", tempfile.mkdtemp(prefix="signoff-replay-"))
+@contextlib.asynccontextmanager
+async def recording_env() -> AsyncIterator[Any]:
+    """The time-skipping server from the installed binary, with Signoff's search attributes."""
     from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.testing import WorkflowEnvironment
 
     from signoff.devserver import register_search_attributes
+
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=_binary("temporal-test-server"), data_converter=pydantic_data_converter)
+    try:
+        await register_search_attributes(env.client)
+        yield env
+    finally:
+        await env.shutdown()
+
+
+async def record(out: Path = OUT) -> list[Path]:
+    os.environ.setdefault("SIGNOFF_HOME", tempfile.mkdtemp(prefix="signoff-replay-"))
+
     from signoff.models import ApprovalRequest, CaseStatus, CloseRequest, RollbackRequest, StepState, Verdict
     from signoff.worker import build_worker
     from tests.casekit import alert, case_input, start_case, wait_for
@@ -52,10 +69,7 @@ async def record(out: Path = OUT) -> list[Path]:
 
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=_binary("temporal-test-server"), data_converter=pydantic_data_converter)
-    try:
-        await register_search_attributes(env.client)
+    async with recording_env() as env:
         queue = "replay-recording"
         async with build_worker(env.client, queue):
             for playbook, (alert_type, category, entities) in PLAYBOOKS.items():
@@ -82,8 +96,6 @@ async def record(out: Path = OUT) -> list[Path]:
                 path.write_text(history.to_json())
                 written.append(path)
                 print(f"{path} ({len(history.events)} events, final status {final.status.value})")
-    finally:
-        await env.shutdown()
     return written
 
 
