@@ -58,6 +58,7 @@ class CaseRow(TypedDict):
     awaiting_approval: bool
     started: str | None  # ISO 8601, UTC
     workflow_status: str | None  # RUNNING, COMPLETED, ... (temporalio.client.WorkflowExecutionStatus names)
+    alert_count: int | None  # the AlertCount search attribute; None for cases started before it existed
 
 
 def case_query(status: str | None = None, extra: str | None = None) -> str:
@@ -113,7 +114,13 @@ def case_row(info: WorkflowExecutionInfo) -> CaseRow:
         "awaiting_approval": _value(fields, sa.AWAITING_APPROVAL.name) is True,
         "started": _iso(info),
         "workflow_status": STATUS_NAMES.get(info.status),
+        "alert_count": count_value(_value(fields, sa.ALERT_COUNT.name)),
     }
+
+
+def count_value(value: object) -> int | None:
+    """An Int search attribute's value (JSON numbers; a bool is not a count)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 async def visibility_pages(client: Client, query: str, *, limit: int | None = None,
@@ -162,10 +169,11 @@ class Listing:
     listed: int
     source: str  # "visibility api" or "embedded visibility table" (checked against the api)
     total: int | None = None  # with `total_if_cut`: how many match when `limit` cut the list
-    counts_from_cases: int = 0  # alert counts read from the case workflows (no alert store record)
+    counts_from_cases: int = 0  # cases whose alert count or uids were read from the case workflows (no store record)
     counts_unknown: int = 0  # rows whose alert count could not be read (alert_count None)
     counts_not_asked: int = 0  # of those, rows past the `counts_from_cases` cap (not asked)
     uids_partial: int = 0  # rows whose alert_uids are only the case's capped timeline
+    uids_unknown: int = 0  # rows with a known alert count whose alert_uids could not be read (None)
     store: Path | None = None  # the alert store read (None: there is none here)
     problem: str = ""  # why counts are unknown, when some are
 
@@ -225,11 +233,13 @@ async def case_rows(query: str, *, limit: int | None, each: Callable[[list[dict[
             lacking = []
             for case in page:
                 row: dict[str, Any] = dict(case)
-                count = store.count(case["case_id"]) if store is not None else 0
-                row["alert_count"] = count
+                stored = store.count(case["case_id"]) if store is not None else 0
+                # The case's own count (AlertCount) is the truth; the store is this directory's copy.
+                if row["alert_count"] is None:
+                    row["alert_count"] = stored
                 if with_alerts:
-                    row["alert_uids"] = store.uids(case["case_id"]) if store is not None and count else []
-                if not count and from_cases is not None:
+                    row["alert_uids"] = store.uids(case["case_id"]) if store is not None and stored else []
+                if not stored and from_cases is not None and (with_alerts or not row["alert_count"]):
                     lacking.append(row)
                 rows.append(row)
             if lacking and from_cases is not None:
@@ -251,6 +261,7 @@ async def case_rows(query: str, *, limit: int | None, each: Callable[[list[dict[
                    counts_from_cases=from_cases.answered if from_cases else 0,
                    counts_unknown=from_cases.unknown if from_cases else 0, uids_partial=partial,
                    counts_not_asked=from_cases.over_cap if from_cases else 0,
+                   uids_unknown=from_cases.uids_unknown if from_cases else 0,
                    store=store.path if store is not None else None,
                    problem=from_cases.problem if from_cases else "")
 
@@ -277,8 +288,9 @@ class CaseFromWorkflow:
     (a worker must be running); a completed one is read from its result (the server answers).
     After one query times out (no worker), the remaining running cases are not asked: their
     count is unknown (None), said once on stderr by the CLI. At most `at_most` cases are asked
-    per listing (`FROM_CASES_AT_MOST`); past that, counts are None. Exact counts at any size
-    without the store need the case to publish its count (a search attribute), not a query.
+    per listing (`FROM_CASES_AT_MOST`); past that, counts are None. Cases that publish their
+    count (`AlertCount`: every case started since it exists) are asked only for their alert uids
+    (`--with-alerts`); their count is exact at any size.
     """
 
     CONCURRENCY = 32
@@ -291,32 +303,38 @@ class CaseFromWorkflow:
         self.answered = 0
         self.over_cap = 0
         self.unknown = 0
+        self.uids_unknown = 0
         self.problem = ""
         self._no_worker = False
         self._gate = asyncio.Semaphore(self.CONCURRENCY)
 
     async def fill(self, rows: list[dict[str, Any]], with_alerts: bool) -> int:
-        """Set alert_count (and alert_uids) on `rows` in place; returns rows with partial uids."""
+        """Set alert_count (where visibility had none) and alert_uids on `rows` in place, from the
+        cases themselves; returns rows with partial uids."""
         room = max(self.at_most - self.asked, 0)
         asked, skipped = rows[:room], rows[room:]
         self.asked += len(asked)
-        self.over_cap += len(skipped)
         views: list[CaseView | None] = list(await asyncio.gather(*(self._view(row) for row in asked)))
-        views += [None] * len(skipped)
         partial = 0
-        for row, view in zip(rows, views, strict=True):
+        for i, (row, view) in enumerate(zip(rows, views + [None] * len(skipped), strict=True)):
+            known = bool(row["alert_count"])  # from AlertCount: only the uids are missing
             if view is None:
-                self.unknown += 1
-                row["alert_count"] = None
+                if known:
+                    self.uids_unknown += 1
+                else:
+                    self.unknown += 1
+                    self.over_cap += i >= len(asked)
+                    row["alert_count"] = None
                 if with_alerts:
                     row["alert_uids"] = None
                 continue
             self.answered += 1
-            row["alert_count"] = view.alert_count
+            if not known:
+                row["alert_count"] = view.alert_count
             if with_alerts:
                 uids = [a.uid for a in view.timeline]
                 row["alert_uids"] = uids
-                if len(uids) < view.alert_count:
+                if len(uids) < row["alert_count"]:
                     partial += 1
         return partial
 

@@ -1,6 +1,6 @@
 """Custom search attributes: how the queue, the UI and auditors find cases.
 
-SQL visibility allows 10 Keyword, 3 KeywordList, 3 Bool and 3 Double attributes per namespace.
+SQL visibility allows 10 Keyword, 3 KeywordList, 3 Bool, 3 Double and 3 Int attributes per namespace.
 Values are stored unencrypted: never put personal data or secrets in them.
 """
 
@@ -20,8 +20,11 @@ EXECUTED_ACTIONS = SearchAttributeKey.for_keyword_list("ExecutedActions")
 AWAITING_APPROVAL = SearchAttributeKey.for_bool("AwaitingApproval")
 ROLLED_BACK = SearchAttributeKey.for_bool("RolledBack")
 CONFIDENCE = SearchAttributeKey.for_float("Confidence")
+# The case's alert count (carried over continue-as-new): `signoff cases` lists exact counts from
+# visibility alone, for cases ingested anywhere. Cases started before it was added have none.
+ALERT_COUNT = SearchAttributeKey.for_int("AlertCount")
 
 ALL = (
     CASE_STATUS, ALERT_TYPE, CASE_SEVERITY, PLAYBOOK, MODEL_VERSION, POLICY_VERSION, DECISION,
-    APPROVERS, EXECUTED_ACTIONS, AWAITING_APPROVAL, ROLLED_BACK, CONFIDENCE,
+    APPROVERS, EXECUTED_ACTIONS, AWAITING_APPROVAL, ROLLED_BACK, CONFIDENCE, ALERT_COUNT,
 )

@@ -104,6 +104,28 @@ async def run_worker(address: str | None = None, task_queue: str | None = None) 
     from signoff.telemetry import start_gauges
 
     start_gauges(client)  # the awaiting-approval gauge, when OpenTelemetry is configured
+    await ensure_search_attributes(client)
     worker = build_worker(client, task_queue)
     warm_up()
     await worker.run()
+
+
+async def ensure_search_attributes(client: Client) -> list[str]:
+    """Register the search attributes this code upserts that the namespace lacks (a cluster set
+    up by an older `signoff setup`): a case upserting an unknown one would stall on its first
+    workflow task. Without the rights to check or add them, say so and go on."""
+    from temporalio.service import RPCError
+
+    from signoff.devserver import register_search_attributes
+
+    log = logging.getLogger("signoff.worker")
+    try:
+        added = await register_search_attributes(client)
+    except RPCError as exc:
+        log.warning("could not check or register Signoff's search attributes (%s): if `signoff setup` has not "
+                    "run on this namespace since the last upgrade, cases will stall; run it with operator rights",
+                    exc.message)
+        return []
+    if added:
+        log.warning("registered missing search attributes: %s", ", ".join(added))
+    return added

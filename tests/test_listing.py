@@ -50,6 +50,7 @@ class Spec:
     closes: bool
     alert_type: str
     severity: str
+    alerts: int | None = None  # the AlertCount it publishes (None: a case from before AlertCount)
 
 
 def _attrs(spec: Spec) -> list[Any]:
@@ -59,6 +60,8 @@ def _attrs(spec: Spec) -> list[Any]:
     if spec.status is not None:
         attrs += [sa.CASE_STATUS.value_set(spec.status), sa.DECISION.value_set("needs_approval"),
                   sa.AWAITING_APPROVAL.value_set(spec.status == "awaiting_approval")]
+    if spec.alerts is not None:
+        attrs.append(sa.ALERT_COUNT.value_set(spec.alerts))
     return attrs
 
 
@@ -94,8 +97,11 @@ def _specs(tag: str) -> list[Spec]:
     mix = ([("CaseWorkflow", "awaiting_approval", False)] * 130 + [("CaseWorkflow", "contained", False)] * 50
            + [("CaseWorkflow", "closed", True)] * 30 + [("CaseWorkflow", None, False)] * 20
            + [("OtherWorkflow", "awaiting_approval", False)] * 20)
+    # Contained and closed cases publish AlertCount every other one (i % 7 + 1 alerts); the rest,
+    # like cases started before AlertCount existed, do not.
     return [Spec(f"{tag}-{i:04d}-{uuid.uuid4().hex[:6]}", wtype, status, closes,
-                 ALERT_TYPES[i % len(ALERT_TYPES)], SEVERITIES[i % len(SEVERITIES)])
+                 ALERT_TYPES[i % len(ALERT_TYPES)], SEVERITIES[i % len(SEVERITIES)],
+                 i % 7 + 1 if status in ("contained", "closed") and i % 2 == 0 else None)
             for i, (wtype, status, closes) in enumerate(mix)]
 
 
@@ -188,6 +194,7 @@ def _sdk_row(wf: WorkflowExecution) -> dict[str, Any]:
         "awaiting_approval": bool(attrs.get(sa.AWAITING_APPROVAL)),
         "started": wf.start_time.isoformat() if wf.start_time else None,
         "workflow_status": wf.status.name if wf.status else None,
+        "alert_count": attrs.get(sa.ALERT_COUNT),
     }
 
 
@@ -216,10 +223,14 @@ async def test_case_rows_add_alert_counts_from_the_store(estate: Estate, tmp_pat
                               with_alerts=True, client=estate.client, home=tmp_path)
     rows = {r["case_id"]: r for page in pages for r in page}
     assert listing.listed == len(rows) == 50 and listing.source == "visibility api"
+    published = {s.case_id: s.alerts for s in estate.specs if s.alerts is not None}
+    assert 0 < len(published.keys() & set(contained)) < 50
     for n, case_id in enumerate(contained[:3], start=1):
-        assert rows[case_id]["alert_count"] == n
+        # The case's own AlertCount wins over this directory's store; the uids come from the store.
+        assert rows[case_id]["alert_count"] == published.get(case_id, n)
         assert rows[case_id]["alert_uids"] == [f"{case_id}-a{k}" for k in range(n)]
-    assert all(rows[c]["alert_count"] == 0 and rows[c]["alert_uids"] == [] for c in contained[3:])
+    for case_id in contained[3:]:
+        assert rows[case_id]["alert_count"] == published.get(case_id, 0) and rows[case_id]["alert_uids"] == []
 
 
 def _alert(uid: str) -> Alert:
@@ -300,6 +311,24 @@ async def test_case_rows_read_the_table_when_it_checks_out(estate: Estate, tmp_p
     assert listing.source == "embedded visibility table"
     assert listing.listed == len(rows) and {r["case_id"] for r in rows} == _all_waiting(estate)
     assert all(r["alert_count"] == 0 for r in rows)
+
+
+async def test_cases_take_exact_counts_from_alert_count_without_any_store(estate: Estate, tmp_path: Path) -> None:
+    """No alert store here: counts come from the cases' AlertCount, the embedded table and the API
+    agree, and only the uids (which the stand-ins cannot give) are unknown."""
+    (tmp_path / "temporal.pid").write_text(str(estate.server_pid))
+    contained = estate.cases("contained")
+    published = {s.case_id: s.alerts for s in estate.specs if s.case_id in contained and s.alerts is not None}
+    for extra in ((), ("--query", estate.scope)):  # embedded table (all on this server), then the API
+        code, out, err = await _signoff(estate, tmp_path, "cases", "--status", "contained", "--json", "--limit", "0",
+                                        "--with-alerts", *extra)
+        assert code == 0, err
+        rows = {r["case_id"]: r for r in map(json.loads, filter(str.strip, out.splitlines()))}
+        mine = {c: (r["alert_count"], r["alert_uids"]) for c, r in rows.items() if c in contained}
+        assert mine == {c: (published.get(c), None) for c in contained}
+        assert f"alert uids unknown (null) for {len(published)} cases" in err
+        assert f"alert count unknown (null) for {len(contained) - len(published)} cases" in err
+    assert not (tmp_path / "alerts.db").exists()
 
 
 async def test_a_table_that_disagrees_with_the_api_is_not_used(estate: Estate, tmp_path: Path) -> None:

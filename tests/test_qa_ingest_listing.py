@@ -262,13 +262,15 @@ async def test_cases_lists_alert_counts_from_any_directory_and_creates_nothing(
         assert "read from the case workflows" in err
         assert not (elsewhere / ".signoff").exists()
 
-        # The fallback is bounded: past `counts_from_cases` cases, the count is unknown, not asked.
+        # The fallback is bounded: past `counts_from_cases` cases, the uids are unknown, not asked;
+        # the counts stay exact (the cases publish them: AlertCount).
         pages: list[dict] = []
         listing = await case_rows(case_query(None, scope), limit=None, each=pages.extend, client=client,
                                   home=elsewhere / ".signoff", counts_from_cases=2, with_alerts=True)
-        assert (listing.listed, listing.counts_from_cases, listing.counts_not_asked) == (3, 2, 1)
-        assert sorted(r["alert_count"] is None for r in pages) == [False, False, True]
-        assert all(r["alert_count"] == len(expected[r["case_id"]]) for r in pages if r["alert_count"] is not None)
+        assert (listing.listed, listing.counts_from_cases, listing.counts_not_asked, listing.uids_unknown) == \
+            (3, 2, 0, 1)
+        assert sorted(r["alert_uids"] is None for r in pages) == [False, False, True]
+        assert all(r["alert_count"] == len(expected[r["case_id"]]) for r in pages)
         assert listing.store is None and not (elsewhere / ".signoff").exists()
 
         for case_id in expected:

@@ -7,6 +7,7 @@ break cases already running fails here; wrap such changes in `workflow.patched(.
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 
@@ -27,7 +28,7 @@ HISTORIES = Path(__file__).parent / "replay" / "histories"
 PLAYBOOKS = [p.name for p in (COMPROMISED_ACCOUNT, MALWARE_ON_HOST, PHISHING, NETWORK_INTRUSION, TRIAGE_ONLY)]
 # Histories recorded before a patched change stay here and keep replaying: cases that were running
 # when the change shipped must go on with the code path they started on.
-GENERATIONS = ["", "before-faster-triage"]
+GENERATIONS = ["", "before-alert-count", "before-faster-triage"]
 
 
 def _history(name: str, generation: str = "") -> WorkflowHistory:
@@ -47,12 +48,24 @@ async def test_recorded_history_replays(playbook: str, generation: str) -> None:
 
 
 def test_current_histories_take_the_patched_path() -> None:
-    """The re-recorded histories carry the patch marker and fewer upserts than the older ones."""
+    """Each generation carries the patch markers of its time: faster triage (fewer upserts than
+    before it), then the published alert count (a later batch of alerts upserts AlertCount)."""
     for playbook in PLAYBOOKS:
-        new, old = (_history(playbook, g) for g in GENERATIONS)
-        assert "faster-triage" in recorded_patches(new)
+        new, before_count, old = (_history(playbook, g) for g in GENERATIONS)
+        assert "faster-triage" in recorded_patches(new) & recorded_patches(before_count)
         assert "faster-triage" not in recorded_patches(old)
-        assert _upserts(new) < _upserts(old)
+        assert _upserts(before_count) < _upserts(old)
+        assert "alert-count-attribute" in recorded_patches(new)
+        assert "alert-count-attribute" not in recorded_patches(before_count)
+        assert _alert_counts(new) == [1, 2] and _alert_counts(before_count) == []
+
+
+def _alert_counts(history: WorkflowHistory) -> list[int]:
+    """The AlertCount values the case upserted, in order."""
+    return [json.loads(fields["AlertCount"].data) for e in history.events
+            if e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
+            and "AlertCount" in (fields := e.upsert_workflow_search_attributes_event_attributes
+                                 .search_attributes.indexed_fields)]
 
 
 def _upserts(history: WorkflowHistory) -> int:

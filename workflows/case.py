@@ -69,6 +69,7 @@ REFUSED_REASON_CAP = 200  # a refused request keeps only the start of its reason
 # Patch ids (tests/test_replay.py): cases recorded before these changes replay the way they ran.
 ROLLBACK_AFTER_VERDICT = "rollback-after-verdict"  # a rollback accepted after the verdict runs before the end
 HARDENED_CHECKS = "signed-rollback-close"  # signed rollback/close, reason caps, future-dated tokens
+ALERT_COUNT_ATTRIBUTE = "alert-count-attribute"  # the case publishes its alert count (AlertCount)
 QUICK = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=5)
 # Vendor calls heartbeat (activities/response.py): a worker that dies mid-call is noticed after
 # ACTION_HEARTBEAT and the call is retried on another worker (idempotency key: no double action).
@@ -145,6 +146,7 @@ class CaseWorkflow:
         self.search_attributes: dict[str, Any] = {}  # last value upserted, per attribute
         self.deferred_upserts: dict[str, SearchAttributeUpdate[Any]] = {}
         self.faster_triage = False
+        self.running = False  # `run` has started
         self._add_alerts(inp.alerts)
 
     # ------------------------------------------------------------------ main line
@@ -155,8 +157,10 @@ class CaseWorkflow:
         # of six (each upsert is a history event and a visibility write on the server), and
         # enrichment and scoring run side by side (one workflow activation fewer). Cases started
         # before this change replay the way they were recorded.
+        self.running = True
         self.faster_triage = workflow.patched("faster-triage")
         self._set_status(CaseStatus.triage, defer=True)
+        self._publish_alert_count(defer=True)
         self._upsert(
             [sa.ALERT_TYPE.value_set(inp.alert_type), sa.CASE_SEVERITY.value_set(inp.severity)]
         )
@@ -693,6 +697,10 @@ class CaseWorkflow:
                 self.first_seen = batch.first_seen
             if batch.last_seen and (self.last_seen is None or batch.last_seen > self.last_seen):
                 self.last_seen = batch.last_seen
+        if self.running:  # the first batch (signal-with-start) is published by `run`'s first upsert
+            # Joins a pending deferred upsert (triage, where nothing waits on a human) instead of
+            # flushing it early; otherwise its own upsert, only when the count changed.
+            self._publish_alert_count(defer=bool(self.deferred_upserts))
 
     def _add_alerts(self, alerts: tuple[Alert, ...]) -> None:
         for alert in alerts:
@@ -758,6 +766,11 @@ class CaseWorkflow:
         batch = list(self.deferred_upserts.values())
         self.deferred_upserts.clear()
         workflow.upsert_search_attributes(batch)
+
+    def _publish_alert_count(self, *, defer: bool = False) -> None:
+        """`AlertCount` for listings (`signoff cases`): exact from visibility, wherever ingested."""
+        if workflow.patched(ALERT_COUNT_ATTRIBUTE):
+            self._upsert([sa.ALERT_COUNT.value_set(self.alert_count)], defer=defer)
 
     def _set_status(self, status: CaseStatus, *, defer: bool = False) -> None:
         self.case_status = status

@@ -147,11 +147,15 @@ def _listing_notes(listing: Any, limit: int) -> None:
                   f"use --limit N for more (--limit 0 lists them all)")
     if listing.counts_from_cases:
         where = f"the alert store {listing.store}" if listing.store else f"no alert store in {settings.home_path()}"
-        err.print(f"{listing.counts_from_cases} alert counts read from the case workflows ({where} has no record "
+        err.print(f"{listing.counts_from_cases} cases' alerts read from the case workflows ({where} has no record "
                   "of them: set SIGNOFF_HOME to the directory that ingested them to read the full alert lists)")
     if listing.uids_partial:
         err.print(f"[yellow]{listing.uids_partial} cases list only the alert uids their workflow keeps[/] "
                   "(its timeline); the full lists are in the alert store of the ingesting directory")
+    if listing.uids_unknown:
+        err.print(f"[yellow]alert uids unknown (null) for {listing.uids_unknown} cases[/] (their counts are "
+                  "exact): the alert store has no record of them; set SIGNOFF_HOME to the directory that "
+                  "ingested them" + (f" ({listing.problem})" if listing.problem else ""))
     failed = listing.counts_unknown - listing.counts_not_asked
     if failed:
         err.print(f"[yellow]alert count unknown (null) for {failed} cases[/]: {listing.problem}")

@@ -1,4 +1,4 @@
-"""Record one golden history per shipped playbook: approve -> execute -> rollback -> close.
+"""Record one golden history per shipped playbook: more alerts -> approve -> execute -> rollback -> close.
 
     python -m tests.replay.record_histories        # writes tests/replay/histories/<playbook>.json
 
@@ -62,7 +62,15 @@ async def recording_env() -> AsyncIterator[Any]:
 async def record(out: Path = OUT) -> list[Path]:
     os.environ.setdefault("SIGNOFF_HOME", tempfile.mkdtemp(prefix="signoff-replay-"))
 
-    from signoff.models import ApprovalRequest, CaseStatus, CloseRequest, RollbackRequest, StepState, Verdict
+    from signoff.models import (
+        AlertBatch,
+        ApprovalRequest,
+        CaseStatus,
+        CloseRequest,
+        RollbackRequest,
+        StepState,
+        Verdict,
+    )
     from signoff.worker import build_worker
     from tests.casekit import alert, case_input, start_case, wait_for
     from workflows.case import CaseWorkflow
@@ -78,6 +86,10 @@ async def record(out: Path = OUT) -> list[Path]:
                                                                         category=category))
                 view = await wait_for(handle, lambda v: v.decision is not None and v.steps and all(
                     s.state != StepState.pending for s in v.steps if s.tier.value == "low"), "planned", attempts=2400)
+                # A second batch while the case waits on people (the correlator's later alerts).
+                await handle.signal(CaseWorkflow.add_alerts, AlertBatch(case_id=inp.case_id, batch_id="replay-2", alerts=(
+                    alert(f"replay-{playbook}-2", *entities, category=category),)))
+                await wait_for(handle, lambda v: v.alert_count == 2, "second batch", attempts=2400)
                 for st in view.steps:
                     if st.state == StepState.awaiting_approval:
                         for who in (("carol", "dave") if st.quorum >= 2 else ("alice",)):
