@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import typer
 from rich.table import Table
 
-from signoff.cli._common import emit_json, fail, out, run
+from signoff.cli._common import emit_json, err, fail, out, run
 
 app = typer.Typer(help="Policy as versioned code: show it, set and revert thresholds (recorded).",
                   no_args_is_help=True)
@@ -113,3 +114,126 @@ def history(
               if e.kind in ("threshold", "autonomy", "autonomy_approval", "drift", "refused")
               and (alert_type is None or e.alert_type == alert_type)]
     print_events(events, json_out)
+
+
+@app.command()
+def backtest(
+    alert_type: str = typer.Argument(..., help="alert type"),
+    thresholds: list[float] = typer.Option([], "--threshold", help="a threshold to try (repeat for more)"),
+    risk_budget: float = typer.Option(0.005, help="largest share of true positives auto-closed (95% upper bound)"),
+    report: Path = typer.Option(None, help="write the safety curve on the reviewed cases as an HTML page"),
+    json_out: bool = typer.Option(False, "--json", help="one JSON object"),
+) -> None:
+    """What a threshold would have done to the cases analysts reviewed: closed, and true positives among them."""
+    from policies.loader import load_policy
+    from signoff.cli.autonomy import load_state
+    from signoff.governance_state import snapshot
+
+    policy = load_policy()
+    if alert_type not in policy.alert_types:
+        fail(f"unknown alert type {alert_type!r}; policy has: {', '.join(sorted(policy.alert_types))}")
+    bad = [t for t in thresholds if not 0.0 <= t <= 1.0]
+    if bad or not 0.0 < risk_budget < 1.0:
+        fail(f"thresholds must be between 0 and 1 (got {bad})" if bad else
+             f"--risk-budget must be between 0 and 1, not {risk_budget}")
+    state = run(load_state())
+    snap = snapshot(policy, alert_type, state)
+    doc = backtest_doc(alert_type, state.recent.get(alert_type, ()) if state else (), snap, thresholds, risk_budget)
+    if report is not None:
+        _write_backtest_report(report, doc)
+        doc["report"] = str(report)
+    if json_out:
+        emit_json(doc)
+        return
+    _print_backtest(doc)
+
+
+def backtest_doc(alert_type: str, records: Any, snap: Any, thresholds: list[float], risk_budget: float) -> dict[str, Any]:
+    """The backtest of `signoff policy backtest` as one JSON-able document (rows, recommendation, caveats)."""
+    from signoff.autonomy.backtest import at_threshold, curve, lowest_within_budget
+
+    active = [(r.benign_confidence, r.verdict) for r in records if r.benign_confidence is not None]
+    candidate = [(r.candidate_benign_confidence, r.verdict) for r in records
+                 if r.candidate_benign_confidence is not None
+                 and snap.candidate_model_id and snap.candidate_model_id.startswith(r.candidate_model_id or "-")]
+    tried: list[tuple[str, float]] = []
+    if snap.threshold is not None:
+        tried.append((f"in force (set by {snap.threshold_set_by})", snap.threshold))
+    tried += [("tried", t) for t in thresholds]
+    best = lowest_within_budget(active, risk_budget)
+    if best is not None:
+        tried.append((f"lowest within {risk_budget:.2%} of TPs", best.threshold))
+    rows = [{"label": label, "model": "active", **at_threshold(active, t).model_dump()} for label, t in tried]
+    if candidate:
+        rows += [{"label": label, "model": "candidate", **at_threshold(candidate, t).model_dump()} for label, t in tried]
+    times = [r.at for r in records if r.at is not None]
+    sampled = sum(1 for r in records if r.review_sampled)
+    caveats = []
+    if snap.autonomy == "on_the_loop":
+        caveats.append(f"{alert_type} is on the loop: cases it closed on its own are in this evidence only when "
+                       f"sampled for review ({sampled} here), so shares above the threshold in force are undercounted")
+    if best is None and active:
+        caveats.append(f"no threshold keeps true positives closed within {risk_budget:.2%} at the 95% bound on "
+                       f"{sum(1 for _, v in active if v.value == 'TruePositive')} reviewed true positives: "
+                       "more reviewed cases are needed before this evidence can back a threshold")
+    return {
+        "alert_type": alert_type,
+        "reviewed": len(records),
+        "scored": len(active),
+        "review_sampled": sampled,
+        "evidence_from": min(times).isoformat() if times else None,
+        "evidence_to": max(times).isoformat() if times else None,
+        "autonomy": snap.autonomy,
+        "threshold_in_force": snap.threshold,
+        "threshold_set_by": snap.threshold_set_by,
+        "policy_version": snap.policy_version,
+        "risk_budget": risk_budget,
+        "lowest_within_budget": best.threshold if best is not None else None,
+        "candidate_model_id": snap.candidate_model_id if candidate else None,
+        "rows": rows,
+        "curve": [p.model_dump() for p in curve(active)],
+        "caveats": caveats,
+    }
+
+
+def _print_backtest(doc: dict[str, Any]) -> None:
+    span = f" from {doc['evidence_from'][:10]} to {doc['evidence_to'][:10]}" if doc["evidence_from"] else ""
+    out.print(f"[bold]{doc['alert_type']}[/]: {doc['reviewed']} reviewed cases{span} "
+              f"({doc['scored']} scored, the last ones governance keeps), autonomy {doc['autonomy']}", highlight=False)
+    if not doc["scored"]:
+        out.print("no reviewed case with a score yet: close cases with `signoff close` to build the evidence")
+        return
+    table = Table("threshold", "", "model", "would auto-close", "TPs among them", "TPs closed of all TPs",
+                  "95% ub", "miss rate")
+    for r in doc["rows"]:
+        table.add_row(f"{r['threshold']:.6f}", r["label"], r["model"],
+                      f"{r['would_auto_close']}/{r['scored']} ({_pct(r['auto_close_share'])})", str(r["tp_closed"]),
+                      f"{r['tp_closed']}/{r['tp_total']} ({_pct(r['tp_closed_share'])})",
+                      _pct(r["tp_closed_upper95"]), _pct(r["miss_rate"]))
+    out.print(table)
+    for caveat in doc["caveats"]:
+        err.print(f"[yellow]note[/]: {caveat}", highlight=False)
+    if doc.get("report"):
+        out.print(f"safety curve on the reviewed cases: {doc['report']}")
+    out.print("Only `signoff policy set-threshold` (who, why, recorded) changes what cases do.")
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _write_backtest_report(path: Path, doc: dict[str, Any]) -> None:
+    from signoff.scoring.evaluate import write_safety_report
+    from signoff.scoring.metrics import SafetyPoint
+
+    points = [SafetyPoint(threshold=p["threshold"], auto_closed=p["would_auto_close"],
+                          auto_closed_share=p["auto_close_share"] or 0.0, tp_wrongly_closed=p["tp_closed"],
+                          tp_total=p["tp_total"], tp_wrongly_closed_share=p["tp_closed_share"] or 0.0,
+                          tp_wrongly_closed_upper95=p["tp_closed_upper95"] if p["tp_closed_upper95"] is not None
+                          else 1.0) for p in doc["curve"]]
+    in_force = next((r for r in doc["rows"] if r["model"] == "active" and r["label"].startswith("in force")), None)
+    write_safety_report(
+        path, points, "", doc["threshold_in_force"],
+        in_force["tp_closed"] if in_force else 0, in_force["tp_total"] if in_force else 0,
+        (in_force["auto_close_share"] or 0.0) if in_force else 0.0,
+        title=f"Signoff backtest — {doc['alert_type']}: {doc['scored']} reviewed cases", population="reviewed cases")

@@ -178,6 +178,8 @@ def write_safety_report(
     tp_closed: int,
     tp_total: int,
     share: float,
+    title: str | None = None,
+    population: str = "incidents",
 ) -> None:
     """A self-contained HTML page: auto-close share (y) against TPs wrongly closed (x)."""
     width, height, pad = 640, 400, 50
@@ -195,7 +197,7 @@ def write_safety_report(
         f"<td>{p.tp_wrongly_closed_upper95:.4f}</td></tr>"
         for p in curve[:: max(1, len(curve) // 40)]
     )
-    title = f"Signoff safety curve — model {html.escape(model_id[:12])}"
+    title = html.escape(title or f"Signoff safety curve — model {model_id[:12]}")
     chosen = "per alert type (policy)" if threshold is None else f"{threshold:.4f}"
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
 <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 8px;text-align:right}}</style></head>
@@ -207,7 +209,7 @@ auto-closed share {share:.3f}; true positives wrongly closed {tp_closed}/{tp_tot
 <polyline points="{line}" fill="none" stroke="#1f77b4" stroke-width="2"/>
 <circle cx="{op_x:.1f}" cy="{op_y:.1f}" r="5" fill="#d62728"/>
 <text x="{width / 2}" y="{height - 10}" text-anchor="middle">share of true positives wrongly auto-closed (0 to {max_x:.3f})</text>
-<text x="15" y="{height / 2}" transform="rotate(-90 15 {height / 2})" text-anchor="middle">auto-closed share of incidents (0 to 1)</text>
+<text x="15" y="{height / 2}" transform="rotate(-90 15 {height / 2})" text-anchor="middle">auto-closed share of {html.escape(population)} (0 to 1)</text>
 </svg>
 <table><tr><th>threshold</th><th>auto-closed share</th><th>TPs closed</th><th>TP share upper 95%</th></tr>{rows}</table>
 </body></html>
