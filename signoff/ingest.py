@@ -264,22 +264,25 @@ async def ingest_path(
             summary.rejected += len(chunk.rejected)
             summary.accepted += chunk.accepted
             summary.duplicates += chunk.duplicates
-            existed = await asyncio.to_thread(store.known_cases, list(chunk.drafts))
 
-            async def deliver(draft: CaseDraft) -> None:
+            async def deliver(draft: CaseDraft) -> str:
                 async with gate:
-                    await _signal_with_start(client, CaseWorkflow, draft, draft.alerts, requested_by, queue)
+                    return await _signal_with_start(client, CaseWorkflow, draft, draft.alerts, requested_by, queue)
 
-            await asyncio.gather(*(deliver(d) for d in chunk.drafts.values()))
+            # The case each draft landed in: its own, or the follow-up of a closed one.
+            landed = dict(zip(chunk.drafts, await asyncio.gather(*(deliver(d) for d in chunk.drafts.values())),
+                              strict=True))
+            existed = await asyncio.to_thread(store.known_cases, list(landed.values()))
             # Stored after Temporal accepted them: a crash in between re-sends the same batch,
             # which the workflow recognises by its batch id and counts once.
             await asyncio.to_thread(
                 store.put_assigned,
-                [(d.case_id, a, r) for d in chunk.drafts.values() for a, r in zip(d.alerts, d.raw, strict=True)],
+                [(landed[d.case_id], a, r) for d in chunk.drafts.values()
+                 for a, r in zip(d.alerts, d.raw, strict=True)],
             )
             if chunk.correlator_state is not None:
                 await asyncio.to_thread(store.put_state, CORRELATOR_STATE, chunk.correlator_state)
-            for case_id in chunk.drafts:
+            for case_id in landed.values():
                 if case_id in touched:
                     continue
                 touched.add(case_id)
@@ -328,35 +331,57 @@ def _reader_for(store: AlertStore) -> AlertStore:
     return AlertStore(store.path)
 
 
+# A closed case is never restarted under its own id (that made a second run of it: two rows, the
+# verdict lost, steps run again). Alerts that come after it closed open a follow-up case,
+# `{case_id}-r2`, then `-r3` if that one closed too, ... up to this many.
+FOLLOW_UPS_AT_MOST = 100
+
+
+def follow_up_id(case_id: str, n: int) -> str:
+    return f"{case_id}-r{n}"
+
+
 async def _signal_with_start(
     client: Client, workflow_cls: Any, draft: CaseDraft, alerts: list[Alert], requested_by: str, queue: str,
-) -> None:
-    case = CaseInput(
-        case_id=draft.case_id,
-        alert_type=draft.alert_type,
-        severity=_worst(a.severity for a in alerts),
-        title=draft.title[:200],
-        requested_by=requested_by,
-    )
+) -> str:
+    """Deliver `alerts` to the draft's case, or to its open follow-up when the case has closed;
+    returns the case id they landed in."""
+    from temporalio.common import WorkflowIDReusePolicy
+    from temporalio.exceptions import WorkflowAlreadyStartedError
+
     batch = AlertBatch(
         case_id=draft.case_id, alerts=tuple(alerts[:BATCH_ALERTS_IN_SIGNAL]), total=len(alerts),
         rules=_count_rules(alerts), first_seen=min(a.time for a in alerts),
         last_seen=max(a.time for a in alerts),
         batch_id=hashlib.sha256("\n".join(a.uid for a in alerts).encode()).hexdigest(),
     )
-    await client.start_workflow(
-        workflow_cls.run,
-        case,
-        id=draft.case_id,
-        task_queue=queue,
-        start_signal="add_alerts",
-        start_signal_args=[batch],
-        static_summary=f"{case.alert_type} · {case.severity} · {case.title}"[:200],
-        static_details=(
-            f"Opened by {requested_by} from {draft.case_id.split('-', 1)[0]} alerts. "
-            f"Send the `approve` update to sign off a step; the `status` query shows the whole case."
-        ),
-    )
+    previous = None
+    for n in range(1, FOLLOW_UPS_AT_MOST + 1):
+        case_id = draft.case_id if n == 1 else follow_up_id(draft.case_id, n)
+        title = draft.title if previous is None else f"follow-up of closed case {previous}: {draft.title}"
+        case = CaseInput(case_id=case_id, alert_type=draft.alert_type, severity=_worst(a.severity for a in alerts),
+                         title=title[:200], requested_by=requested_by, follows=previous)
+        try:
+            await client.start_workflow(
+                workflow_cls.run,
+                case,
+                id=case_id,
+                task_queue=queue,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                start_signal="add_alerts",
+                start_signal_args=[batch.model_copy(update={"case_id": case_id})],
+                static_summary=f"{case.alert_type} · {case.severity} · {case.title}"[:200],
+                static_details=(
+                    f"Opened by {requested_by} from {draft.case_id.split('-', 1)[0]} alerts"
+                    + (f", after case {previous} had closed" if previous else "") + ". "
+                    "Send the `approve` update to sign off a step; the `status` query shows the whole case."
+                ),
+            )
+            return case_id
+        except WorkflowAlreadyStartedError:  # this case id has closed: its follow-up takes the alerts
+            previous = case_id
+    raise RuntimeError(f"case {draft.case_id} and its {FOLLOW_UPS_AT_MOST - 1} follow-ups have all closed; "
+                       "new alerts for it need a case of their own: check the correlation settings")
 
 
 def _count_rules(alerts: list[Alert]) -> dict[str, int]:

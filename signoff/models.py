@@ -104,6 +104,8 @@ class CaseInput(Frozen):
     alerts: tuple[Alert, ...] = ()
     # Alerts carried over by continue-as-new are summarised, not repeated.
     carried: CaseCarry | None = None
+    # The closed case whose alerts went on after it closed (this case is its follow-up).
+    follows: str | None = None
 
 
 class CaseCarry(Frozen):
