@@ -155,6 +155,17 @@ def reset() -> None:
         _refresher = None
 
 
+def shutdown() -> None:
+    """Export what is buffered and stop the providers (the CLI ends its process right after)."""
+    for provider in (_tracer_provider, _meter_provider):
+        stop = getattr(provider, "shutdown", None)
+        if stop is not None:
+            try:
+                stop()
+            except Exception:  # telemetry never turns a command's result into a failure
+                logging.getLogger("signoff.telemetry").warning("telemetry shutdown failed", exc_info=True)
+
+
 def _configure_from_env() -> None:
     """OTLP over HTTP, configured by the standard OTEL_* variables; only when they ask for it."""
     global _from_env_done

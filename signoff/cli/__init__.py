@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
+import sys
+import traceback
 
 import typer
 
@@ -42,7 +46,43 @@ for module, name in (
 
 
 def main() -> None:
-    app()
+    """Run the command, then end the process at once with its exit code.
+
+    Python's own shutdown, after a command has used a Temporal client, sometimes aborts or
+    crashes in the SDK runtime's teardown (`PyGILState_Release ... finalizing`: exit 134 or 139
+    after the command had succeeded, measured 2-5 times in 20 runs). Scripts retry on a non-zero
+    exit and would repeat approvals or governance changes that already happened; so nothing runs
+    after the command but flushing output and telemetry.
+    """
+    code = 0
+    try:
+        app()
+    except SystemExit as exc:
+        code = exit_code(exc.code)
+    except KeyboardInterrupt:
+        code = 130
+    except BrokenPipeError:  # the reader went away (`signoff cases | head`): as a shell tool does
+        code = 141
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    from signoff import telemetry
+
+    telemetry.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+def exit_code(code: object) -> int:
+    """`SystemExit.code` as the process exit status (None: 0; a message: printed, 1)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":
