@@ -12,9 +12,17 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities.executors import ActionNotConfirmed, executor_for
-from signoff.models import ActionRequest, ActionResult, CompensationRequest, CompensationResult
+from signoff.models import (
+    ActionRequest,
+    ActionResult,
+    CompensationRequest,
+    CompensationResult,
+    HoldersRequest,
+)
 
 T = TypeVar("T")
 
@@ -76,3 +84,21 @@ async def compensate_action(req: CompensationRequest) -> CompensationResult:
     executor = executor_for(req.forward_action)
     restored = await heartbeating(executor.restore(req.target, req.restore_to, req.idempotency_key))
     return CompensationResult(action=req.action, target=req.target, restored=restored)
+
+
+@activity.defn
+async def other_holders(req: HoldersRequest) -> list[str]:
+    """The other open cases that hold `req.key` now (their `HeldTargets`), oldest first."""
+    from signoff import search_attributes as sa
+
+    query = (f"WorkflowType='CaseWorkflow' AND ExecutionStatus='Running' AND {sa.HELD_TARGETS.name}='{req.key}' "
+             f"AND WorkflowId != '{req.case_id}'")
+    try:
+        found = [(wf.start_time, wf.id) async for wf in activity.client().list_workflows(query, limit=100)]
+    except RPCError as exc:
+        if exc.status in (RPCStatusCode.UNIMPLEMENTED, RPCStatusCode.INVALID_ARGUMENT):  # no retry helps
+            raise ApplicationError(f"this Temporal server cannot list cases by {sa.HELD_TARGETS.name} "
+                                   f"({exc.message}): run `signoff setup` on a server with SQL or Elasticsearch "
+                                   "visibility", type="VisibilityUnavailable", non_retryable=True) from exc
+        raise
+    return [case_id for _, case_id in sorted(found)]

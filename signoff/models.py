@@ -161,6 +161,7 @@ class StepState(StrEnum):
     escalated = "escalated"
     compensated = "compensated"
     compensation_failed = "compensation_failed"
+    kept = "kept"  # not undone: another open case still holds the same action on the target (handed over)
 
 
 class ActionRequest(Frozen):
@@ -312,6 +313,25 @@ class StepView(Frozen):
     result: ActionResult | None = None
     compensation: CompensationResult | None = None
     error: str = ""
+    note: str = ""  # a hold handed over to or taken from another case (shared targets)
+
+
+class HoldersRequest(Frozen):
+    """Which other open cases hold `key` (a `signoff.holds.hold_key`): activity input."""
+
+    case_id: str
+    key: str
+
+
+class HoldHandover(Frozen):
+    """A case rolling back an action another open case still holds hands that case the state from
+    before its own action, so the last holder's rollback restores the real original."""
+
+    from_case: str
+    action: str
+    target: ActionTarget
+    before: dict[str, Any]  # the state before `from_case`'s action
+    after: dict[str, Any]  # the state `from_case`'s action left
 
 
 class CaseView(Frozen):

@@ -23,8 +23,11 @@ CONFIDENCE = SearchAttributeKey.for_float("Confidence")
 # The case's alert count (carried over continue-as-new): `signoff cases` lists exact counts from
 # visibility alone, for cases ingested anywhere. Cases started before it was added have none.
 ALERT_COUNT = SearchAttributeKey.for_int("AlertCount")
+# What the case holds now: `signoff.holds.hold_key` digests (not names: values are unencrypted) of
+# its executed, not yet undone reversible actions. A rollback asks who else holds the same one.
+HELD_TARGETS = SearchAttributeKey.for_keyword_list("HeldTargets")
 
 ALL = (
     CASE_STATUS, ALERT_TYPE, CASE_SEVERITY, PLAYBOOK, MODEL_VERSION, POLICY_VERSION, DECISION,
-    APPROVERS, EXECUTED_ACTIONS, AWAITING_APPROVAL, ROLLED_BACK, CONFIDENCE, ALERT_COUNT,
+    APPROVERS, EXECUTED_ACTIONS, AWAITING_APPROVAL, ROLLED_BACK, CONFIDENCE, ALERT_COUNT, HELD_TARGETS,
 )

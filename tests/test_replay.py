@@ -28,7 +28,7 @@ HISTORIES = Path(__file__).parent / "replay" / "histories"
 PLAYBOOKS = [p.name for p in (COMPROMISED_ACCOUNT, MALWARE_ON_HOST, PHISHING, NETWORK_INTRUSION, TRIAGE_ONLY)]
 # Histories recorded before a patched change stay here and keep replaying: cases that were running
 # when the change shipped must go on with the code path they started on.
-GENERATIONS = ["", "before-alert-count", "before-faster-triage"]
+GENERATIONS = ["", "before-shared-targets", "before-alert-count", "before-faster-triage"]
 
 
 def _history(name: str, generation: str = "") -> WorkflowHistory:
@@ -49,9 +49,13 @@ async def test_recorded_history_replays(playbook: str, generation: str) -> None:
 
 def test_current_histories_take_the_patched_path() -> None:
     """Each generation carries the patch markers of its time: faster triage (fewer upserts than
-    before it), then the published alert count (a later batch of alerts upserts AlertCount)."""
+    before it), then the published alert count (a later batch of alerts upserts AlertCount), then
+    shared targets (what a case holds is published; a rollback asks who else holds it)."""
     for playbook in PLAYBOOKS:
-        new, before_count, old = (_history(playbook, g) for g in GENERATIONS)
+        new, before_shared, before_count, old = (_history(playbook, g) for g in GENERATIONS)
+        assert "shared-targets" in recorded_patches(new)
+        assert "shared-targets" not in recorded_patches(before_shared)
+        assert "alert-count-attribute" in recorded_patches(before_shared)
         assert "faster-triage" in recorded_patches(new) & recorded_patches(before_count)
         assert "faster-triage" not in recorded_patches(old)
         assert _upserts(before_count) < _upserts(old)

@@ -28,12 +28,19 @@ with workflow.unsafe.imports_passed_through():
         escalate,
         load_governance,
     )
-    from activities.response import ExecuteRequest, capture_state, compensate_action, execute_action
+    from activities.response import (
+        ExecuteRequest,
+        capture_state,
+        compensate_action,
+        execute_action,
+        other_holders,
+    )
     from activities.scoring import ScoreRequest, score_case
     from playbooks import get_playbook
     from policies.engine import GovernanceSnapshot, Policy, approval_refusal, parse_duration, quorum_met
     from policies.signing import CASE_STEP, MAX_CLOCK_SKEW, token_nonce, token_refusal
     from signoff import search_attributes as sa
+    from signoff.holds import hold_key
     from signoff.models import (
         ActionRequest,
         ActionResult,
@@ -52,6 +59,8 @@ with workflow.unsafe.imports_passed_through():
         DecisionKind,
         Enrichment,
         Entity,
+        HoldersRequest,
+        HoldHandover,
         RiskTier,
         RollbackRequest,
         ScoreResult,
@@ -70,6 +79,7 @@ REFUSED_REASON_CAP = 200  # a refused request keeps only the start of its reason
 ROLLBACK_AFTER_VERDICT = "rollback-after-verdict"  # a rollback accepted after the verdict runs before the end
 HARDENED_CHECKS = "signed-rollback-close"  # signed rollback/close, reason caps, future-dated tokens
 ALERT_COUNT_ATTRIBUTE = "alert-count-attribute"  # the case publishes its alert count (AlertCount)
+SHARED_TARGETS = "shared-targets"  # HeldTargets; a rollback keeps what another open case holds (signoff.holds)
 QUICK = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=5)
 # Vendor calls heartbeat (activities/response.py): a worker that dies mid-call is noticed after
 # ACTION_HEARTBEAT and the call is retried on another worker (idempotency key: no double action).
@@ -103,13 +113,14 @@ class _Step:
         self.result: ActionResult | None = None
         self.compensation: CompensationResult | None = None
         self.error = ""
+        self.note = ""
 
     def view(self) -> StepView:
         return StepView(
             step_id=self.plan.step_id, action=self.plan.action, tier=self.plan.tier,
             reversibility=self.plan.reversibility, target=self.plan.target, state=self.state,
             approvals=tuple(self.approvals), quorum=self.quorum, result=self.result,
-            compensation=self.compensation, error=self.error,
+            compensation=self.compensation, error=self.error, note=self.note,
         )
 
 
@@ -331,7 +342,7 @@ class CaseWorkflow:
                 summary=f"{plan.action} {plan.target.kind} {plan.target.id}",
             )
             step.state = StepState.executed
-            self._upsert([sa.EXECUTED_ACTIONS.value_set(self._executed_actions())])
+            self._upsert([sa.EXECUTED_ACTIONS.value_set(self._executed_actions()), *self._held_targets()])
             return True
         except (ActivityError, ApplicationError) as err:  # a failed local activity raises ApplicationError
             step.state = StepState.failed
@@ -366,6 +377,8 @@ class CaseWorkflow:
                 continue
             if step.before is None or step.plan.compensation is None:
                 continue  # irreversible, or it never captured anything to restore
+            if step.state == StepState.executed and await self._kept_for_other_holders(step):
+                continue
             try:
                 step.compensation = await workflow.execute_activity(
                     compensate_action,
@@ -383,6 +396,7 @@ class CaseWorkflow:
                 ok = False
                 step.state = StepState.compensation_failed
                 step.error = f"compensation failed ({reason}): {_cause(err)}"
+        self._upsert(self._held_targets())
         if not ok:
             self._set_status(CaseStatus.rollback_failed)
             failed = [s.plan.step_id for s in self.steps.values() if s.state == StepState.compensation_failed]
@@ -390,6 +404,53 @@ class CaseWorkflow:
             self.escalations.append(message)
             await self._escalate(Escalation(case_id=self.inp.case_id, reason=message, kind="rollback_failed"))
         return ok
+
+    async def _kept_for_other_holders(self, step: _Step) -> bool:
+        """Another open case holds this same action on the same target: leave the target as it is
+        and hand that case the state from before this one (its rollback restores the original).
+        False (undo as usual) when none does, or none could be told."""
+        if not workflow.patched(SHARED_TARGETS) or step.result is None or step.before is None:
+            return False
+        plan = step.plan
+        try:
+            holders = await workflow.execute_activity(
+                other_holders, HoldersRequest(case_id=self.inp.case_id, key=hold_key(plan.action, plan.target)),
+                start_to_close_timeout=timedelta(seconds=30), retry_policy=QUICK,
+            )
+        except ActivityError as err:
+            step.note = f"could not check for other cases holding {plan.target.kind} {plan.target.id}: {_cause(err)}"
+            return False
+        handover = HoldHandover(from_case=self.inp.case_id, action=plan.action, target=plan.target,
+                                before=step.before, after=step.result.after)
+        told = []
+        for holder in holders:
+            try:
+                await workflow.get_external_workflow_handle(holder).signal("take_over_hold", handover)
+                told.append(holder)
+            except Exception:  # it closed meanwhile: it no longer holds the target
+                continue
+        if not told:
+            return False
+        step.state = StepState.kept
+        step.note = (f"not undone: case {', '.join(told)} still holds {plan.action} on {plan.target.kind} "
+                     f"{plan.target.id}; handed over the state from before this case ({_brief(step.before)}) "
+                     "for its rollback")
+        return True
+
+    @workflow.signal(description="Another case rolled back an action this case still holds (signoff.holds)")
+    def take_over_hold(self, handover: HoldHandover) -> None:
+        for step in self.steps.values():
+            if (step.plan.action, step.plan.target) != (handover.action, handover.target) \
+                    or step.state != StepState.executed:
+                continue
+            if step.before == handover.after:  # this case's captured state was that case's action
+                step.before = handover.before
+                step.note = (f"took over from case {handover.from_case} (rolled back while this case held "
+                             f"{step.plan.target.kind} {step.plan.target.id}): a rollback restores "
+                             f"{_brief(handover.before)}")
+            else:
+                step.note = (f"case {handover.from_case} rolled back while this case held the target; this "
+                             f"case's own captured state ({_brief(step.before or {})}) stays the one to restore")
 
     async def _escalate(self, escalation: Escalation) -> None:
         """Tell a human. A broken escalation channel (webhook down) is recorded on the case and
@@ -772,6 +833,14 @@ class CaseWorkflow:
         if workflow.patched(ALERT_COUNT_ATTRIBUTE):
             self._upsert([sa.ALERT_COUNT.value_set(self.alert_count)], defer=defer)
 
+    def _held_targets(self) -> list[SearchAttributeUpdate[Any]]:
+        """`HeldTargets` now (only in cases that took the shared-targets path)."""
+        if not workflow.patched(SHARED_TARGETS):
+            return []
+        held = sorted({hold_key(s.plan.action, s.plan.target) for s in self.steps.values()
+                       if s.state == StepState.executed and s.plan.compensation is not None})
+        return [sa.HELD_TARGETS.value_set(held)]
+
     def _set_status(self, status: CaseStatus, *, defer: bool = False) -> None:
         self.case_status = status
         self._upsert([sa.CASE_STATUS.value_set(status.value)], defer=defer)
@@ -784,6 +853,10 @@ class CaseWorkflow:
 
 
 _UNSET = object()
+
+
+def _brief(state: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(state.items()))[:200] or "empty"
 
 
 def _cause(err: BaseException) -> str:

@@ -220,6 +220,9 @@ def print_case(view: CaseView) -> None:
             table.add_row(*(e(str(cell)) for cell in (st.step_id, st.action, f"{st.target.kind} {st.target.id}",
                                                       st.tier.value, st.reversibility.value, st.state.value, approvals)))
         out.print(table)
+        for st in view.steps:
+            if st.note:
+                out.print(f"[cyan]{e(st.step_id)}[/]: {e(st.note)}")
     for refusal in view.refusals:
         out.print(f"[red]refused[/] {e(refusal.via)} from {e(repr(refusal.approver))} on {e(repr(refusal.step))}: "
                   f"{e(refusal.refusal)}")
