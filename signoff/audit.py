@@ -126,6 +126,8 @@ def case_events(h: DecodedHistory) -> list[dict[str, Any]]:
                              contributions=[c["text"] for c in s.get("contributions", [])],
                              policy_version=gov.get("policy_version"), autonomy=gov.get("autonomy"),
                              threshold=gov.get("threshold"), threshold_set_by=gov.get("threshold_set_by"),
+                             autonomy_set_by=gov.get("autonomy_set_by"),
+                             governance_revision=gov.get("governance_revision"),
                              scoring_problem=ex["scoring_problem"]))
     for a in ex["approvals"]:
         kind = ("approval" if a["decision"] == "approve" else "rejection") if a["outcome"] != "refused" else "refusal"
@@ -233,6 +235,7 @@ def policy_version_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
             found.append({"at": e["at"], "kind": "policy_version_in_force", "workflow_id": e["workflow_id"],
                           "run_id": e["run_id"], "actor": "policy file / governance state",
                           "detail": {"policy_version": version, "previous": current,
+                                     "governance_revision": e["detail"].get("governance_revision"),
                                      "first_case": e["workflow_id"]}})
             current = version
     return found

@@ -173,6 +173,8 @@ def _decision(h: DecodedHistory, score: ScoreResult | None, problem: str) -> tup
         "autonomy": gov.autonomy,
         "threshold": gov.threshold,
         "threshold_set_by": gov.threshold_set_by,
+        "autonomy_set_by": gov.autonomy_set_by,
+        "governance_revision": gov.governance_revision,
         "model_requested": gov.model_id or "the active model",
         "loaded_at": _iso(runs[-1].completed_at),
     }
@@ -516,8 +518,10 @@ def render_explanation(ex: dict[str, Any]) -> str:
     add("")
     gov = ex["governance"]
     if gov:
-        add(f"Governance: policy {gov['policy_version'][:16]}; {gov['alert_type']} is {gov['autonomy']}, "
-            f"threshold {_num(gov['threshold'])} set by {gov['threshold_set_by']}")
+        add(f"Governance: policy {gov['policy_version'][:16]} (governance revision "
+            f"{gov.get('governance_revision', 0)}); {gov['alert_type']} is {gov['autonomy']} "
+            f"(set by {gov.get('autonomy_set_by', 'policy file')}), threshold {_num(gov['threshold'])} "
+            f"set by {gov['threshold_set_by']}")
     s = ex["score"]
     if s:
         add(f"Score: model {s['model_id'][:16]}, feature vector sha256 {s['feature_hash'][:16]}")

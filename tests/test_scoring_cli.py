@@ -89,8 +89,11 @@ def test_evaluate_json_fields_are_present_and_sane(home: Path, trained_id: tuple
     assert set(out["per_class"]) == {"TruePositive", "BenignPositive", "FalsePositive"}
     for r in out["per_class"].values():
         assert 0.0 <= r["precision"] <= 1.0 and 0.0 <= r["recall"] <= 1.0
-    assert out["threshold_source"] == "recommended"  # the shipped policy sets no threshold
-    assert out["threshold"] == out["recommended_threshold"]["threshold"]
+    # the shipped policy sets no threshold, and this slice's ~145 true positives are too few for any
+    # threshold to keep the default 0.5% budget: no threshold, nothing auto-closed
+    assert out["threshold_source"] == "recommended (infeasible)"
+    assert out["recommended_threshold"]["feasible"] is False
+    assert out["threshold"] is None and out["auto_closed"] == 0
     assert 0.0 <= out["auto_closed_share"] <= 1.0
     assert 0 <= out["tp_wrongly_closed"] <= out["tp_total"]
     assert out["tp_wrongly_closed"] / out["tp_total"] <= out["tp_wrongly_closed_upper95"] <= 1.0

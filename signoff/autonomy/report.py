@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import html
+import math
+from datetime import UTC, datetime
 from pathlib import Path
 
 from temporalio.client import Client
@@ -24,8 +26,25 @@ async def collect(client: Client, queue: str, limit: int = 200) -> list[DriftRep
     return sorted(reports, key=lambda r: r.at)
 
 
+def _nice_step(raw: float) -> float:
+    """The smallest 1/2/2.5/5 x 10^k at least `raw`."""
+    magnitude = 10.0 ** math.floor(math.log10(raw))
+    return next(m * magnitude for m in (1.0, 2.0, 2.5, 5.0, 10.0) if m * magnitude >= raw * (1 - 1e-9))
+
+
+def _time_ticks(t0: float, t1: float, target: int = 6) -> list[float]:
+    """Tick times at a round step (hours or days) across [t0, t1]; just t0 when the span is empty."""
+    if t1 <= t0:
+        return [t0]
+    steps = [60.0 * m for m in (1, 5, 15, 30)] + [3600.0 * h for h in (1, 2, 3, 6, 12)] + [86400.0 * d for d in (1, 2, 7, 14, 30, 91, 365)]
+    step = next((s for s in steps if (t1 - t0) / s <= target), steps[-1])
+    first = math.ceil(t0 / step) * step
+    ticks = [first + i * step for i in range(int((t1 - first) // step) + 1)]
+    return ticks or [t0]
+
+
 def _chart(alert_type: str, reports: list[DriftReport], thresholds: dict[str, float]) -> str:
-    width, height, pad = 720, 220, 40
+    width, height, pad, left = 720, 240, 40, 50
     points: dict[str, list[tuple[float, float]]] = {k: [] for k, _, _ in SERIES}
     t0, t1 = reports[0].at.timestamp(), reports[-1].at.timestamp()
     span = max(t1 - t0, 1.0)
@@ -40,20 +59,31 @@ def _chart(alert_type: str, reports: list[DriftReport], thresholds: dict[str, fl
                     points[key].append((r.at.timestamp(), value))
                     ymax = max(ymax, value)
     ymax = min(ymax * 1.1, 5.0)
+    ystep = _nice_step(ymax / 4)
+    ymax = ystep * math.ceil(ymax / ystep - 1e-9)
 
     def xy(t: float, v: float) -> tuple[float, float]:
-        return pad + (t - t0) / span * (width - 2 * pad), height - pad - min(v, ymax) / ymax * (height - 2 * pad)
+        return left + (t - t0) / span * (width - left - pad), height - pad - min(v, ymax) / ymax * (height - 2 * pad)
 
-    parts = [f'<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">',
-             f'<rect x="{pad}" y="{pad}" width="{width - 2 * pad}" height="{height - 2 * pad}" fill="none" stroke="#ccc"/>',
-             f'<text x="{pad}" y="{pad - 8}" font-size="13">{html.escape(alert_type)}</text>',
-             f'<text x="4" y="{pad + 4}" font-size="10">{ymax:.2f}</text>',
-             f'<text x="4" y="{height - pad}" font-size="10">0</text>']
+    parts = [f'<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg" font-family="sans-serif">',
+             f'<rect x="{left}" y="{pad}" width="{width - left - pad}" height="{height - 2 * pad}" fill="none" stroke="#ccc"/>',
+             f'<text x="{left}" y="{pad - 8}" font-size="13">{html.escape(alert_type)}</text>']
+    for i in range(round(ymax / ystep) + 1):  # y ticks at a round step
+        value = i * ystep
+        _, y = xy(t0, value)
+        parts.append(f'<line x1="{left}" x2="{width - pad}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>'
+                     f'<text class="ytick" x="{left - 4}" y="{y + 3:.1f}" font-size="10" text-anchor="end">{value:g}</text>')
+    for t in _time_ticks(t0, t1):
+        x, _ = xy(t, 0.0)
+        label = datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d" if span >= 3 * 86400 else "%m-%d %H:%M")
+        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{height - pad}" y2="{height - pad + 4}" stroke="#666"/>'
+                     f'<text class="xtick" x="{x:.1f}" y="{height - pad + 15}" font-size="10" text-anchor="middle">'
+                     f'{label}</text>')
     for key, label, colour in SERIES:
         limit = thresholds.get(key.replace("_max", ""))
         if limit is not None and limit <= ymax:
             _, y = xy(t0, limit)
-            parts.append(f'<line x1="{pad}" x2="{width - pad}" y1="{y:.1f}" y2="{y:.1f}" stroke="{colour}" '
+            parts.append(f'<line x1="{left}" x2="{width - pad}" y1="{y:.1f}" y2="{y:.1f}" stroke="{colour}" '
                          f'stroke-dasharray="4 4" opacity="0.6"><title>{label} threshold {limit:g}</title></line>')
         coords = [xy(t, v) for t, v in points[key]]
         if coords:
@@ -62,7 +92,7 @@ def _chart(alert_type: str, reports: list[DriftReport], thresholds: dict[str, fl
             parts += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}"><title>{label} {v:.3f}</title></circle>'
                       for (x, y), (_, v) in zip(coords, points[key], strict=True)]
     legend = " ".join(f'<tspan fill="{c}">■ {lbl}</tspan>' for _, lbl, c in SERIES)
-    parts.append(f'<text x="{pad}" y="{height - 10}" font-size="11">{legend} (dashed: policy thresholds)</text>')
+    parts.append(f'<text x="{left}" y="{height - 6}" font-size="11">{legend} (dashed: policy thresholds; time in UTC)</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -86,5 +116,6 @@ noise floor to be exceeded; it demotes the alert type to in_the_loop and opens a
 {charts}
 <h2>Checks</h2><table><tr><th>at (UTC)</th><th>model</th><th>breaches</th><th>demoted</th><th>drift case</th></tr>{rows}</table>
 </body></html>"""
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page)
     return path

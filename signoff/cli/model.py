@@ -31,6 +31,7 @@ JSON = typer.Option(False, "--json", help="Print one JSON object on stdout.")
 JOBS = typer.Option(
     0, "--jobs", min=0, help="Worker processes for the independent folds; 0 = one per core. The result is the same for any value."
 )
+NO_THRESHOLD = "none (infeasible: keep humans in the loop)"  # as signoff.scoring.evaluate (not imported: slow)
 BUDGET = typer.Option(
     0.005,
     "--risk-budget",
@@ -139,10 +140,16 @@ def train(
     out.print(f"model [bold]{trained.model_id}[/] saved in {path}")
     out.print(f"out-of-fold macro-F1 {cv['macro_f1']:.3f}, ECE {cv['ece']:.3f}")
     rec = cv["threshold"]
-    out.print(
-        f"recommended threshold {rec['threshold']:.4f} for risk budget {risk_budget:.3%}: auto-closes "
-        f"{rec['at']['auto_closed_share']:.1%} of training incidents (out-of-fold)"
-    )
+    if rec.get("feasible", True):
+        out.print(
+            f"recommended threshold {rec['threshold']:.4f} for risk budget {risk_budget:.3%}: auto-closes "
+            f"{rec['at']['auto_closed_share']:.1%} of training incidents (out-of-fold)"
+        )
+    else:
+        out.print(
+            f"recommended threshold: {NO_THRESHOLD}: no threshold keeps the 95% upper bound on true positives "
+            f"closed within the risk budget {risk_budget:.3%} ({rec['at']['tp_total']} true positives out-of-fold)"
+        )
     out.print(f"activate it with: signoff model promote {trained.model_id[:12]} --as USER --reason TEXT")
 
 
@@ -179,6 +186,7 @@ def evaluate(
 ) -> None:
     """Score labelled incidents and report quality, calibration and auto-close safety."""
     from policies import PolicyError, load_policy
+    from signoff.scoring.evaluate import INFEASIBLE
     from signoff.scoring.evaluate import evaluate as run_evaluate
     from signoff.scoring.model_store import ModelStoreError
 
@@ -202,11 +210,24 @@ def evaluate(
     out.print(f"macro-F1 {result['macro_f1']:.3f}  ECE {result['ece']:.3f}")
     for grade, r in result["per_class"].items():
         out.print(f"  {grade:15} precision {r['precision']:.3f} recall {r['recall']:.3f} (n={r['support']})")
-    out.print(
-        f"threshold {result['threshold']:.4f} ({result['threshold_source']}): auto-closed "
-        f"{result['auto_closed_share']:.1%}, true positives wrongly closed {result['tp_wrongly_closed']}/"
-        f"{result['tp_total']} (95% upper bound {result['tp_wrongly_closed_upper95']:.2%})"
-    )
+    totals = (f"auto-closed {result['auto_closed_share']:.1%}, true positives wrongly closed "
+              f"{result['tp_wrongly_closed']}/{result['tp_total']} (95% upper bound "
+              f"{result['tp_wrongly_closed_upper95']:.2%})")
+    if result["threshold"] is not None:
+        out.print(f"threshold {result['threshold']:.4f} ({result['threshold_source']}): {totals}", highlight=False)
+    elif result["threshold_source"] == INFEASIBLE:
+        out.print(f"threshold {NO_THRESHOLD}: no threshold keeps the 95% upper bound within the risk budget "
+                  f"{result['risk_budget']:.2%}: {totals}", highlight=False)
+    else:
+        out.print(f"thresholds differ by alert type ({result['threshold_source']}):", highlight=False)
+        for name, t in result["thresholds_by_alert_type"].items():
+            value = "none (infeasible)" if t["threshold"] is None else f"{t['threshold']:.4f}"
+            who = f", set by {t['set_by']}" if t.get("set_by") else ""
+            out.print(f"  {name:20} {value} ({t['source']}{who}): {t['incidents']} incidents, auto-closed "
+                      f"{t['auto_closed']}, true positives wrongly closed {t['tp_wrongly_closed']}/{t['tp_total']}",
+                      highlight=False)
+        out.print(f"all alert types: {totals}", highlight=False)
+    out.print(result["autonomy_note"], highlight=False)
     if "warning" in result:
         out.print(f"[yellow]{result['warning']}[/]")
     out.print(f"safety curve: {result['safety_curve']}")
@@ -255,16 +276,34 @@ def list_models(as_json: bool = JSON) -> None:
     from signoff.scoring import model_store
 
     models = model_store.list_models()
+    feasible = {m.model_id: _recommendation_feasible(Path(m.path)) for m in models}
     if as_json:
         for m in models:
-            _emit(m.model_dump())
+            _emit({**m.model_dump(), "recommended_threshold_feasible": feasible[m.model_id]})
         return
     table = Table("active", "model id", "shipped", "incidents", "OOF macro-F1", "ECE", "rec. threshold")
     for m in models:
+        if m.recommended_threshold is None:
+            rec = ""
+        elif feasible[m.model_id] is False:
+            rec = NO_THRESHOLD
+        else:
+            rec = f"{m.recommended_threshold:.4f}"
         table.add_row("*" if m.active else "", m.model_id[:16], "yes" if m.shipped else "", str(m.incidents or ""),
                       f"{m.macro_f1:.3f}" if m.macro_f1 is not None else "", f"{m.ece:.3f}" if m.ece is not None else "",
-                      f"{m.recommended_threshold:.4f}" if m.recommended_threshold is not None else "")
+                      rec)
     out.print(table)
+
+
+def _recommendation_feasible(path: Path) -> bool | None:
+    """Whether the manifest's threshold recommendation keeps its risk budget (None: no recommendation)."""
+    from signoff.scoring.model_store import MANIFEST
+
+    manifest = path / MANIFEST
+    if not manifest.exists():
+        return None
+    rec = json.loads(manifest.read_text()).get("recommended_threshold") or {}
+    return bool(rec["feasible"]) if "feasible" in rec else None
 
 
 def _check_governor(user: str) -> None:
