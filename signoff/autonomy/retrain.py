@@ -65,5 +65,6 @@ def train_candidate(cases: LabelledCases, params: TrainParams, source: str,
         "grades": trained.manifest["data"]["grades"],
         "oof_macro_f1": cv["macro_f1"],
         "oof_ece": cv["ece"],
-        "recommended_threshold": cv["threshold"].get("threshold"),
+        # None when no threshold keeps the risk budget (too few true positives): nothing to recommend
+        "recommended_threshold": cv["threshold"].get("threshold") if cv["threshold"].get("feasible", True) else None,
     }
