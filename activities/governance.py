@@ -61,6 +61,12 @@ async def resolve_model(model_id: str) -> str:
     from signoff.scoring import model_store
 
     def check() -> str:
+        if len(model_id) >= 8 and not any(m.model_id.startswith(model_id) for m in model_store.list_models()):
+            # The operator's `signoff model list` reads their own store, not the workers': say which one.
+            what = f"model id prefix {model_id!r} matches 0 models" if len(model_id) < 64 else f"no model {model_id!r}"
+            raise model_store.ModelStoreError(
+                f"{what} in the workers' model store {model_store.store_dir()}; copy models/<id>/ there "
+                "or train where the workers read (docs/deployment.md §6)")
         full = model_store.resolve(model_id)
         model_store.read_artifact(full)
         return full

@@ -231,7 +231,10 @@ def render_text(r: dict[str, Any]) -> str:
         thr = "none" if a["threshold"] is None else f"{a['threshold']:.4f}"
         add(f"   {a['alert_type']:<22} {a['autonomy']:<12} threshold {thr:<8} (autonomy by {a['autonomy_by']}, "
             f"threshold by {a['threshold_by']}); {a['cases']} cases; gated steps: {', '.join(a['gated_steps']) or '-'}")
-    for m in r["humans_in_the_loop"]["line_moves"][-10:]:
+    moves = r["humans_in_the_loop"]["line_moves"]
+    if len(moves) > 10:
+        add(f"   (the last 10 of {len(moves)} changes of the line; all are in --json and `signoff policy history`)")
+    for m in moves[-10:]:
         add(f"   moved {m['at']}: {m['kind']} {m['alert_type']} {m['before']} -> {m['after']} by {m['by']} ({m['reason']})"
             + ("" if m["accepted"] else " REFUSED"))
     t = r["traceability"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from signoff.cli._common import emit_json, fail, out, run
+from signoff.cli._common import emit_json, err, fail, out, run
 
 app = typer.Typer(help="The audit trail: export it (hash-chained JSON Lines), verify it, archive histories.",
                   no_args_is_help=True)
@@ -31,7 +31,10 @@ def export_cmd(
 
         return await export(await connect(), out_file, cutoff)
 
-    summary = run(main())
+    err.print(f"exporting the audit trail to {out_file}: reading every case and governance history ...",
+              highlight=False)
+    with err.status("reading histories"):
+        summary = run(main())
     if json_out:
         emit_json(summary)
         return

@@ -43,10 +43,16 @@ def bench(
     for name in names:
         with Progress(TextColumn(f"{name}: " + "{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=err, transient=True) as bar:
-            def report(phase: str, done: int, total: int, bar: Progress = bar, tasks: dict[str, Any] = {}) -> None:  # noqa: B006
+            def report(phase: str, done: int, total: int, bar: Progress = bar, tasks: dict[str, Any] = {},  # noqa: B006
+                       name: str = name) -> None:
                 if phase not in tasks:
                     tasks[phase] = bar.add_task(phase, total=total)
                 bar.update(tasks[phase], completed=done, total=total)
+                if not err.is_terminal:  # no live bar (a log, CI): a line per phase and per tenth of it
+                    tenth = 10 * done // total if total else 0
+                    if tasks.get(f"line:{phase}") != tenth:
+                        tasks[f"line:{phase}"] = tenth
+                        err.print(f"{name}: {phase} {done}/{total or '?'}", highlight=False)
 
             try:
                 result = run_scenario(name, cases, report, data=data, labels=labels)

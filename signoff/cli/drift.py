@@ -37,7 +37,10 @@ def check(
             id=f"drift-check-{uuid.uuid4().hex[:12]}", task_queue=settings.task_queue(),
         )
         try:
-            return await asyncio.wait_for(handle.result(), 600)
+            err.print(f"drift check {handle.id} started; a worker computes it (up to a minute on large windows) ...",
+                      highlight=False)
+            with err.status("drift check running"):
+                return await asyncio.wait_for(handle.result(), 600)
         except TimeoutError:
             fail(f"the drift check {handle.id} did not finish within 10 minutes: is a worker running?")
 
