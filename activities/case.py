@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 from pydantic import BaseModel, ConfigDict
@@ -53,6 +54,19 @@ async def enrich_case(req: EnrichRequest) -> Enrichment:
     return await enrich_entities(req.case_id, req.entities)
 
 
+def escalation_webhook() -> str:
+    """`SIGNOFF_ESCALATION_WEBHOOK`, or the contents of the file `SIGNOFF_ESCALATION_WEBHOOK_FILE` names
+    (the URL is a bearer secret: a mounted secret file keeps it out of the environment)."""
+    path = os.environ.get("SIGNOFF_ESCALATION_WEBHOOK_FILE", "").strip()
+    if path:
+        try:
+            return Path(path).read_text().strip()
+        except OSError as exc:
+            raise RuntimeError(f"cannot read SIGNOFF_ESCALATION_WEBHOOK_FILE ({path}): {exc.strerror}; "
+                               "fix the path or its permissions") from None
+    return os.environ.get("SIGNOFF_ESCALATION_WEBHOOK", "").strip()
+
+
 @activity.defn
 async def escalate(req: Escalation) -> str:
     """Tell a human. Writes the escalation queue file; posts to a webhook when one is configured."""
@@ -61,7 +75,7 @@ async def escalate(req: Escalation) -> str:
     if activity.info().attempt == 1:  # a retry is for the webhook: the queue already has this escalation
         with path.open("a") as fh:
             fh.write(json.dumps(record, sort_keys=True) + "\n")
-    url = os.environ.get("SIGNOFF_ESCALATION_WEBHOOK")
+    url = escalation_webhook()
     if url:
         try:
             async with httpx.AsyncClient(timeout=10) as http:

@@ -111,3 +111,22 @@ async def test_planted_secrets_stay_out_of_everything(
     finished = spans.get_finished_spans()
     assert any((s.attributes or {}).get(telemetry.CASE_ID_ATTRIBUTE) == inp.case_id for s in finished)
     _absent("the spans", "\n".join(s.to_json() for s in finished))
+
+
+def test_the_escalation_webhook_can_come_from_a_secret_file(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from activities.case import escalation_webhook
+
+    secret = tmp_path / "webhook"
+    secret.write_text("https://hooks.example.invalid/T000/B000/planted-token\n")
+    monkeypatch.setenv("SIGNOFF_ESCALATION_WEBHOOK", "https://from-the-environment.invalid/")
+    monkeypatch.setenv("SIGNOFF_ESCALATION_WEBHOOK_FILE", str(secret))
+    assert escalation_webhook() == "https://hooks.example.invalid/T000/B000/planted-token"  # the file wins
+    monkeypatch.setenv("SIGNOFF_ESCALATION_WEBHOOK_FILE", str(tmp_path / "missing"))
+    try:
+        escalation_webhook()
+    except RuntimeError as exc:
+        assert "SIGNOFF_ESCALATION_WEBHOOK_FILE" in str(exc) and "planted-token" not in str(exc)
+    else:
+        raise AssertionError("a missing webhook file must be an error, not a silent fallback")
+    monkeypatch.delenv("SIGNOFF_ESCALATION_WEBHOOK_FILE")
+    assert escalation_webhook() == "https://from-the-environment.invalid/"
