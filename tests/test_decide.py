@@ -49,3 +49,12 @@ def test_no_score_goes_to_an_analyst_with_the_reason() -> None:
     decision = decide(_gov(), None, "the scoring activity failed")
     assert decision.kind == DecisionKind.analyst
     assert decision.reason == "the scoring activity failed: an analyst decides"
+
+
+def test_a_drift_case_goes_to_people_whatever_the_triage_model_says() -> None:
+    """QA: drift cases were 'respond (likely true positive)': a triage score on the drift check's own
+    findings means nothing."""
+    drift = decide(_gov(alert_type="model_drift", autonomy="in_the_loop", threshold=None),
+                   _score(0.9, 0.05, 0.05, Verdict.true_positive))
+    assert drift.kind == DecisionKind.analyst and "detection engineers" in drift.reason
+    assert "likely" not in drift.reason

@@ -102,3 +102,30 @@ async def test_guard_bites_on_an_unpatched_change() -> None:
     replayer = Replayer(workflows=[_CaseWorkflowWithAnExtraStep], data_converter=pydantic_data_converter)
     with pytest.raises(NondeterminismError):
         await replayer.replay_workflow(_history("malware_on_host"))
+
+
+async def test_a_different_decision_kind_replays(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Analyst and respond run the same commands (the playbook is planned either way); only the
+    Decision search attribute's value differs, which replay does not compare. The decide step relies
+    on this: the drift-case rule changed decisions without a patch (workflows/decide.py)."""
+    from temporalio.worker import UnsandboxedWorkflowRunner
+
+    import workflows.case as case_module
+    from signoff.models import DecisionKind
+
+    swapped = {DecisionKind.analyst: DecisionKind.respond, DecisionKind.respond: DecisionKind.analyst}
+    original = case_module.decide
+    calls: list[str] = []
+
+    def other_kind(gov, score, problem=""):  # type: ignore[no-untyped-def]
+        decision = original(gov, score, problem)
+        calls.append(decision.kind.value)
+        return decision.model_copy(update={"kind": swapped.get(decision.kind, decision.kind)})
+
+    monkeypatch.setattr(case_module, "decide", other_kind)
+    replayer = Replayer(workflows=[CaseWorkflow], data_converter=pydantic_data_converter,
+                        workflow_runner=UnsandboxedWorkflowRunner())
+    for playbook in PLAYBOOKS:
+        result = await replayer.replay_workflow(_history(playbook), raise_on_replay_failure=False)
+        assert result.replay_failure is None, playbook
+    assert len(calls) >= len(PLAYBOOKS) and set(calls) <= {"analyst", "respond"}

@@ -13,6 +13,12 @@ def decide(gov: GovernanceSnapshot, score: ScoreResult | None, scoring_problem: 
         autonomy=gov.autonomy, threshold=gov.threshold, policy_version=gov.policy_version,
         model_id=score.model_id if score else None, confidence=score.confidence if score else None,
     )
+    if gov.alert_type == gov.policy.drift.open_case_alert_type:
+        # Its alerts are the drift check's findings, not security evidence: the triage model's
+        # score is kept in the record but means nothing here. (Same commands either way: replay-safe.)
+        return CaseDecision(kind=DecisionKind.analyst, reason=(
+            f"a {gov.alert_type} case is for detection engineers: the triage model's score does not apply"),
+            **common)
     if score is None:
         why = scoring_problem or "no model scored this case"
         return CaseDecision(kind=DecisionKind.analyst, reason=f"{why}: an analyst decides", **common)
