@@ -265,14 +265,18 @@ async def ingest_path(
             summary.accepted += chunk.accepted
             summary.duplicates += chunk.duplicates
 
-            async def deliver(draft: CaseDraft) -> str:
+            async def deliver(draft: CaseDraft) -> tuple[str, bool | None]:
                 async with gate:
                     return await _signal_with_start(client, CaseWorkflow, draft, draft.alerts, requested_by, queue)
 
-            # The case each draft landed in: its own, or the follow-up of a closed one.
-            landed = dict(zip(chunk.drafts, await asyncio.gather(*(deliver(d) for d in chunk.drafts.values())),
-                              strict=True))
-            existed = await asyncio.to_thread(store.known_cases, list(landed.values()))
+            # The case each draft landed in (its own, or the follow-up of a closed one), and whether
+            # this delivery started it: Temporal's answer, right also when two ingests run at once.
+            delivered = await asyncio.gather(*(deliver(d) for d in chunk.drafts.values()))
+            landed = {draft_id: case_id for draft_id, (case_id, _) in zip(chunk.drafts, delivered, strict=True)}
+            unknown = [case_id for case_id, new in delivered if new is None]
+            known_before = await asyncio.to_thread(store.known_cases, unknown) if unknown else set()
+            opened_now = {case_id for case_id, new in delivered
+                          if new or (new is None and case_id not in known_before)}
             # Stored after Temporal accepted them: a crash in between re-sends the same batch,
             # which the workflow recognises by its batch id and counts once.
             await asyncio.to_thread(
@@ -287,10 +291,10 @@ async def ingest_path(
                     continue
                 touched.add(case_id)
                 summary.case_ids.append(case_id)
-                if case_id in existed:
-                    summary.cases_updated += 1
-                else:
+                if case_id in opened_now:
                     summary.cases_opened += 1
+                else:
+                    summary.cases_updated += 1
             if progress:
                 progress(summary.accepted + summary.rejected, 0)
     finally:
@@ -343,9 +347,9 @@ def follow_up_id(case_id: str, n: int) -> str:
 
 async def _signal_with_start(
     client: Client, workflow_cls: Any, draft: CaseDraft, alerts: list[Alert], requested_by: str, queue: str,
-) -> str:
+) -> tuple[str, bool | None]:
     """Deliver `alerts` to the draft's case, or to its open follow-up when the case has closed;
-    returns the case id they landed in."""
+    returns the case id they landed in and whether this delivery started that case (None: unknown)."""
     from temporalio.common import WorkflowIDReusePolicy
     from temporalio.exceptions import WorkflowAlreadyStartedError
 
@@ -362,7 +366,7 @@ async def _signal_with_start(
         case = CaseInput(case_id=case_id, alert_type=draft.alert_type, severity=_worst(a.severity for a in alerts),
                          title=title[:200], requested_by=requested_by, follows=previous)
         try:
-            await client.start_workflow(
+            handle = await client.start_workflow(
                 workflow_cls.run,
                 case,
                 id=case_id,
@@ -377,7 +381,11 @@ async def _signal_with_start(
                     "Send the `approve` update to sign off a step; the `status` query shows the whole case."
                 ),
             )
-            return case_id
+            # Temporal's SignalWithStart response says whether it started the workflow (`started`).
+            # (The SDK keeps it on the handle; if a later SDK does not, None: the store answers.)
+            response = getattr(handle, "_start_workflow_response", None)
+            started = getattr(response, "started", None)
+            return case_id, started if isinstance(started, bool) else None
         except WorkflowAlreadyStartedError:  # this case id has closed: its follow-up takes the alerts
             previous = case_id
     raise RuntimeError(f"case {draft.case_id} and its {FOLLOW_UPS_AT_MOST - 1} follow-ups have all closed; "

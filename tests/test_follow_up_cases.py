@@ -77,3 +77,22 @@ async def test_late_alerts_open_a_follow_up_and_the_closed_case_keeps_its_verdic
         await client.get_workflow_handle(f"{case}-r3").terminate("test over")
     store.close()
 
+
+
+async def test_two_ingests_at_once_count_each_case_opened_once(dev_env: WorkflowEnvironment, task_queue: str,
+                                                                tmp_path: Path) -> None:
+    """QA: two concurrent ingests of one file said 442 + 430 cases opened for 442 cases. Whether a
+    delivery opened its case is Temporal's answer now, not this process's store."""
+    client = dev_env.client
+    org = _unique_org()
+    rows = [_row(org, incident, 10 * incident + k, 10 * incident + k) for incident in range(1, 31) for k in (1, 2)]
+    data = _guide_csv(tmp_path / "thirty.csv", rows)
+    stores = [AlertStore(tmp_path / f"home{i}" / "alerts.db") for i in (1, 2)]
+    summaries = await asyncio.gather(*(ingest_path(client, data, "guide", store=s, task_queue=task_queue)
+                                       for s in stores))
+    assert sum(s.cases_opened for s in summaries) == 30
+    assert all(s.cases_opened + s.cases_updated == 30 for s in summaries)
+    for store in stores:
+        store.close()
+    for incident in range(1, 31):
+        await client.get_workflow_handle(f"guide-{org}-{incident}").terminate("test over")
