@@ -2,12 +2,16 @@
 
 State (the SQLite database, pid files, logs) lives under `signoff.settings.home()`. The server
 and the background worker outlive the command that started them, so an analyst can approve from
-the UI after `signoff demo` returns; `signoff stop` ends both.
+the UI after `signoff demo` returns; `signoff stop` ends both. `signoff dev` runs its worker in the
+foreground and records itself in `dev.pid`: Ctrl-C (or SIGTERM) stops that worker and leaves the
+server running; `signoff stop` stops that worker too, then the server; and the worker stops on its
+own when the server it watches exits, so it never polls a later server with a stale policy.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -15,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from temporalio.api.enums.v1 import IndexedValueType
@@ -52,9 +57,29 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 def _pid_alive(path: Path) -> int | None:
     try:
         pid = int(path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if process_running(pid) else None
+
+
+def process_running(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie, exited but not yet reaped by its parent, is not)."""
+    try:
         os.kill(pid, 0)
-        return pid
-    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+    except (ProcessLookupError, PermissionError):
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (macOS): the signal check is all there is
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+
+
+def _cmdline(pid: int) -> list[str] | None:
+    """The command line of `pid` (None where /proc is not there to say)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
         return None
 
 
@@ -110,10 +135,17 @@ def start_codec_server(home: Path, ui_port: int) -> int | None:
 
 def start_server(home: Path | None = None, port: int = GRPC_PORT, ui_port: int = UI_PORT) -> str:
     """Start the dev server detached, or reuse the one already listening. Returns host:port."""
+    return launch_server(home, port, ui_port)[0]
+
+
+def launch_server(
+    home: Path | None = None, port: int = GRPC_PORT, ui_port: int = UI_PORT
+) -> tuple[str, subprocess.Popen[bytes] | None]:
+    """`start_server`, also returning the process it started (None when it reused a listening one)."""
     home = home or settings.home()
     address = f"127.0.0.1:{port}"
     if port_open(port):
-        return address
+        return address, None
     start_codec_server(home, ui_port)
     log = (home / "temporal.log").open("ab")
     proc = subprocess.Popen(
@@ -128,7 +160,7 @@ def start_server(home: Path | None = None, port: int = GRPC_PORT, ui_port: int =
                 f"the Temporal dev server exited with code {proc.returncode}; see {home / 'temporal.log'}"
             )
         if port_open(port):
-            return address
+            return address, proc
         time.sleep(0.2)
     raise DevServerError(f"the Temporal dev server did not listen on {address} within 60 s; see {home / 'temporal.log'}")
 
@@ -177,16 +209,84 @@ def start_worker_process(home: Path | None = None, address: str | None = None) -
     return proc.pid
 
 
-def stop(home: Path | None = None) -> list[str]:
+DEV_PID = "dev.pid"
+
+
+def server_pid(home: Path, port: int) -> int | None:
+    """The pid in `home/temporal.pid` when it is the dev server serving `port` (else None)."""
+    pid = _pid_alive(home / "temporal.pid")
+    if pid is None:
+        return None
+    cmd = _cmdline(pid)
+    if cmd is not None and not ("start-dev" in cmd and str(port) in cmd):
+        return None  # a stale pid file: that pid is now some other process
+    return pid
+
+
+def dev_pid(home: Path) -> int | None:
+    """The live `signoff dev` recorded in `home/dev.pid` (None if it has exited)."""
+    pid = _pid_alive(home / DEV_PID)
+    if pid is None:
+        return None
+    cmd = _cmdline(pid)
+    if cmd is not None and not any("signoff" in part for part in cmd):
+        return None  # the pid was reused by an unrelated process: never signal it
+    return pid
+
+
+@contextlib.contextmanager
+def dev_pid_file(home: Path) -> Iterator[Path]:
+    """Record this process as the `signoff dev` of `home` (so `signoff stop` stops it); removed on exit."""
+    path = home / DEV_PID
+    running = dev_pid(home)
+    if running and running != os.getpid():
+        raise DevServerError(
+            f"`signoff dev` is already running from {home} (pid {running}): use that one, stop it with "
+            "`signoff stop`, or add workers with `signoff worker`"
+        )
+    path.write_text(str(os.getpid()))
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            if int(path.read_text().strip()) == os.getpid():  # `signoff stop` may have removed it already
+                path.unlink()
+
+
+def stop(home: Path | None = None, wait: float = 20.0) -> list[str]:
+    """Stop what `signoff dev`/`signoff demo` started from `home`: the foreground `signoff dev` worker
+    first (so it cannot poll anything after the server), then the background worker, the server and the
+    codec server. Waits up to `wait` seconds for each to exit, so the ports are free when it returns."""
     home = home or settings.home()
     stopped = []
+    pid = dev_pid(home)
+    (home / DEV_PID).unlink(missing_ok=True)  # before the signal: the dev process sees who stopped it
+    if pid:
+        # Not killpg: `signoff dev` runs in the terminal's process group, which is not ours to signal.
+        os.kill(pid, signal.SIGTERM)
+        if not _wait_exit(pid, wait):
+            os.kill(pid, signal.SIGKILL)
+        stopped.append(f"signoff dev (pid {pid})")
+    started: list[int] = []
     for name in ("worker", "temporal", "codec"):
         pid = _pid_alive(home / f"{name}.pid")
         if pid:
             os.killpg(pid, signal.SIGTERM)
+            started.append(pid)
             stopped.append(f"{name} (pid {pid})")
         (home / f"{name}.pid").unlink(missing_ok=True)
+    for pid in started:
+        _wait_exit(pid, wait)
     return stopped
+
+
+def _wait_exit(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while process_running(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def ui_address(ui_port: int = UI_PORT) -> str:

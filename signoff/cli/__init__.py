@@ -54,6 +54,8 @@ def main() -> None:
     exit and would repeat approvals or governance changes that already happened; so nothing runs
     after the command but flushing output and telemetry.
     """
+    from policies.loader import PolicyError
+
     code = 0
     try:
         app()
@@ -63,6 +65,11 @@ def main() -> None:
         code = 130
     except BrokenPipeError:  # the reader went away (`signoff cases | head`): as a shell tool does
         code = 141
+    except PolicyError as exc:  # a bad policy file, wherever a command met it: one line, not a traceback
+        from signoff.cli._common import policy_error_line, print_error
+
+        print_error(policy_error_line(exc))
+        code = 1
     except BaseException:
         traceback.print_exc()
         code = 1

@@ -17,11 +17,17 @@ app = typer.Typer(help="Policy as versioned code: show it, set and revert thresh
 @app.command()
 def show(json_out: bool = typer.Option(False, "--json", help="one JSON object")) -> None:
     """The effective policy: the file (its hash) overlaid with the live governance state."""
-    from policies.loader import load_policy, policy_path
+    from pydantic import ValidationError
+
+    from policies.loader import PolicyError, load_policy, policy_path
+    from signoff.cli._common import fail_policy
     from signoff.cli.autonomy import load_state
     from signoff.governance_state import snapshot
 
-    policy = load_policy()
+    try:
+        policy = load_policy()
+    except (PolicyError, ValidationError) as exc:  # a bad file: one line saying what to fix, not a traceback
+        fail_policy(exc)
     state = run(load_state())
     types: dict[str, dict[str, Any]] = {}
     for name in sorted(policy.alert_types):
@@ -110,8 +116,11 @@ def history(
     from signoff.cli.autonomy import load_state, print_events
 
     state = run(load_state())
+    # The line between people and automation, per alert type; model changes (promotions,
+    # rollbacks, candidates, and their refusals) are in `signoff autonomy history`.
     events = [e for e in (state.events if state else ())
-              if e.kind in ("threshold", "autonomy", "autonomy_approval", "drift", "refused")
+              if e.kind in ("threshold", "threshold_revert", "autonomy", "autonomy_approval", "drift", "refused")
+              and (e.kind != "refused" or (e.alert_type and e.before != "verdict"))  # not model or verdict refusals
               and (alert_type is None or e.alert_type == alert_type)]
     print_events(events, json_out)
 
@@ -236,4 +245,5 @@ def _write_backtest_report(path: Path, doc: dict[str, Any]) -> None:
         path, points, "", doc["threshold_in_force"],
         in_force["tp_closed"] if in_force else 0, in_force["tp_total"] if in_force else 0,
         (in_force["auto_close_share"] or 0.0) if in_force else 0.0,
-        title=f"Signoff backtest — {doc['alert_type']}: {doc['scored']} reviewed cases", population="reviewed cases")
+        title=f"Signoff backtest — {doc['alert_type']}: {doc['scored']} reviewed cases", population="reviewed cases",
+        risk_budget=doc["risk_budget"])

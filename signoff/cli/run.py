@@ -5,17 +5,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
+import subprocess
 from collections import Counter
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from signoff import devserver, settings
-from signoff.cli._common import emit_json, err, out
+from signoff.cli._common import emit_json, err, out, print_error, require_policy
 from signoff.cli._common import run as run_async
+
+if TYPE_CHECKING:
+    from temporalio.worker import Worker
 
 
 def register(app: typer.Typer) -> None:
@@ -30,25 +36,92 @@ def dev(
     port: int = typer.Option(devserver.GRPC_PORT, help="Temporal frontend port"),
     ui_port: int = typer.Option(devserver.UI_PORT, help="Temporal Web UI port"),
 ) -> None:
-    """Start the embedded Temporal dev server (SQLite under .signoff/) and a worker, in the foreground."""
+    """Start the embedded Temporal dev server (SQLite under .signoff/) and a worker, in the foreground.
+
+    Ctrl-C or SIGTERM stops this worker only: the server keeps running for the UI and `signoff cases`.
+
+    `signoff stop` stops both (this worker first). If the server exits, this worker stops with it.
+    """
+    require_policy()  # a bad policy refuses to start here, not case by case in the worker log
     home = settings.home()
-    address = devserver.start_server(home, port, ui_port)
-
-    async def main() -> None:
-        from signoff.worker import build_worker
-
-        client = await devserver.wait_ready(address)
-        added = await devserver.register_search_attributes(client)
-        if added:
-            err.print(f"registered search attributes: {', '.join(added)}")
-        out.print(f"Temporal at [bold]{address}[/], UI at [bold]{devserver.ui_address(ui_port)}[/]")
-        out.print(f"state in {home}; worker on task queue {settings.task_queue()} (Ctrl-C stops the worker)")
-        await build_worker(client).run()
-
     try:
-        run_async(main())
-    except KeyboardInterrupt:
-        err.print("worker stopped; the dev server keeps running (`signoff stop` ends it)")
+        with devserver.dev_pid_file(home) as pid_file:
+            address, server = devserver.launch_server(home, port, ui_port)
+            server_pid = server.pid if server else devserver.server_pid(home, port)
+
+            async def main() -> str:
+                from signoff.worker import build_worker
+
+                client = await devserver.wait_ready(address)
+                added = await devserver.register_search_attributes(client)
+                if added:
+                    err.print(f"registered search attributes: {', '.join(added)}")
+                out.print(f"Temporal at [bold]{address}[/], UI at [bold]{devserver.ui_address(ui_port)}[/]")
+                out.print(f"state in {home}; worker on task queue {settings.task_queue()} "
+                          "(Ctrl-C stops the worker, the server keeps running; `signoff stop` stops both)")
+                return await _work_until_stopped(build_worker(client), server, server_pid)
+
+            try:
+                why = run_async(main())
+            except KeyboardInterrupt:  # Ctrl-C before the worker ran
+                why = "SIGINT"
+            if why == "server":
+                if server is not None:  # the server this command started is gone: so is its pid file's meaning
+                    with contextlib.suppress(FileNotFoundError):
+                        if (home / "temporal.pid").read_text().strip() == str(server.pid):
+                            (home / "temporal.pid").unlink()
+                print_error(f"the Temporal dev server (pid {server_pid}) exited, so this worker stopped too (it would "
+                            "otherwise poll a later server with this process's policy); run `signoff dev` to start "
+                            f"both again (server log: {home / 'temporal.log'})")
+                raise typer.Exit(1)
+            if why == "SIGTERM" and not pid_file.exists():
+                err.print("worker stopped by `signoff stop`")
+            else:
+                err.print("worker stopped; the dev server keeps running (`signoff stop` ends it)")
+    except devserver.DevServerError as exc:
+        print_error(str(exc))
+        raise typer.Exit(1) from None
+
+
+async def _work_until_stopped(
+    worker: Worker, server: subprocess.Popen[bytes] | None, server_pid: int | None
+) -> str:
+    """Run `worker` until SIGINT/SIGTERM or the exit of the server it was started with; returns why it stopped:
+    "SIGINT", "SIGTERM" or "server". A worker error propagates."""
+    loop = asyncio.get_running_loop()
+    stopped = asyncio.Event()
+    why: list[str] = []
+
+    def stop_on(name: str) -> None:
+        why.append(name)
+        stopped.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop_on, sig.name)
+    running = asyncio.create_task(worker.run())
+    signalled = asyncio.create_task(stopped.wait())
+    try:
+        while not running.done() and not stopped.is_set():
+            await asyncio.wait({running, signalled}, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+            gone = server.poll() is not None if server else (server_pid is not None
+                                                              and not devserver.process_running(server_pid))
+            if gone and not stopped.is_set():
+                why.append("server")
+                stopped.set()
+        if running.done():
+            running.result()  # the worker failed on its own: its error, not a quiet exit
+            return why[0] if why else "worker"
+        try:
+            await asyncio.wait_for(worker.shutdown(), timeout=20)
+        except TimeoutError:
+            running.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await running  # an error while stopping is not news: the worker is going away as asked
+        return why[0]
+    finally:
+        signalled.cancel()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
 
 def worker(
@@ -58,6 +131,7 @@ def worker(
     """Run a worker against TEMPORAL_ADDRESS (default localhost:7233). Scale by running more."""
     from signoff.worker import run_worker
 
+    require_policy()  # before connecting: a bad policy would leave every case stuck in triage
     with contextlib.suppress(KeyboardInterrupt):
         run_async(run_worker(address, task_queue))
 
@@ -76,13 +150,13 @@ def setup(
 
 
 def stop() -> None:
-    """Stop the embedded dev server and the background worker started by `signoff demo`."""
+    """Stop the embedded dev server, the background worker of `signoff demo` and a running `signoff dev`."""
     home = settings.home_path()  # not created: stopping reads its pid files only
     stopped = devserver.stop(home) if home.is_dir() else []
     if stopped:
         out.print("stopped " + ", ".join(stopped))
         return
-    out.print(f"nothing was running from {home} (no live temporal.pid or worker.pid there)")
+    out.print(f"nothing was running from {home} (no live temporal.pid, worker.pid or dev.pid there)")
     address = settings.temporal_address()
     if _answers(address):
         err.print(
@@ -117,10 +191,15 @@ def demo(
     wait: float = typer.Option(120.0, help="seconds to wait for the cases to settle"),
 ) -> None:
     """The main job: dev server + worker, ingest real GUIDE incidents, score, decide, act, wait for sign-off."""
+    require_policy()  # before the server and the background worker start
     home = settings.home()
     data = data or demo_slice()
     err.print(f"starting the embedded Temporal dev server (state in {home}) ...")
-    address = devserver.start_server(home)
+    try:
+        address = devserver.start_server(home)
+    except devserver.DevServerError as exc:
+        print_error(str(exc))
+        raise typer.Exit(1) from None
     os.environ["TEMPORAL_ADDRESS"] = address
 
     async def main() -> dict:
