@@ -21,6 +21,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "mail_message": {"folder": "inbox"},
     "mailbox": {"sender_blocked": False},
     "ip": {"blocked": False},
+    "url": {"blocked": False},  # domains and URLs (docs/playbooks.md's block_domain example)
     "access_key": {"status": "Active"},
     "watchlist": {"watched": False},
 }

@@ -20,6 +20,23 @@ class Step:
     # Entity types to aim at, in order of preference (default: the action's target kind).
     target_types: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        kind = self.action.target_kind
+        if not self.target_types or kind == "any":
+            return
+        if kind == "case":
+            raise ValueError(
+                f"step {self.step_id!r}: action {self.action.name!r} acts on the case itself, so "
+                f"target_types={self.target_types!r} would be ignored; drop target_types"
+            )
+        wrong = [t for t in self.target_types if t != kind]
+        if wrong:
+            raise ValueError(
+                f"step {self.step_id!r}: action {self.action.name!r} acts on {kind!r} entities, but "
+                f"target_types={self.target_types!r} aims it at {wrong}; drop target_types or use an action "
+                f"declared for {wrong[0]!r}"
+            )
+
 
 @dataclass(frozen=True)
 class Playbook:
@@ -68,14 +85,38 @@ PLAYBOOKS: dict[str, Playbook] = {}
 
 
 def register(playbook: Playbook) -> Playbook:
+    """Add a playbook to the registry the policy's `alert_types.*.playbook` names.
+
+    Refused: an undeclared action, an `ActionSpec` that differs from the action's declaration (its
+    tier and undo come from `playbooks.actions.declare`, nowhere else), duplicate step ids, and a
+    second, different playbook under a registered name. Registering the identical playbook again
+    (a module reload) is a no-op.
+    """
     for step in playbook.steps:
-        if step.action.name not in ACTIONS:
-            raise ValueError(f"playbook {playbook.name!r} uses undeclared action {step.action.name!r}")
+        declared = ACTIONS.get(step.action.name)
+        if declared is None:
+            raise ValueError(
+                f"playbook {playbook.name!r} step {step.step_id!r} uses undeclared action {step.action.name!r}; "
+                f"declare it in playbooks/actions.py (declared: {sorted(ACTIONS)})"
+            )
+        if step.action != declared:
+            raise ValueError(
+                f"playbook {playbook.name!r} step {step.step_id!r} uses an ActionSpec for {declared.name!r} "
+                f"(tier {step.action.tier.value}, {step.action.reversibility.value}) that differs from its "
+                f"declaration (tier {declared.tier.value}, {declared.reversibility.value}); use the spec "
+                "`declare` returned (playbooks.actions)"
+            )
     ids = [s.step_id for s in playbook.steps]
     if len(ids) != len(set(ids)):
-        raise ValueError(f"playbook {playbook.name!r} has duplicate step ids: {ids}")
-    PLAYBOOKS[playbook.name] = playbook
-    return playbook
+        raise ValueError(f"playbook {playbook.name!r} has duplicate step ids: {ids}; give each step its own id")
+    existing = PLAYBOOKS.get(playbook.name)
+    if existing is not None and existing != playbook:
+        raise ValueError(
+            f"a different playbook named {playbook.name!r} is already registered; choose another name "
+            "(or change the registered playbook where it is defined)"
+        )
+    PLAYBOOKS[playbook.name] = existing or playbook
+    return PLAYBOOKS[playbook.name]
 
 
 def get_playbook(name: str) -> Playbook:

@@ -35,13 +35,34 @@ def declare(
     compensation: str | None,
     description: str,
 ) -> ActionSpec:
+    """Declare an action once. A second, different declaration under the same name is refused (it
+    would change the sign-off of every playbook using it); the identical one again is a no-op."""
     if reversibility != IRREVERSIBLE and compensation is None:
         raise ValueError(f"action {name!r} is {reversibility.value} and must declare its compensation")
     if reversibility == IRREVERSIBLE and compensation is not None:
         raise ValueError(f"action {name!r} is irreversible: it cannot declare a compensation")
     spec = ActionSpec(name, target_kind, tier, reversibility, compensation, description)
-    ACTIONS[name] = spec
-    return spec
+    existing = ACTIONS.get(name)
+    if existing is not None and existing != spec:
+        # Replacing a declaration would silently change the sign-off every playbook using it needs.
+        raise ValueError(
+            f"action {name!r} is already declared; refusing to re-declare it with {_changes(existing, spec)}: "
+            "declare a new action under a new name instead"
+        )
+    ACTIONS[name] = existing or spec  # the identical declaration again (a module reload) is a no-op
+    return ACTIONS[name]
+
+
+def _changes(old: ActionSpec, new: ActionSpec) -> str:
+    """`tier high -> low, ...`: the fields a re-declaration would change."""
+    fields = ("target_kind", "tier", "reversibility", "compensation", "description")
+    return ", ".join(
+        f"{f} {_text(getattr(old, f))} -> {_text(getattr(new, f))}" for f in fields if getattr(old, f) != getattr(new, f)
+    )
+
+
+def _text(value: object) -> str:
+    return str(value.value) if isinstance(value, RiskTier | Reversibility) else repr(value)
 
 
 # Low-stakes steps: run automatically, still recorded and still undone on rollback.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Collection
 from datetime import timedelta
 from typing import Literal
 
@@ -177,6 +178,81 @@ def quorum_met(policy: Policy, step: StepPlan, records: list[ApprovalRecord]) ->
         if r.step == step.step_id and r.accepted and r.decision == Decision.approve
     }
     return len(approvers) >= policy.rule_for(step).quorum
+
+
+TOP_TIER = RiskTier.critical  # irreversible actions need it (SPEC promise 5)
+AUTO_TIERS = frozenset({RiskTier.low})  # tagging, enrichment, notes: the only steps that may run unapproved
+
+
+def promise_violations(policy: Policy, playbooks: Collection[str] | None = None) -> list[str]:
+    """Why `policy` breaks the risk-tier promise (SPEC promise 5), one line each; [] when it keeps it.
+
+    Checked when a policy file is loaded (`policies.loader`), not when a `Policy` is decoded from a
+    case history: cases recorded under an older policy must replay as they ran. `playbooks` are the
+    registered playbook names; None skips that check.
+    """
+    problems: list[str] = []
+    if policy.irreversible_tier != TOP_TIER:
+        problems.append(
+            f"irreversible_tier is {policy.irreversible_tier.value!r}: irreversible actions need the top tier; "
+            f"set irreversible_tier: {TOP_TIER.value}"
+        )
+    holders: dict[str, list[str]] = {}
+    for name, approver in policy.approvers.items():
+        for role in approver.roles:
+            holders.setdefault(role, []).append(name)
+    known_roles = sorted(holders)
+    for tier in RiskTier:
+        rule = policy.tiers.get(tier)
+        if rule is None:
+            continue  # the model already refuses a policy without every tier
+        field = f"tiers.{tier.value}"
+        if rule.auto:
+            if tier not in AUTO_TIERS:
+                problems.append(
+                    f"{field}.auto is true: only the low tier (tagging, enrichment, notes) may run without approval; "
+                    f"set {field}.auto: false with the roles and quorum that must approve"
+                )
+            continue
+        if rule.quorum < 1:
+            problems.append(f"{field}.quorum is {rule.quorum}: a tier that needs approval needs a quorum of 1 or more")
+        if not rule.roles:
+            problems.append(
+                f"{field}.roles is empty: nobody could approve its steps; name the roles that may "
+                f"(roles approvers hold: {known_roles})"
+            )
+            continue
+        unheld = [r for r in rule.roles if r not in holders]
+        if unheld:
+            problems.append(
+                f"{field}.roles names {unheld}, which no approver holds; roles approvers hold: {known_roles}; "
+                "fix the name or give an approver that role"
+            )
+        eligible = sorted({name for r in rule.roles for name in holders.get(r, ())})
+        if rule.quorum > len(eligible):
+            problems.append(
+                f"{field}.quorum is {rule.quorum} but only {len(eligible)} approver(s) {eligible} hold one of its "
+                f"roles {list(rule.roles)}: the quorum could never be met; lower it or add approvers with those roles"
+            )
+    alert_types = sorted(policy.alert_types)
+    if policy.default_alert_type not in policy.alert_types:
+        problems.append(
+            f"default_alert_type is {policy.default_alert_type!r}, which is not in alert_types; "
+            f"name one of {alert_types}"
+        )
+    for category, name in policy.alert_type_map.items():
+        if name not in policy.alert_types:
+            problems.append(
+                f"alert_type_map.{category} is {name!r}, which is not in alert_types; name one of {alert_types}"
+            )
+    if playbooks is not None:
+        for name, typed in policy.alert_types.items():
+            if typed.playbook not in playbooks:
+                problems.append(
+                    f"alert_types.{name}.playbook is {typed.playbook!r}, which is not a registered playbook; "
+                    f"known: {sorted(playbooks)}; fix the name or register the playbook (docs/playbooks.md)"
+                )
+    return problems
 
 
 class GovernanceSnapshot(_Model):

@@ -9,7 +9,8 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from policies.engine import Policy
+from playbooks import PLAYBOOKS
+from policies.engine import Policy, promise_violations
 
 POLICY_ENV = "SIGNOFF_POLICY"
 
@@ -53,6 +54,20 @@ def _parse(path: Path, text: str) -> Policy:
     except yaml.YAMLError as exc:
         raise PolicyError(f"policy file {path} is not valid YAML: {exc}") from exc
     try:
-        return Policy.model_validate(raw)
+        policy = Policy.model_validate(raw)
     except ValidationError as exc:
-        raise PolicyError(f"policy file {path} is invalid:\n{exc}") from exc
+        raise PolicyError(f"policy file {path} is invalid: {_one_line(exc)}") from exc
+    problems = promise_violations(policy, PLAYBOOKS)
+    if problems:
+        raise PolicyError(f"policy file {path} is refused: {'; '.join(problems)}")
+    return policy
+
+
+def _one_line(exc: ValidationError) -> str:
+    """Each pydantic error as `field.path: message (got value)`, on one line."""
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        got = f" (got {err['input']!r})" if err["type"] != "missing" and not isinstance(err["input"], dict) else ""
+        parts.append(f"{where}: {err['msg']}{got}")
+    return "; ".join(parts)

@@ -57,8 +57,10 @@ def activities() -> list[Callable[..., Any]]:
 
 
 def build_worker(client: Client, task_queue: str | None = None, **overrides: Any) -> Worker:
+    from activities.executors import require_executors
     from signoff.sandbox import workflow_runner
 
+    require_executors()  # every playbook action can run here, before any case collects approvals for it
     env = os.environ.get
     options: dict[str, Any] = dict(
         task_queue=task_queue or settings.task_queue(),

@@ -259,7 +259,9 @@ async def test_close_and_rollback_reasons_are_capped(time_env: WorkflowEnvironme
 # ---------------------------------------------------------------- 2 and 4. production mode: signed
 
 
-ROLES = {"alice": ["analyst"], "bob": ["analyst"], "carol": ["lead"], "erin": ["detection_engineer"]}
+# dave: the critical tier (quorum 2 of lead / ir_manager) must be reachable, or the policy is refused at load.
+ROLES = {"alice": ["analyst"], "bob": ["analyst"], "carol": ["lead"], "dave": ["lead", "ir_manager"],
+         "erin": ["detection_engineer"]}
 
 
 @pytest.fixture

@@ -52,6 +52,41 @@ def reset_cache() -> None:
     _CACHE.clear()
 
 
+class MissingExecutorError(RuntimeError):
+    """A registered playbook uses an action this worker could not execute."""
+
+
+def missing_executors() -> list[str]:
+    """Actions of registered playbooks with no executor on their configured backend, one line each."""
+    from playbooks import PLAYBOOKS
+
+    load_builtin()
+    used: dict[str, list[str]] = {}
+    for playbook in PLAYBOOKS.values():
+        for step in playbook.steps:
+            used.setdefault(step.action.name, [])
+            if playbook.name not in used[step.action.name]:
+                used[step.action.name].append(playbook.name)
+    problems = []
+    for action, playbooks in sorted(used.items()):
+        backend = backend_for(action)
+        if (action, backend) not in _REGISTRY:
+            known = sorted(b for a, b in _REGISTRY if a == action)
+            problems.append(
+                f"action {action!r} (playbooks {playbooks}) has no executor on backend {backend!r} "
+                f"(available: {known}); register one with @register({action!r}, {backend!r}) in "
+                "activities/executors/ or set SIGNOFF_BACKENDS to an available backend"
+            )
+    return problems
+
+
+def require_executors() -> None:
+    """Refuse to start a worker that would collect approvals for an action it cannot execute."""
+    problems = missing_executors()
+    if problems:
+        raise MissingExecutorError("the worker cannot execute every playbook action: " + "; ".join(problems))
+
+
 _BUILTIN = ("lab", "ldap", "nftables", "aws", "edr", "identity")
 
 
@@ -67,12 +102,15 @@ def load_builtin() -> None:
 __all__ = [
     "ActionExecutor",
     "ActionNotConfirmed",
+    "MissingExecutorError",
     "State",
     "backend_for",
     "executor_for",
     "load_builtin",
+    "missing_executors",
     "non_retryable",
     "register",
+    "require_executors",
     "reset_cache",
     "satisfies",
 ]

@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from signoff import devserver, settings
-from signoff.cli._common import emit_json, err, out, print_error, require_policy
+from signoff.cli._common import emit_json, err, fail, out, print_error, require_policy
 from signoff.cli._common import run as run_async
 
 if TYPE_CHECKING:
@@ -42,6 +42,8 @@ def dev(
 
     `signoff stop` stops both (this worker first). If the server exits, this worker stops with it.
     """
+    from activities.executors import MissingExecutorError
+
     require_policy()  # a bad policy refuses to start here, not case by case in the worker log
     home = settings.home()
     try:
@@ -78,7 +80,7 @@ def dev(
                 err.print("worker stopped by `signoff stop`")
             else:
                 err.print("worker stopped; the dev server keeps running (`signoff stop` ends it)")
-    except devserver.DevServerError as exc:
+    except (devserver.DevServerError, MissingExecutorError) as exc:
         print_error(str(exc))
         raise typer.Exit(1) from None
 
@@ -129,11 +131,15 @@ def worker(
     task_queue: str = typer.Option(None, envvar="SIGNOFF_TASK_QUEUE", help="task queue to poll"),
 ) -> None:
     """Run a worker against TEMPORAL_ADDRESS (default localhost:7233). Scale by running more."""
+    from activities.executors import MissingExecutorError
     from signoff.worker import run_worker
 
     require_policy()  # before connecting: a bad policy would leave every case stuck in triage
     with contextlib.suppress(KeyboardInterrupt):
-        run_async(run_worker(address, task_queue))
+        try:
+            run_async(run_worker(address, task_queue))
+        except MissingExecutorError as exc:  # a playbook action this worker cannot run: say which, exit 1
+            fail(str(exc))
 
 
 def setup(
