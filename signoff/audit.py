@@ -195,9 +195,19 @@ def _drift_sender(req: dict[str, Any], identity: str) -> str:
     return f"drift check {check}" if check else f"unverified sender ({identity or 'unknown client'})"
 
 
+def _resolved_models(h: DecodedHistory) -> dict[str, list[str]]:
+    """The full model ids the governance workflow's `resolve_model` activity found, per id as typed, in order."""
+    found: dict[str, list[str]] = {}
+    for run in h.activities_named("resolve_model"):
+        if isinstance(run.input, str) and isinstance(run.result, str):
+            found.setdefault(run.input, []).append(run.result)
+    return found
+
+
 def governance_events(h: DecodedHistory) -> list[dict[str, Any]]:
     events = []
     checks = _verdict_checks(h)
+    resolved = _resolved_models(h)
     for upd in h.updates:
         kind = _GOV_KINDS.get(upd.name, f"governance_{upd.name}")
         req = upd.args[0] if upd.args and isinstance(upd.args[0], dict) else {}
@@ -205,6 +215,9 @@ def governance_events(h: DecodedHistory) -> list[dict[str, Any]]:
         actor = req.get("by") or (_drift_sender(req, upd.identity) if upd.name == "drift_report" else "")
         outcome = "refused" if upd.failure else ("accepted" if upd.completed_at else "in progress")
         detail = {k: v for k, v in req.items() if k not in ("by", "token")}
+        typed = req.get("model_id")
+        if isinstance(typed, str) and resolved.get(typed):  # the model as typed (a prefix) and as it resolved
+            detail["model_id_resolved"] = resolved[typed].pop(0)
         events.append(_event(_iso(upd.accepted_at), kind, h, actor, update=upd.name, request=detail, outcome=outcome,
                              result=upd.result, refusal=upd.failure, identity=upd.identity, update_id=upd.update_id))
     for sig in h.signals:

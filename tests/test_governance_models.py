@@ -116,6 +116,18 @@ async def test_promotion_quorum_shadow_and_bit_identical_rollback(
         with pytest.raises(GovernanceRefused, match="no model promotion"):
             await govern(client, "rollback_model", ModelRollback(by="carol", reason="once more"), task_queue)
 
+        # The audit trail names each promoted model in full, also where a person typed a prefix.
+        from signoff.audit import governance_events
+        from signoff.autonomy.client import governance_id
+        from signoff.history import decode_history
+
+        handle = client.get_workflow_handle(governance_id(task_queue))
+        history = await decode_history(await handle.fetch_history(), client.data_converter, source="live")
+        promotions = [(e["actor"], e["detail"]["request"]["model_id"], e["detail"]["request"].get("model_id_resolved"))
+                      for e in governance_events(history) if e["kind"] in ("model_promotion", "model_candidate")]
+        assert (("carol", model_a[:12], model_a) in promotions and ("erin", model_b, model_b) in promotions
+                and ("carol", "deadbeefdeadbeef", None) in promotions)
+
 
 async def test_retraining_builds_a_deterministic_shadow_candidate_from_verdicts(
     dev_env: WorkflowEnvironment, task_queue: str, isolated_home: Path
