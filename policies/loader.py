@@ -56,14 +56,14 @@ def _parse(path: Path, text: str) -> Policy:
     try:
         policy = Policy.model_validate(raw)
     except ValidationError as exc:
-        raise PolicyError(f"policy file {path} is invalid: {_one_line(exc)}") from exc
+        raise PolicyError(f"policy file {path} is invalid: {one_line(exc)}") from exc
     problems = promise_violations(policy, PLAYBOOKS)
     if problems:
         raise PolicyError(f"policy file {path} is refused: {'; '.join(problems)}")
     return policy
 
 
-def _one_line(exc: ValidationError) -> str:
+def one_line(exc: ValidationError) -> str:
     """Each pydantic error as `field.path: message (got value)`, on one line."""
     parts = []
     for err in exc.errors():

@@ -75,7 +75,7 @@ def process_running(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
-def _cmdline(pid: int) -> list[str] | None:
+def cmdline(pid: int) -> list[str] | None:
     """The command line of `pid` (None where /proc is not there to say)."""
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
@@ -217,7 +217,7 @@ def server_pid(home: Path, port: int) -> int | None:
     pid = _pid_alive(home / "temporal.pid")
     if pid is None:
         return None
-    cmd = _cmdline(pid)
+    cmd = cmdline(pid)
     if cmd is not None and not ("start-dev" in cmd and str(port) in cmd):
         return None  # a stale pid file: that pid is now some other process
     return pid
@@ -228,7 +228,7 @@ def dev_pid(home: Path) -> int | None:
     pid = _pid_alive(home / DEV_PID)
     if pid is None:
         return None
-    cmd = _cmdline(pid)
+    cmd = cmdline(pid)
     if cmd is not None and not any("signoff" in part for part in cmd):
         return None  # the pid was reused by an unrelated process: never signal it
     return pid

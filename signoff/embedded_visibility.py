@@ -39,9 +39,10 @@ def embedded_db(address: str, server_pid: int) -> Path | None:
     host, _, port = address.rpartition(":")
     if host not in ("127.0.0.1", "localhost"):
         return None
-    try:
-        args = Path(f"/proc/{server_pid}/cmdline").read_bytes().decode().split("\0")
-    except OSError:
+    from signoff.devserver import cmdline
+
+    args = cmdline(server_pid)
+    if args is None:
         return None
     values = {flag: args[i + 1] for i, flag in enumerate(args[:-1]) if flag in ("--db-filename", "--port")}
     if "start-dev" not in args or values.get("--port") != port or "--db-filename" not in values:

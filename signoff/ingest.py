@@ -272,14 +272,14 @@ async def ingest_path(
 
             # The case each draft landed in (its own, or the follow-up of a closed one), and whether
             # this delivery started it: Temporal's answer, right also when two ingests run at once.
-            delivered = await asyncio.gather(*(deliver(d) for d in chunk.drafts.values()))
-            if not reports_started:  # an older server (or the time-skipping test server): ask the store
-                delivered = [(case_id, None) for case_id, _ in delivered]
+            # Where the server does not say (older servers, the time-skipping test server), the store does.
+            delivered = [(case_id, started if reports_started else None)
+                         for case_id, started in await asyncio.gather(*(deliver(d) for d in chunk.drafts.values()))]
             landed = {draft_id: case_id for draft_id, (case_id, _) in zip(chunk.drafts, delivered, strict=True)}
-            unknown = [case_id for case_id, new in delivered if new is None]
+            unknown = [case_id for case_id, started in delivered if started is None]
             known_before = await asyncio.to_thread(store.known_cases, unknown) if unknown else set()
-            opened_now = {case_id for case_id, new in delivered
-                          if new or (new is None and case_id not in known_before)}
+            opened_now = {case_id for case_id, started in delivered
+                          if started or (started is None and case_id not in known_before)}
             # Stored after Temporal accepted them: a crash in between re-sends the same batch,
             # which the workflow recognises by its batch id and counts once.
             await asyncio.to_thread(

@@ -20,7 +20,7 @@ EXECUTED_ACTIONS = SearchAttributeKey.for_keyword_list("ExecutedActions")
 AWAITING_APPROVAL = SearchAttributeKey.for_bool("AwaitingApproval")
 ROLLED_BACK = SearchAttributeKey.for_bool("RolledBack")
 CONFIDENCE = SearchAttributeKey.for_float("Confidence")
-# The case's alert count (carried over continue-as-new): `signoff cases` lists exact counts from
+# The case's alert count: `signoff cases` lists exact counts from
 # visibility alone, for cases ingested anywhere. Cases started before it was added have none.
 ALERT_COUNT = SearchAttributeKey.for_int("AlertCount")
 # What the case holds now: `signoff.holds.hold_key` digests (not names: values are unencrypted) of

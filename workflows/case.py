@@ -396,7 +396,8 @@ class CaseWorkflow:
                 ok = False
                 step.state = StepState.compensation_failed
                 step.error = f"compensation failed ({reason}): {_cause(err)}"
-        self._upsert(self._held_targets())
+        if held := self._held_targets():
+            self._upsert(held)
         if not ok:
             self._set_status(CaseStatus.rollback_failed)
             failed = [s.plan.step_id for s in self.steps.values() if s.state == StepState.compensation_failed]

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from signoff.models import Verdict
 from signoff.scoring.metrics import clopper_pearson_upper as upper95
+from signoff.scoring.metrics import recommend_threshold
 
 Scored = tuple[float, Verdict]  # (benign confidence, the analyst's grade) of one reviewed case
 
@@ -63,29 +65,12 @@ def at_threshold(scored: Sequence[Scored], threshold: float) -> BacktestPoint:
 def lowest_within_budget(scored: Sequence[Scored], risk_budget: float) -> BacktestPoint | None:
     """The lowest threshold (a reviewed case's confidence) whose true positives closed stay within
     `risk_budget` at the 95% upper bound: the one that closes the most within it. None when no
-    threshold qualifies (too few reviewed true positives for the bound to get that low)."""
-    tp_total = sum(1 for _, v in scored if v == Verdict.true_positive)
-    if not tp_total:
-        return None
-    allowed = -1  # the most true positives that may be closed with the bound within budget
-    while allowed + 1 < tp_total and upper95(allowed + 1, tp_total) <= risk_budget:
-        allowed += 1
-    if allowed < 0:
-        return None
-    best: float | None = None
-    misses = 0
-    ordered = sorted(scored, key=lambda s: -s[0])
-    i = 0
-    while i < len(ordered):  # cases tied on confidence close together
-        j = i
-        while j < len(ordered) and ordered[j][0] == ordered[i][0]:
-            misses += ordered[j][1] == Verdict.true_positive
-            j += 1
-        if misses > allowed:
-            break
-        best = ordered[i][0]
-        i = j
-    return at_threshold(scored, best) if best is not None else None
+    threshold qualifies (too few reviewed true positives for the bound to get that low). The same
+    rule as `signoff model recommend-threshold`, on the reviewed cases."""
+    benign = np.array([b for b, _ in scored], dtype=np.float64)
+    is_tp = np.array([v == Verdict.true_positive for _, v in scored], dtype=bool)
+    rec = recommend_threshold(benign, is_tp, risk_budget)
+    return at_threshold(scored, rec.threshold) if rec.feasible else None
 
 
 def curve(scored: Sequence[Scored], points: int = 41) -> list[BacktestPoint]:

@@ -23,47 +23,29 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+def pct(value: float | None) -> str:
+    """A share as a percentage for tables ("-" when there is none)."""
+    return "-" if value is None else f"{value:.1%}"
+
+
 def print_error(message: str) -> None:
     """`error: MESSAGE` on stderr as one line (not wrapped at the console width; no markup in MESSAGE)."""
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def policy_error_line(exc: Exception) -> str:
-    """A bad policy (`PolicyError`, or the pydantic error under it) as one line that says what to do."""
+    """A bad policy as one line that says what to do. `PolicyError`s already name the file and the
+    problem (YAML errors with their line and column); a pydantic error reaching the CLI directly is
+    put the way the loader puts them."""
     from pydantic import ValidationError
-    from yaml import MarkedYAMLError
 
-    cause = exc if isinstance(exc, ValidationError) else exc.__cause__
-    text = str(exc)
-    if cause is exc:
-        head = f"the policy ({_policy_path()}) is invalid"
-    elif cause is not None and text.endswith(str(cause)):
-        head = text[: -len(str(cause))].rstrip(": \n")
-    else:
-        head = text
-    detail = ""
-    if isinstance(cause, ValidationError):
-        problems = [
-            (".".join(str(part) for part in e["loc"]) + ": " if e["loc"] else "") + e["msg"].removeprefix("Value error, ")
-            for e in cause.errors()
-        ]
-        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
-        detail = "; ".join(problems[:5]) + more
-    elif isinstance(cause, MarkedYAMLError) and cause.problem_mark is not None:
-        mark = cause.problem_mark
-        detail = f"{cause.problem or cause.context} at line {mark.line + 1}, column {mark.column + 1}"
-    elif cause is not None:
-        detail = str(cause)
-    line = " ".join(f"{head}: {detail}".split()) if detail and head != text else " ".join(text.split())
+    from policies.loader import one_line, policy_path
+
+    text = f"the policy ({policy_path()}) is invalid: {one_line(exc)}" if isinstance(exc, ValidationError) else str(exc)
+    line = " ".join(text.split())
     if "SIGNOFF_POLICY" not in line:
         line += "; fix the file, or set SIGNOFF_POLICY to a valid policy file"
     return line
-
-
-def _policy_path() -> str:
-    from policies.loader import policy_path
-
-    return str(policy_path())
 
 
 def fail_policy(exc: Exception) -> NoReturn:
@@ -73,13 +55,11 @@ def fail_policy(exc: Exception) -> NoReturn:
 
 def require_policy() -> None:
     """Load the policy in force once, up front: a bad file stops the command here with one line."""
-    from pydantic import ValidationError
-
     from policies.loader import PolicyError, load_policy
 
     try:
         load_policy()
-    except (PolicyError, ValidationError) as exc:
+    except PolicyError as exc:
         fail_policy(exc)
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from signoff.cli._common import emit_json, fail, out, run
+from signoff.cli._common import emit_json, fail, out, pct, run
 
 app = typer.Typer(help="Earned autonomy per alert type: evidence, promotion (quorum), kill switch.",
                   no_args_is_help=True)
@@ -99,8 +99,8 @@ def status(
         table.add_row(
             r["alert_type"], f"{r['autonomy']} ({r['autonomy_set_by']})",
             "-" if r["threshold"] is None else f"{r['threshold']:.4f} ({r['threshold_set_by']})",
-            str(ev["reviewed"]), _pct(m["agreement"]), str(m["would_auto_close"]), str(m["misses"]),
-            _pct(m["precision_at_threshold"]), _pct(m["miss_upper95"]),
+            str(ev["reviewed"]), pct(m["agreement"]), str(m["would_auto_close"]), str(m["misses"]),
+            pct(m["precision_at_threshold"]), pct(m["miss_upper95"]),
             "yes" if ev["recommend_promotion"] else "no",
         )
     out.print(table)
@@ -112,15 +112,11 @@ def status(
         out.print(line, highlight=False)
         cand = ev.get("candidate")
         if cand and cand["scored"]:
-            out.print(f"  shadow candidate {ev['candidate_model_id'][:12]}: agreement {_pct(cand['agreement'])}, "
+            out.print(f"  shadow candidate {ev['candidate_model_id'][:12]}: agreement {pct(cand['agreement'])}, "
                       f"would auto-close {cand['would_auto_close']} ({cand['misses']} TPs), "
-                      f"miss 95% ub {_pct(cand['miss_upper95'])} on {cand['scored']} reviewed cases", highlight=False)
+                      f"miss 95% ub {pct(cand['miss_upper95'])} on {cand['scored']} reviewed cases", highlight=False)
     if rows:
         out.print(f"policy version {rows[0]['policy_version'][:16]} (governance revision {rows[0]['governance_revision']})")
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1%}"
 
 
 @app.command()

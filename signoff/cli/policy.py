@@ -8,7 +8,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from signoff.cli._common import emit_json, err, fail, out, run
+from signoff.cli._common import emit_json, err, fail, out, pct, run
 
 app = typer.Typer(help="Policy as versioned code: show it, set and revert thresholds (recorded).",
                   no_args_is_help=True)
@@ -17,8 +17,6 @@ app = typer.Typer(help="Policy as versioned code: show it, set and revert thresh
 @app.command()
 def show(json_out: bool = typer.Option(False, "--json", help="one JSON object")) -> None:
     """The effective policy: the file (its hash) overlaid with the live governance state."""
-    from pydantic import ValidationError
-
     from policies.loader import PolicyError, load_policy, policy_path
     from signoff.cli._common import fail_policy
     from signoff.cli.autonomy import load_state
@@ -26,7 +24,7 @@ def show(json_out: bool = typer.Option(False, "--json", help="one JSON object"))
 
     try:
         policy = load_policy()
-    except (PolicyError, ValidationError) as exc:  # a bad file: one line saying what to fix, not a traceback
+    except PolicyError as exc:  # a bad file: one line saying what to fix, not a traceback
         fail_policy(exc)
     state = run(load_state())
     types: dict[str, dict[str, Any]] = {}
@@ -183,7 +181,7 @@ def backtest_doc(alert_type: str, records: Any, snap: Any, thresholds: list[floa
                        f"sampled for review ({sampled} here), so shares above the threshold in force are undercounted")
     if best is None and active:
         caveats.append(f"no threshold keeps true positives closed within {risk_budget:.2%} at the 95% bound on "
-                       f"{sum(1 for _, v in active if v.value == 'TruePositive')} reviewed true positives: "
+                       f"{at_threshold(active, 1.0).tp_total} reviewed true positives: "
                        "more reviewed cases are needed before this evidence can back a threshold")
     return {
         "alert_type": alert_type,
@@ -216,19 +214,15 @@ def _print_backtest(doc: dict[str, Any]) -> None:
                   "95% ub", "miss rate")
     for r in doc["rows"]:
         table.add_row(f"{r['threshold']:.6f}", r["label"], r["model"],
-                      f"{r['would_auto_close']}/{r['scored']} ({_pct(r['auto_close_share'])})", str(r["tp_closed"]),
-                      f"{r['tp_closed']}/{r['tp_total']} ({_pct(r['tp_closed_share'])})",
-                      _pct(r["tp_closed_upper95"]), _pct(r["miss_rate"]))
+                      f"{r['would_auto_close']}/{r['scored']} ({pct(r['auto_close_share'])})", str(r["tp_closed"]),
+                      f"{r['tp_closed']}/{r['tp_total']} ({pct(r['tp_closed_share'])})",
+                      pct(r["tp_closed_upper95"]), pct(r["miss_rate"]))
     out.print(table)
     for caveat in doc["caveats"]:
         err.print(f"[yellow]note[/]: {caveat}", highlight=False)
     if doc.get("report"):
         out.print(f"safety curve on the reviewed cases: {doc['report']}")
     out.print("Only `signoff policy set-threshold` (who, why, recorded) changes what cases do.")
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1%}"
 
 
 def _write_backtest_report(path: Path, doc: dict[str, Any]) -> None:
