@@ -31,6 +31,20 @@ class _Model(BaseModel):
 class Approver(_Model):
     roles: tuple[str, ...]
     public_key: str | None = None  # base64 raw Ed25519 public key
+    # The approver's Slack user id (e.g. U0ABC123): approvals through the Slack chat bridge count
+    # for this approver only when they come from exactly this Slack user (policies/signing.py).
+    slack_user: str | None = None
+
+
+# Which approver field names the chat user each chat bridge vouches for (token claim `via`: "slack:U0ABC123").
+CHAT_IDENTITY_FIELDS = {"slack": "slack_user"}
+
+
+class ChatBridge(_Model):
+    """A chat bridge (signoff/chat/) that verifies its platform's request signatures and signs each
+    approval it relays with its own Ed25519 key."""
+
+    public_key: str  # base64 raw Ed25519 public key (`signoff chat key create` prints the policy line)
 
 
 class TierRule(_Model):
@@ -56,6 +70,8 @@ class AlertTypeRule(_Model):
 class Deployment(_Model):
     trust_unsigned_approvals: bool = False
     approval_token_max_ttl: str = "1h"
+    # Chat bridges whose signed approvals count, by platform (only "slack" so far): `{slack: {public_key: ...}}`.
+    chat_bridges: dict[str, ChatBridge] = Field(default_factory=dict)
 
 
 class AutonomyPolicy(_Model):
@@ -118,8 +134,25 @@ class Policy(_Model):
 
     def digest(self) -> str:
         """The policy version every decision records: sha256 of the canonical JSON."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        dumped = self.model_dump(mode="json")
+        # Fields added later hash only when set: a policy file that does not use them keeps its version.
+        if not dumped["deployment"].get("chat_bridges"):
+            dumped["deployment"].pop("chat_bridges", None)
+        for approver in dumped["approvers"].values():
+            if approver.get("slack_user") is None:
+                approver.pop("slack_user", None)
+        canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def approver_for_chat_user(self, bridge: str, chat_user: str) -> str | None:
+        """The approver whose policy entry declares `chat_user` for `bridge` ("slack"), or None."""
+        field = CHAT_IDENTITY_FIELDS.get(bridge)
+        if field is None or not chat_user:
+            return None
+        for name, approver in self.approvers.items():
+            if getattr(approver, field) == chat_user:
+                return name
+        return None
 
     def alert_type_for_category(self, category: str) -> str:
         return self.alert_type_map.get(category, self.default_alert_type)
@@ -157,7 +190,9 @@ def approval_refusal(
     if rule.auto:
         return f"step {step.step_id!r} is tier {policy.effective_tier(step).value}: it needs no approval"
     if approver not in policy.approvers:
-        return f"{approver!r} is not an approver in policy"
+        names = sorted(policy.approvers)
+        listed = ", ".join(names[:12]) + (f" and {len(names) - 12} more" if len(names) > 12 else "")
+        return f"{approver!r} is not an approver in policy (approvers: {listed})"
     roles = policy.roles_of(approver)
     if not set(roles) & set(rule.roles):
         return (
@@ -234,6 +269,15 @@ def promise_violations(policy: Policy, playbooks: Collection[str] | None = None)
                 f"{field}.quorum is {rule.quorum} but only {len(eligible)} approver(s) {eligible} hold one of its "
                 f"roles {list(rule.roles)}: the quorum could never be met; lower it or add approvers with those roles"
             )
+    problems += _tier_order_violations(policy)
+    # A listed role nobody holds yet is harmless; a list that nobody matches leaves no one able to undo
+    # a case (promise 6) or to change governance.
+    for field, roles in (("rollback_roles", policy.rollback_roles), ("governance_roles", policy.governance_roles)):
+        if not any(r in holders for r in roles):
+            what = "roll back a case" if field == "rollback_roles" else "change governance"
+            problems.append(f"{field} is {list(roles)}, which no approver holds: nobody could {what}; name the roles "
+                            f"that may (roles approvers hold: {known_roles}) or give an approver one of them")
+    problems += chat_identity_violations(policy)
     alert_types = sorted(policy.alert_types)
     if policy.default_alert_type not in policy.alert_types:
         problems.append(
@@ -252,6 +296,67 @@ def promise_violations(policy: Policy, playbooks: Collection[str] | None = None)
                     f"alert_types.{name}.playbook is {typed.playbook!r}, which is not a registered playbook; "
                     f"known: {sorted(playbooks)}; fix the name or register the playbook (docs/playbooks.md)"
                 )
+    return problems
+
+
+def _tier_order_violations(policy: Policy) -> list[str]:
+    """A higher tier is never easier to pass than the one below it (promise 5: the top tier is the
+    strictest): not a smaller quorum from the same people, not self-approval the lower tier forbids."""
+    problems: list[str] = []
+    order = list(RiskTier)
+    for lower, higher in zip(order, order[1:], strict=False):
+        low_rule, high_rule = policy.tiers.get(lower), policy.tiers.get(higher)
+        if low_rule is None or high_rule is None or low_rule.auto:
+            continue
+        field = f"tiers.{higher.value}"
+        # Fewer approvals from a narrower, more senior set of roles can be a fair trade; fewer from
+        # everyone the lower tier accepts (and maybe more) is simply weaker.
+        if high_rule.quorum < low_rule.quorum and set(low_rule.roles) <= set(high_rule.roles):
+            problems.append(
+                f"{field}.quorum is {high_rule.quorum}, below tiers.{lower.value}.quorum {low_rule.quorum}, and every "
+                f"role that may approve tiers.{lower.value} may approve it: a higher tier must not be easier to pass; "
+                f"raise it to {low_rule.quorum} or more, or narrow its roles"
+            )
+        if high_rule.requester_may_approve and not low_rule.requester_may_approve:
+            problems.append(
+                f"{field}.requester_may_approve is true while tiers.{lower.value} forbids it: a higher tier must not "
+                f"let requesters approve their own steps; set {field}.requester_may_approve: false"
+            )
+    return problems
+
+
+def chat_identity_violations(policy: Policy) -> list[str]:
+    """Chat approvals (anchors gap 8): each bridge key parses, each chat user maps to one approver."""
+    import base64
+    import binascii
+
+    # Imported here, not at module level: the engine is imported inside the workflow sandbox.
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    problems: list[str] = []
+    for name, entry in policy.deployment.chat_bridges.items():
+        field = f"deployment.chat_bridges.{name}"
+        if name not in CHAT_IDENTITY_FIELDS:
+            problems.append(f"{field}: no chat bridge is called {name!r}; known: {sorted(CHAT_IDENTITY_FIELDS)}")
+        try:
+            Ed25519PublicKey.from_public_bytes(base64.b64decode(entry.public_key, validate=True))
+        except (ValueError, binascii.Error):
+            problems.append(f"{field}.public_key is not a base64 Ed25519 public key (32 bytes); paste the line "
+                            "`signoff chat key show` prints")
+    for bridge, id_field in CHAT_IDENTITY_FIELDS.items():
+        users: dict[str, list[str]] = {}
+        for name, approver in policy.approvers.items():
+            value = getattr(approver, id_field)
+            if value is None:
+                continue
+            if not value.strip() or value != value.strip():
+                problems.append(f"approvers.{name}.{id_field} is {value!r}: give the {bridge} user id (e.g. U0ABC123)")
+                continue
+            users.setdefault(value, []).append(name)
+        for user, names in sorted(users.items()):
+            if len(names) > 1:
+                problems.append(f"approvers {names} all declare {id_field} {user}: one {bridge} user may act as one "
+                                "approver only; fix the ids")
     return problems
 
 

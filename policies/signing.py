@@ -8,6 +8,12 @@ Case-wide decisions (`signoff rollback`, `signoff close`) use the same token wit
 `CASE_STEP` and the decision "rollback" or "close".
 
 Token: base64url(canonical JSON claims) "." base64url(signature over those exact bytes).
+
+Chat approvals (signoff/chat/): a chat bridge verifies the platform's own request signature, maps
+the chat user to an approver through the policy (`approvers.NAME.slack_user`) and signs the token
+with the bridge's key, adding the claim `via` ("slack:U0ABC123"). Such a token verifies with the
+key of the bridge it names (`deployment.chat_bridges.slack.public_key`), and only for an approver
+whose policy entry declares exactly that chat user; every other check applies unchanged.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from policies.engine import Policy, parse_duration
+from policies.engine import CHAT_IDENTITY_FIELDS, Policy, parse_duration
 
 CASE_STEP = "(case)"  # the step claim of a token for a case-wide decision: rollback, close
 CASE_DECISIONS = ("rollback", "close")
@@ -41,12 +47,16 @@ def _unb64(text: str) -> bytes:
 def sign_approval(
     key: Ed25519PrivateKey, *, case_id: str, step: str, decision: str, approver: str,
     ttl: timedelta = timedelta(minutes=10), now: datetime | None = None, nonce: str | None = None,
+    via: str | None = None,
 ) -> str:
+    """`via` ("slack:U0ABC123") only from a chat bridge, signing with the bridge's key."""
     now = now or datetime.now(UTC)
-    claims = {
+    claims: dict[str, object] = {
         "case": case_id, "step": step, "decision": decision, "approver": approver,
         "exp": int((now + ttl).timestamp()), "iat": int(now.timestamp()), "nonce": nonce or secrets.token_hex(16),
     }
+    if via is not None:
+        claims["via"] = via
     body = json.dumps(claims, sort_keys=True, separators=(",", ":")).encode()
     return f"{_b64(body)}.{_b64(key.sign(body))}"
 
@@ -64,6 +74,30 @@ def sign_case_decision(
 
 def token_nonce(token: str) -> str:
     return hashlib.sha256(token.split(".", 1)[0].encode()).hexdigest()
+
+
+def token_claims(token: str) -> dict[str, object] | None:
+    """The claims of a token, unverified (None when it does not parse): for display and routing only."""
+    try:
+        claims = json.loads(_unb64(token.split(".", 1)[0]))
+    except (ValueError, json.JSONDecodeError):
+        return None
+    return claims if isinstance(claims, dict) else None
+
+
+def token_channel(token: str | None) -> str | None:
+    """The chat channel a token came through ("slack:U0ABC123"), or None (signed by the approver)."""
+    claims = token_claims(token) if token else None
+    via = claims.get("via") if claims else None
+    return via if isinstance(via, str) else None
+
+
+def channel_text(channel: str | None) -> str:
+    """"slack:U0ABC123" as people read it: "Slack U0ABC123"."""
+    if not channel:
+        return ""
+    bridge, _, user = channel.partition(":")
+    return f"{bridge.capitalize()} {user}".strip()
 
 
 def public_key_text(key: Ed25519PrivateKey) -> str:
@@ -96,14 +130,21 @@ def token_refusal(
         signature = _unb64(sig_text)
     except (ValueError, json.JSONDecodeError):
         return "malformed approval token: expected base64url(claims).base64url(signature)"
+    if not isinstance(claims, dict):
+        return "malformed approval token: its claims are not a JSON object"
     approver_entry = policy.approvers.get(approver)
-    if approver_entry is None or not approver_entry.public_key:
-        return f"no public key for {approver!r} in policy: signed approvals cannot be verified"
-    try:
-        public = Ed25519PublicKey.from_public_bytes(base64.b64decode(approver_entry.public_key))
-        public.verify(signature, body)
-    except (InvalidSignature, ValueError):
-        return f"forged or corrupted token: the signature does not verify with {approver!r}'s key"
+    if "via" in claims:
+        refusal = _bridge_refusal(policy, claims["via"], approver, body, signature)
+        if refusal:
+            return refusal
+    else:
+        if approver_entry is None or not approver_entry.public_key:
+            return f"no public key for {approver!r} in policy: signed approvals cannot be verified"
+        try:
+            public = Ed25519PublicKey.from_public_bytes(base64.b64decode(approver_entry.public_key))
+            public.verify(signature, body)
+        except (InvalidSignature, ValueError):
+            return f"forged or corrupted token: the signature does not verify with {approver!r}'s key"
     expected = {"case": case_id, "step": step, "decision": decision, "approver": approver}
     for field, value in expected.items():
         if claims.get(field) != value:
@@ -120,4 +161,29 @@ def token_refusal(
         return f"token lifetime exceeds the policy maximum {policy.deployment.approval_token_max_ttl}"
     if token_nonce(token) in used_nonces:
         return "token already used (replay)"
+    return None
+
+
+def _bridge_refusal(policy: Policy, via: object, approver: str, body: bytes, signature: bytes) -> str | None:
+    """Why a chat bridge's token (claim `via`) does not prove `approver`'s intent, or None."""
+    if not isinstance(via, str) or ":" not in via:
+        return f"malformed approval token: via {via!r} is not like 'slack:U0ABC123'"
+    bridge, _, chat_user = via.partition(":")
+    entry = policy.deployment.chat_bridges.get(bridge)
+    if entry is None or bridge not in CHAT_IDENTITY_FIELDS:
+        return (f"token comes through the {bridge!r} chat bridge, which policy does not trust "
+                f"(no deployment.chat_bridges.{bridge}.public_key)")
+    try:
+        Ed25519PublicKey.from_public_bytes(base64.b64decode(entry.public_key)).verify(signature, body)
+    except (InvalidSignature, ValueError):
+        return f"forged or corrupted token: the signature does not verify with the {bridge} chat bridge's key"
+    field = CHAT_IDENTITY_FIELDS[bridge]
+    approver_entry = policy.approvers.get(approver)
+    declared = getattr(approver_entry, field) if approver_entry is not None else None
+    if not declared:
+        return (f"{approver!r} has no {field} in policy: approvals through {bridge.capitalize()} cannot be tied to "
+                f"them (add approvers.{approver}.{field} by pull request)")
+    if declared != chat_user:
+        return (f"token comes from {bridge.capitalize()} user {chat_user}, but policy declares {declared} for "
+                f"{approver!r}")
     return None

@@ -137,7 +137,8 @@ def case_events(h: DecodedHistory) -> list[dict[str, Any]]:
             kind = f"{a['decision']}_signal_undetermined"
         events.append(_event(a["at"], kind, h, a["approver"], step=a["step"], decision=a["decision"], via=a["via"],
                              reason=a["reason"], outcome=a["outcome"], refusal=a["refusal"], identity=a["identity"],
-                             update_id=a["update_id"], signed=a["signed"]))
+                             update_id=a["update_id"], signed=a["signed"],
+                             **({"channel": a["channel"]} if a.get("channel") else {})))
     for act in ex["actions"]:
         events.append(_event(act["completed_at"] or act["started_at"], "action" if not act["failure"] else "action_failed",
                              h, "signoff", step=act["step_id"], action=act["action"], target=act["target"],

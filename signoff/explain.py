@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 from rich.markup import escape
 
+from policies.signing import channel_text, token_channel
 from signoff import settings
 from signoff.autonomy.models import DRIFT_WORKFLOW_ID, SYSTEM_DRIFT
 from signoff.history import DecodedHistory, load_history
@@ -201,11 +202,15 @@ def _decision(h: DecodedHistory, score: ScoreResult | None, problem: str) -> tup
 def _approvals(h: DecodedHistory, view: CaseView | None) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     for upd in h.updates_named(*APPROVAL_UPDATES):
-        req = _without_token(upd.args[0] if upd.args else {})
+        raw_req = upd.args[0] if upd.args else {}
+        req = _without_token(raw_req)
         result = str(upd.result or "")
         refused = result.startswith("refused:") or bool(upd.failure)
+        # The chat channel of a bridge token (claim `via`); the workflow verified it when it accepted.
+        channel = token_channel(raw_req.get("token")) if isinstance(raw_req, dict) and not refused else None
         records.append({
-            "at": _iso(upd.accepted_at), "via": "update", "step": req.get("step"), "approver": req.get("approver"),
+            "at": _iso(upd.accepted_at), "via": "update", "channel": channel,
+            "step": req.get("step"), "approver": req.get("approver"),
             "decision": upd.name, "reason": req.get("reason"), "signed": req.get("signed", False),
             "identity": upd.identity, "update_id": upd.update_id,
             "outcome": "refused" if refused else ("accepted" if upd.completed_at else "in progress"),
@@ -221,12 +226,14 @@ def _approvals(h: DecodedHistory, view: CaseView | None) -> list[dict[str, Any]]
     for i, sig in enumerate(h.signals_named(*APPROVAL_SIGNALS)):
         raw = _without_token(sig.args[0] if sig.args else {})
         req = raw if isinstance(raw, dict) else {"raw": raw}
-        outcome, refusal = "recorded (outcome kept in workflow state)", ""
+        outcome, refusal, channel = "recorded (outcome kept in workflow state)", "", None
         if i < len(signal_outcomes):
             rec = signal_outcomes[i]
             outcome, refusal = ("accepted", "") if rec.accepted else ("refused", rec.refusal)
+            channel = rec.channel
         records.append({
-            "at": _iso(sig.at), "via": "signal", "step": req.get("step"), "approver": req.get("approver"),
+            "at": _iso(sig.at), "via": "signal", "channel": channel,
+            "step": req.get("step"), "approver": req.get("approver"),
             "decision": sig.name.removesuffix("_signal"), "reason": req.get("reason"),
             "signed": req.get("signed", False), "identity": sig.identity, "update_id": None,
             "outcome": outcome, "refusal": refusal, "result": "",
@@ -546,12 +553,16 @@ def render_explanation(ex: dict[str, Any]) -> str:
     add("Approvals and refusals:" if ex["approvals"] or ex["refused_attempts"] else "Approvals: none")
     entries: list[tuple[str, str]] = []
     for a in ex["approvals"]:
-        who = a["approver"] + (f" (identity {a['identity']})" if a["identity"] else "")
+        # A malformed signal (a typo in "approver") is kept and refused; its fields may be missing.
+        who = str(a["approver"] or "(no approver given)") + (f" via {channel_text(a['channel'])}" if a.get("channel") else "") \
+            + (f" (identity {a['identity']})" if a["identity"] else "")
         entries.append((a["at"] or "", f"  - {a['at']}  {a['decision']} step {a['step']} by {who} via {a['via']}"
                         + (" (signed)" if a["signed"] else "") + f": {a['outcome'].upper()}"
                         + (f", refused because {a['refusal']}" if a["refusal"] else "") + f"; reason: {a['reason']!r}"))
     for r in ex["refused_attempts"]:
         who = r.get("approver") or r.get("requested_by") or r.get("analyst")
+        if r.get("via"):  # refused at the chat bridge or by the case, sent from chat
+            who = f"{who or 'nobody in policy'} via {channel_text(r['via'])}"
         entries.append((str(r.get("at", "")), f"  - {r.get('at')}  {r.get('kind')} step {r.get('step', '-')} by {who}: "
                         f"REFUSED before it reached Temporal ({r.get('refusal')}); reason given: {r.get('reason')!r}"))
     for _, line in sorted(entries, key=lambda e: e[0]):

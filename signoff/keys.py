@@ -49,20 +49,31 @@ def create_key(user: str, *, overwrite: bool = False) -> tuple[Path, Ed25519Priv
     path = key_path(user)
     if path.exists() and not overwrite:
         raise ApproverKeyError(f"{path} already exists; `signoff keys show --as {user}` prints its public key")
+    return path, write_key_file(path)
+
+
+def write_key_file(path: Path, *, private_folder: bool = True) -> Ed25519PrivateKey:
+    """A new Ed25519 key in `path` (PEM, mode 0600); replaces what was there. `private_folder`: the
+    folder is made 0700 too (not for a shared secrets folder that other users must traverse)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
+    if private_folder:
+        os.chmod(path.parent, 0o700)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(pem)
     os.chmod(path, 0o600)
-    return path, key
+    return key
 
 
 def load_private_key(user: str) -> Ed25519PrivateKey | None:
     """`user`'s private key, or None when they have none (the approval then goes unsigned)."""
-    path = key_path(user)
+    return read_key_file(key_path(user))
+
+
+def read_key_file(path: Path) -> Ed25519PrivateKey | None:
+    """The Ed25519 private key in `path` (None when there is no file); refused unless mode 0600 or stricter."""
     if not path.exists():
         return None
     mode = stat.S_IMODE(path.stat().st_mode)
@@ -83,4 +94,4 @@ def policy_line(user: str, key: Ed25519PrivateKey, roles: tuple[str, ...] = ("an
 
 
 __all__ = ["KEY_FILE_ENV", "ApproverKeyError", "create_key", "key_path", "load_private_key", "policy_line",
-           "public_key_text"]
+           "public_key_text", "read_key_file", "write_key_file"]

@@ -216,6 +216,7 @@ class ApprovalRequest(Frozen):
 
     UI form, update `approve`:  {"step": "disable_account", "approver": "alice", "reason": "C2 confirmed"}
     `signoff approve` adds `token`: an Ed25519-signed statement of (case, step, decision, expiry, nonce).
+    The Slack chat bridge (signoff/chat/) sends a token signed with its own key, naming the Slack user (`via`).
     """
 
     model_config = ConfigDict(frozen=True, extra="ignore")
@@ -236,6 +237,9 @@ class ApprovalRecord(Frozen):
     signed: bool = False
     accepted: bool = True
     refusal: str = ""
+    # The chat channel an accepted approval came through, as its verified token says ("slack:U0ABC123");
+    # None for approvals signed by the approver themself or sent unsigned.
+    channel: str | None = None
 
 
 class RollbackRequest(Frozen):

@@ -11,6 +11,8 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.testing import WorkflowEnvironment
 
 from signoff.devserver import temporal_cli
+from signoff.explain import explanation_from_history, render_explanation
+from signoff.history import decode_history
 from signoff.models import StepState
 from signoff.worker import build_worker
 from tests.casekit import alert, awaiting, case_input, start_case, step, wait_for
@@ -96,5 +98,9 @@ async def test_bad_payloads_are_refused_and_never_fail_a_workflow_task(
                        attempts=2400)
         history = await handle.fetch_history()
         assert EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED not in [e.event_type for e in history.events]
+        # `signoff explain` tells the garbage as refused attempts (QA: a typo'd "approver" crashed it).
+        decoded = await decode_history(history, client.data_converter, source="live")
+        text = render_explanation(explanation_from_history(decoded))
+        assert "approve step None by (no approver given) (identity mallory@laptop) via signal" in text
         await handle.terminate("test done")
     assert (refused_updates, signalled) == (2 * len(BAD_INPUTS) + 2, len(BAD_INPUTS) - 1)

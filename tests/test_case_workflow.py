@@ -109,7 +109,7 @@ async def test_each_kind_of_refused_approval_is_refused_and_recorded(
             cause = info.value.cause
             assert isinstance(cause, ApplicationError) and cause.type == "ApprovalRefused", kind
             reasons[kind] = cause.message
-        assert "not an approver" in reasons["unknown user"]
+        assert "not an approver in policy (approvers: alice, bob, carol, dave, erin)" in reasons["unknown user"]
         assert "needs one of" in reasons["wrong role"]
         assert "separation of duties" in reasons["self-approval"]
         assert "no step" in reasons["unknown step"]

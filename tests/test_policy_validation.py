@@ -95,6 +95,29 @@ REFUSED: dict[str, tuple[Mutation, tuple[str, ...]]] = {
         lambda p: p["tiers"]["critical"].update(roles=["lead", "ir_managr"]),
         ("tiers.critical.roles names ['ir_managr']", "roles approvers hold: ['analyst',", "fix the name"),
     ),
+    "critical easier to pass than high": (
+        lambda p: (p["tiers"]["high"].update(quorum=2), p["tiers"]["critical"].update(
+            quorum=1, roles=["analyst", "lead", "ir_manager"])),
+        ("tiers.critical.quorum is 1, below tiers.high.quorum 2", "raise it to 2 or more, or narrow its roles"),
+    ),
+    "critical lets requesters approve their own steps": (
+        lambda p: p["tiers"]["critical"].update(requester_may_approve=True),
+        ("tiers.critical.requester_may_approve is true while tiers.high forbids it",
+         "set tiers.critical.requester_may_approve: false"),
+    ),
+    "rollback roles nobody holds": (
+        lambda p: p.update(rollback_roles=["incident_lead"]),
+        ("rollback_roles is ['incident_lead'], which no approver holds: nobody could roll back a case",
+         "roles approvers hold: ['analyst',"),
+    ),
+    "nobody may roll back": (
+        lambda p: p.update(rollback_roles=[]),
+        ("rollback_roles is [], which no approver holds: nobody could roll back a case",),
+    ),
+    "governance roles nobody holds": (
+        lambda p: p.update(governance_roles=["ciso"]),
+        ("governance_roles is ['ciso']", "nobody could change governance"),
+    ),
     "playbook typo": (
         lambda p: p["alert_types"]["network_intrusion"].update(playbook="network_intrusoin"),
         ("alert_types.network_intrusion.playbook is 'network_intrusoin'", "not a registered playbook",
@@ -147,6 +170,15 @@ def test_stricter_policies_are_still_accepted(tmp_path: Path) -> None:
 
     policy = _load(tmp_path, stricter)
     assert policy.tiers["high"].quorum == 4 and not policy.tiers["low"].auto
+
+
+def test_a_top_tier_with_fewer_but_more_senior_approvers_is_accepted(tmp_path: Path) -> None:
+    def senior(p: dict[str, Any]) -> None:
+        p["tiers"]["high"].update(quorum=2, roles=["analyst", "lead"])
+        p["tiers"]["critical"].update(quorum=1, roles=["ir_manager"])  # one IR manager outranks two analysts
+
+    policy = _load(tmp_path, senior)
+    assert policy.tiers["critical"].quorum == 1
 
 
 def test_a_recorded_policy_snapshot_still_decodes() -> None:

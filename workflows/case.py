@@ -38,7 +38,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.scoring import ScoreRequest, score_case
     from playbooks import get_playbook
     from policies.engine import GovernanceSnapshot, Policy, approval_refusal, parse_duration, quorum_met
-    from policies.signing import CASE_STEP, MAX_CLOCK_SKEW, token_nonce, token_refusal
+    from policies.signing import CASE_STEP, MAX_CLOCK_SKEW, token_channel, token_nonce, token_refusal
     from signoff import search_attributes as sa
     from signoff.holds import hold_key
     from signoff.models import (
@@ -558,6 +558,8 @@ class CaseWorkflow:
             step=req.step, approver=req.approver, decision=decision,
             reason=_clip(req.reason) if refusal else req.reason, at=workflow.now(),
             via=via, signed=req.token is not None, accepted=refusal is None, refusal=refusal or "",
+            # A verified chat bridge token names its channel (state only: no command changes).
+            channel=token_channel(req.token) if refusal is None else None,
         )
         if refusal:
             self.refusals.append(record)

@@ -32,6 +32,7 @@ for module, name in (
     ("signoff.cli.governance", "governance"),
     ("signoff.cli.bench", "bench"),
     ("signoff.cli.keys", "keys"),
+    ("signoff.cli.chat", "chat"),
 ):
     try:
         mod = importlib.import_module(module)

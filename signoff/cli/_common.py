@@ -19,7 +19,9 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    # MESSAGE is text, never markup: it carries case ids, step names, paths and reasons people typed
+    # ("[/x]" in one made every error path crash with a MarkupError traceback instead of this line).
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from datetime import UTC, datetime
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,18 @@ from rich.table import Table
 
 from signoff import settings
 from signoff.cli._common import emit_json, emit_json_lines, err, fail, out, run
-from signoff.models import ApprovalRequest, CaseView, CloseRequest, RollbackRequest, Verdict
+from signoff.models import (
+    ApprovalRequest,
+    CaseStatus,
+    CaseView,
+    CloseRequest,
+    Reversibility,
+    RollbackRequest,
+    StepState,
+    StepView,
+    Verdict,
+)
+from signoff.refused_log import record_refusal
 
 
 def register(app: typer.Typer) -> None:
@@ -166,12 +178,28 @@ def _listing_notes(listing: Any, limit: int) -> None:
 
 
 async def case_view(case_id: str) -> CaseView:
+    from temporalio.service import RPCError, RPCStatusCode
+
     from signoff.client import connect
     from workflows.case import CaseWorkflow
 
     client = await connect()
     handle = client.get_workflow_handle_for(CaseWorkflow.run, case_id)
-    return await handle.query(CaseWorkflow.status)
+    try:
+        return await handle.query(CaseWorkflow.status)
+    except RPCError as exc:
+        if "not found" in exc.message.lower():
+            fail(_no_such_case(case_id, exc.message))
+        if "no poller" in exc.message.lower() or exc.status == RPCStatusCode.DEADLINE_EXCEEDED:
+            fail(f"no worker answered case {case_id} ({exc.message}): start one (`signoff worker`, or `signoff dev` "
+                 f"on the embedded server); `signoff explain {case_id}` reads the case from its history without one")
+        raise
+
+
+def _no_such_case(case_id: str, detail: str) -> str:
+    """A case id the server does not know: say so, and how to find the right one."""
+    return (f"no case {case_id!r} on {settings.temporal_address()} ({detail}); check the id with `signoff cases` "
+            "(or `signoff explain CASE`, which also reads archived cases)")
 
 
 def show(
@@ -210,11 +238,14 @@ def print_case(view: CaseView) -> None:
     if view.decision:
         out.print(f"decision: [bold]{e(view.decision.kind.value)}[/] ({e(view.decision.reason)})")
     if view.steps:
+        from policies.signing import channel_text
+
         table = Table(title="steps")
         for col in ("step", "action", "target", "tier", "undo", "state", "approvals"):
             table.add_column(col)
         for st in view.steps:
-            approvals = ", ".join(f"{a.approver}:{a.decision.value}" for a in st.approvals)
+            approvals = ", ".join(f"{a.approver}:{a.decision.value}" + (f" via {channel_text(a.channel)}" if a.channel else "")
+                                  for a in st.approvals)
             if st.quorum:
                 approvals = f"{approvals} ({sum(1 for a in st.approvals if a.decision == 'approve')}/{st.quorum})"
             table.add_row(*(e(str(cell)) for cell in (st.step_id, st.action, f"{st.target.kind} {st.target.id}",
@@ -223,6 +254,8 @@ def print_case(view: CaseView) -> None:
         for st in view.steps:
             if st.note:
                 out.print(f"[cyan]{e(st.step_id)}[/]: {e(st.note)}")
+    for line in waiting_lines(view):
+        out.print(e(line))
     for refusal in view.refusals:
         out.print(f"[red]refused[/] {e(refusal.via)} from {e(repr(refusal.approver))} on {e(repr(refusal.step))}: "
                   f"{e(refusal.refusal)}")
@@ -230,6 +263,93 @@ def print_case(view: CaseView) -> None:
         out.print(f"[yellow]escalation[/] {e(note)}")
     if view.verdict:
         out.print(e(f"verdict: {view.verdict.verdict.value} by {view.verdict.analyst} ({view.verdict.reason})"))
+
+
+_GATED = (StepState.awaiting_approval, StepState.escalated)
+
+
+def waiting_lines(view: CaseView, policy: Any = None) -> list[str]:
+    """What the case waits for, on whom, until when, and what a timeout does; after a rollback, the
+    irreversible actions it could not undo (QA: "rollback rolled_back" hid them). QA: the steps table
+    showed every gated step as awaiting_approval, but the workflow gates them one at a time in
+    playbook order: a later step approved early does not run, and its timeout has not started).
+
+    Mirrors `CaseWorkflow._run_steps`/`_gate`; the tier rules come from the policy file in force now,
+    and say so when the case recorded another policy version."""
+    from policies.loader import PolicyError, load_policy
+
+    if policy is None:
+        try:
+            policy = load_policy()
+        except PolicyError:
+            policy = None
+    gate = next((st for st in view.steps if st.state in _GATED), None)
+    lines: list[str] = _left_out(view)
+    if gate is not None:
+        who = f"case {view.case_id}: waiting on step {gate.step_id} ({gate.action} on {gate.target.kind} {gate.target.id})"
+        rule = _rule(policy, gate)
+        got = sum(1 for a in gate.approvals if a.decision == "approve")
+        needs = f"{max(gate.quorum - got, 0)} more approval(s) (quorum {gate.quorum})"
+        if rule is not None:
+            needs += f" from {'/'.join(rule.roles)}" + ("" if rule.requester_may_approve else
+                                                       " (not the case's requester)")
+        if gate.state == StepState.escalated:
+            when = ("it timed out and was escalated to a human; it keeps waiting, with no further deadline, "
+                    "and never runs on a timeout")
+        elif rule is not None:
+            when = (f"if the approvals are not in within {rule.timeout} of when this step started waiting, it "
+                    "escalates to a human (status escalated) and keeps waiting: it never runs on a timeout")
+        else:
+            when = "a timeout escalates to a human; it never runs on a timeout"
+        lines.append(f"{who}: needs {needs}; {when}")
+        lines.append(f"  decide: signoff approve|reject {view.case_id} {gate.step_id} --as USER --reason TEXT")
+        later = view.steps[view.steps.index(gate) + 1:]
+        queued = [st for st in later if st.state in (*_GATED, StepState.approved, StepState.pending)]
+        if queued:
+            names = ", ".join(f"{st.step_id} ({st.state.value})" for st in queued)
+            lines.append(f"  then, in playbook order: {names}; they can be decided now but run only after "
+                         f"{gate.step_id} is decided, and their approval timeouts start only when they are reached")
+        if policy is not None and view.policy_version and view.policy_version != policy.digest():
+            lines.append(f"  (tier rules as in the policy file in force now; the case recorded policy "
+                         f"{view.policy_version[:12]})")
+    elif view.status in (CaseStatus.rolled_back, CaseStatus.rollback_failed):
+        kept = [st.step_id for st in view.steps
+                if st.state == StepState.executed and st.reversibility == Reversibility.irreversible]
+        if kept:
+            lines.append(f"case {view.case_id}: the rollback did not undo {', '.join(kept)}: irreversible, still in "
+                         "effect (remediate by hand if needed)")
+    if gate is None and view.verdict is None and view.status in (CaseStatus.awaiting_verdict, CaseStatus.contained):
+        idle = f" with no verdict for {policy.case_idle_close}" if policy is not None else " when idle"
+        lines.append(f"case {view.case_id}: waiting for an analyst's verdict: signoff close {view.case_id} --as USER "
+                     f"--verdict TruePositive|BenignPositive|FalsePositive --reason TEXT (it closes itself{idle})")
+    return lines
+
+
+def _left_out(view: CaseView) -> list[str]:
+    """The playbook's steps the case has no target for (QA: a phishing case scored TruePositive with
+    only a url entity showed tag and note and nothing else: nothing said why no response was planned)."""
+    from playbooks import PLAYBOOKS
+
+    book = PLAYBOOKS.get(view.playbook)
+    if book is None or not view.steps:
+        return []
+    planned = {st.step_id for st in view.steps}
+    plannable = {p.step_id for p in book.plan(view.case_id, view.entities)}
+    missing = [st for st in book.steps if st.step_id not in planned and st.step_id not in plannable]
+    if not missing:
+        return []
+    parts = []
+    for st in missing:
+        kinds = st.target_types or ((st.action.target_kind,) if st.action.target_kind != "any" else ("account", "host", "ip"))
+        parts.append(f"{st.step_id} (no {'/'.join(kinds)} entity)")
+    return [f"case {view.case_id}: playbook {view.playbook} steps not planned, for want of a target: {', '.join(parts)}"]
+
+
+def _rule(policy: Any, st: StepView) -> Any:
+    if policy is None:
+        return None
+    tier = policy.irreversible_tier if st.reversibility == Reversibility.irreversible else st.tier
+    return policy.tiers.get(tier)
 
 
 def explain(
@@ -256,15 +376,39 @@ def explain(
 # ---------------------------------------------------------------- human decisions
 
 
-def _audit_refusal(kind: str, case_id: str, payload: dict[str, Any], reason: str) -> None:
-    """Refused updates leave no trace in Temporal, so the CLI records them itself."""
-    folder = settings.home() / "audit"
-    folder.mkdir(parents=True, exist_ok=True)
-    record = {"at": datetime.now(UTC).isoformat(), "kind": f"refused_{kind}", "case_id": case_id,
-              **{k: v for k, v in payload.items() if k != "token"}, "signed": bool(payload.get("token")),
-              "refusal": reason}
-    with (folder / "refused.jsonl").open("a") as fh:
-        fh.write(json.dumps(record, sort_keys=True) + "\n")
+# How long `approve|reject|rollback|close` wait for a worker to answer the case before sending anything.
+WORKER_CHECK_SECONDS = 10.0
+
+
+async def _send(handle: Any, case_id: str, name: str, arg: Any, update_id: str) -> str:
+    """Send the update only when a worker answers for the case; say plainly what an interrupted send means.
+
+    QA: with the worker down, `signoff approve` hung with no output; Ctrl-C printed a traceback, and
+    the approval was applied minutes later when a worker came back (the server keeps an update it
+    admitted for the workflow; nothing can withdraw it). So: ask the case first (a query needs a
+    worker; nothing is sent if none answers), and if the send itself is interrupted, say that it may
+    still be applied."""
+    from datetime import timedelta
+
+    from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateRPCTimeoutOrCancelledError
+    from temporalio.service import RPCError
+
+    described = await handle.describe()
+    if described.status == WorkflowExecutionStatus.RUNNING:
+        try:
+            await handle.query("status", rpc_timeout=timedelta(seconds=WORKER_CHECK_SECONDS))
+        except RPCError as exc:
+            if "not found" in exc.message.lower():
+                raise
+            fail(f"no worker answered case {case_id} within {WORKER_CHECK_SECONDS:g} s ({exc.message}); nothing "
+                 f"was sent. Start a worker on task queue {described.task_queue!r} (`signoff worker`, or "
+                 "`signoff dev` on the embedded server), then run this command again")
+    try:
+        return str(await handle.execute_update(name, arg, id=update_id, result_type=str))
+    except (WorkflowUpdateRPCTimeoutOrCancelledError, asyncio.CancelledError):
+        fail(f"interrupted before case {case_id} answered: this {name} was sent and may still be applied when a "
+             f"worker takes it (it cannot be withdrawn); check `signoff show {case_id}` before deciding again",
+             code=130)
 
 
 async def _update(case_id: str, name: str, arg: Any, update_id: str) -> str:
@@ -276,13 +420,15 @@ async def _update(case_id: str, name: str, arg: Any, update_id: str) -> str:
     client = await connect()
     handle = client.get_workflow_handle(case_id)
     try:
-        return await handle.execute_update(name, arg, id=update_id, result_type=str)
+        return await _send(handle, case_id, name, arg, update_id)
     except WorkflowUpdateFailedError as exc:
         reason = str(exc.cause.message if hasattr(exc.cause, "message") else exc.cause)
-        _audit_refusal(name, case_id, arg.model_dump(mode="json"), reason)
+        record_refusal(name, case_id, arg.model_dump(mode="json"), reason)
         fail(f"refused: {reason}")
     except RPCError as exc:
-        if "not found" in exc.message.lower() or "already completed" in exc.message.lower():
+        if "not found" in exc.message.lower():
+            fail(_no_such_case(case_id, exc.message))
+        if "already completed" in exc.message.lower():
             fail(f"case {case_id} is not open: {exc.message}")
         raise
 
@@ -318,7 +464,23 @@ def _decide(case_id: str, step: str, user: str, reason: str, decision: str) -> N
     token = _signed_token(case_id, step, decision, user)
     req = ApprovalRequest(step=step, approver=user, reason=reason, token=token)
     result = run(_update(case_id, decision, req, update_id=_attempt_id(decision, case_id, step, user)))
-    out.print(result)
+    out.print(escape(result))
+    if decision == "approve" and result.startswith("approved:"):
+        # QA: "step revoke_sessions will run" while the case was still waiting on an earlier step.
+        ahead = _gated_before(run(case_view(case_id)), step)
+        if ahead:
+            out.print(escape(f"it runs only after {ahead} is decided: steps run in playbook order "
+                             f"(`signoff show {case_id}`)"))
+
+
+def _gated_before(view: CaseView, step_id: str) -> str | None:
+    """The earlier step the case is still waiting on, if `step_id` is queued behind one."""
+    for st in view.steps:
+        if st.step_id == step_id:
+            return None
+        if st.state in _GATED:
+            return st.step_id
+    return None
 
 
 def approve(
@@ -350,7 +512,7 @@ def rollback(
     from policies.signing import CASE_STEP
 
     req = RollbackRequest(requested_by=user, reason=reason, token=_signed_token(case_id, CASE_STEP, "rollback", user))
-    out.print(run(_update(case_id, "rollback", req, update_id=_attempt_id("rollback", case_id, user))))
+    out.print(escape(run(_update(case_id, "rollback", req, update_id=_attempt_id("rollback", case_id, user)))))
 
 
 def close_case(
@@ -363,7 +525,7 @@ def close_case(
     from policies.signing import CASE_STEP
 
     req = CloseRequest(analyst=user, verdict=verdict, reason=reason, token=_signed_token(case_id, CASE_STEP, "close", user))
-    out.print(run(_close(case_id, req)))
+    out.print(escape(run(_close(case_id, req))))
 
 
 async def _close(case_id: str, req: CloseRequest) -> str:
@@ -382,8 +544,7 @@ async def _close(case_id: str, req: CloseRequest) -> str:
     handle = client.get_workflow_handle(case_id, result_type=CaseView)
     refusal: str | None = None
     try:
-        return await handle.execute_update("close", req, id=_attempt_id("close", case_id, req.analyst),
-                                           result_type=str)
+        return await _send(handle, case_id, "close", req, _attempt_id("close", case_id, req.analyst))
     except WorkflowUpdateFailedError as exc:
         refusal = str(exc.cause.message if hasattr(exc.cause, "message") else exc.cause)
     except RPCError as exc:
@@ -398,7 +559,7 @@ async def _close(case_id: str, req: CloseRequest) -> str:
         if refusal is None:
             status = view.status.value if view is not None else "ended"
             refusal = f"the case is no longer open (status {status}) and has no analyst's verdict to repeat"
-        _audit_refusal("close", case_id, req.model_dump(mode="json"), refusal)
+        record_refusal("close", case_id, req.model_dump(mode="json"), refusal)
         fail(f"refused: {refusal}")
     at = await _verdict_time(client, handle, prior)
     when = f" at {at}" if at else ""
@@ -406,7 +567,7 @@ async def _close(case_id: str, req: CloseRequest) -> str:
         return f"case {case_id} was already closed with {prior.verdict.value} by {prior.analyst}{when}; nothing changed"
     refusal = (f"case {case_id} is already closed with {prior.verdict.value} by {prior.analyst}{when} "
                f"(reason: {prior.reason!r}); a verdict is final and is not replaced")
-    _audit_refusal("close", case_id, req.model_dump(mode="json"), refusal)
+    record_refusal("close", case_id, req.model_dump(mode="json"), refusal)
     fail(f"refused: {refusal}")
 
 

@@ -380,7 +380,11 @@ def parse_guide_lines(lines: Iterable[str]) -> GuideRead:
             rejected.append(Rejected(line=line, record=kept, reason=reason or "unreadable row"))
             continue
         group.rows.append(_Row(line, _slim(record), time, grade))
-    built = [_build(g) for g in incidents.values()]
+    del seen_rows
+    built = []
+    for group in incidents.values():
+        built.append(_build(group))
+        group.rows = []  # the built incident holds what is needed: a large read keeps one copy, not two
     return GuideRead(incidents=built, rejected=rejected, rows=total)
 
 
