@@ -318,6 +318,10 @@ class StepView(Frozen):
     compensation: CompensationResult | None = None
     error: str = ""
     note: str = ""  # a hold handed over to or taken from another case (shared targets)
+    # When the case reached this gated step, and when it escalates if the approvals are not in
+    # (steps are gated one at a time: a later step has neither yet).
+    waiting_since: datetime | None = None
+    escalates_at: datetime | None = None
 
 
 class HoldersRequest(Frozen):

@@ -58,6 +58,12 @@ async def test_gate_blocks_until_quorum_then_executes(time_env: WorkflowEnvironm
         assert step(view, "tag").state == StepState.executed
         assert lab().read("account", account)["enabled"] is True
 
+        # The gate says since when it waits and when it escalates (the high tier's 4h); the step
+        # behind it is not being timed yet: steps are gated one at a time.
+        gate = step(view, "disable_account")
+        assert gate.waiting_since is not None and gate.escalates_at == gate.waiting_since + timedelta(hours=4)
+        assert step(view, "revoke_sessions").waiting_since is None
+
         # revoke_sessions is irreversible: top tier, quorum 2 of lead/ir_manager.
         assert step(view, "revoke_sessions").quorum == 2
         msg = await handle.execute_update(CaseWorkflow.approve, approval("revoke_sessions", "carol"))

@@ -353,6 +353,12 @@ async def test_slack_approval_end_to_end(rig: Rig, task_queue: str) -> None:
     revoke_text = rig.message(cid, "revoke_sessions")["text"]
     assert "*Tier* critical" in revoke_text and "IRREVERSIBLE" in revoke_text and "0 of 2" in revoke_text
     assert "reversible: `restore_account` restores" in rig.message(cid, "disable_account")["text"]
+    # Only the step the case waits on now is timed: its message gives the escalation time.
+    timed = [s for s in view.steps if s.escalates_at is not None]
+    assert len(timed) == 1 and timed[0].escalates_at is not None
+    deadline = f"*Deadline* escalates to a human at {timed[0].escalates_at.strftime('%Y-%m-%d %H:%M UTC')}"
+    for step_id in gated:
+        assert (deadline in rig.message(cid, step_id)["text"]) == (step_id == timed[0].step_id), step_id
 
     # A second pass (a restarted bridge too) posts nothing new and changes nothing.
     assert (await rig.bridge.notify_once())["posted"] == 0

@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -74,6 +74,15 @@ def test_show_says_which_step_waits_on_whom_until_when_and_what_is_queued_behind
     assert "signoff approve|reject c-1 disable_account" in shown, shown
     # The step approved early does not run before the gate ahead of it is decided.
     assert "revoke_sessions (approved)" in shown and "run only after disable_account is decided" in shown, shown
+
+
+def test_show_gives_the_escalation_time_the_case_recorded() -> None:
+    since = datetime(2026, 11, 28, 22, 17, 5, tzinfo=UTC)
+    gate = _step("disable_account", "disable_account", RiskTier.high, StepState.awaiting_approval, 1)
+    gate = gate.model_copy(update={"waiting_since": since, "escalates_at": since + timedelta(hours=4)})
+    text = " ".join(cli_cases.waiting_lines(_view(gate)))
+    assert "not in by 2026-11-29 02:17:05Z (waiting since 2026-11-28 22:17:05Z)" in text, text
+    assert "never runs on a timeout" in text, text
 
 
 def test_escalated_step_says_it_keeps_waiting_with_no_deadline() -> None:

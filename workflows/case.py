@@ -114,6 +114,8 @@ class _Step:
         self.compensation: CompensationResult | None = None
         self.error = ""
         self.note = ""
+        self.waiting_since: datetime | None = None
+        self.escalates_at: datetime | None = None
 
     def view(self) -> StepView:
         return StepView(
@@ -121,6 +123,7 @@ class _Step:
             reversibility=self.plan.reversibility, target=self.plan.target, state=self.state,
             approvals=tuple(self.approvals), quorum=self.quorum, result=self.result,
             compensation=self.compensation, error=self.error, note=self.note,
+            waiting_since=self.waiting_since, escalates_at=self.escalates_at,
         )
 
 
@@ -306,6 +309,9 @@ class CaseWorkflow:
         assert self.gov is not None
         self._set_status(CaseStatus.awaiting_approval)
         timeout = parse_duration(self.gov.policy.rule_for(step.plan).timeout)
+        # State only (workflow time, no command): `signoff show` and the chat say until when it waits.
+        step.waiting_since = workflow.now()
+        step.escalates_at = step.waiting_since + timeout
         decided = lambda: step.state in (StepState.approved, StepState.skipped) or self._stopping()  # noqa: E731
         try:
             await workflow.wait_condition(decided, timeout=timeout)

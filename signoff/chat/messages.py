@@ -90,6 +90,9 @@ def context_lines(view: CaseView, step: StepView, policy: Policy) -> list[str]:
     lines.append(f"*Undo* {_undo(step)}")
     if step.state == StepState.escalated:
         lines.append("*Escalated*: it waited longer than its tier's timeout")
+    elif step.escalates_at is not None:
+        lines.append(f"*Deadline* escalates to a human at {step.escalates_at.strftime('%Y-%m-%d %H:%M UTC')} if not "
+                     "decided (it never runs on a timeout)")
     return lines
 
 

@@ -296,6 +296,11 @@ def waiting_lines(view: CaseView, policy: Any = None) -> list[str]:
         if gate.state == StepState.escalated:
             when = ("it timed out and was escalated to a human; it keeps waiting, with no further deadline, "
                     "and never runs on a timeout")
+        elif gate.escalates_at is not None:
+            since = gate.waiting_since.strftime("%Y-%m-%d %H:%M:%SZ") if gate.waiting_since else "?"
+            when = (f"if the approvals are not in by {gate.escalates_at.strftime('%Y-%m-%d %H:%M:%SZ')} (waiting "
+                    f"since {since}), it escalates to a human (status escalated) and keeps waiting: it never runs "
+                    "on a timeout")
         elif rule is not None:
             when = (f"if the approvals are not in within {rule.timeout} of when this step started waiting, it "
                     "escalates to a human (status escalated) and keeps waiting: it never runs on a timeout")
