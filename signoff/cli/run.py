@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -226,11 +227,13 @@ def demo(
 
             case_ids = sorted({*case_ids, *(i.case_id for i in read_guide(data).incidents)})
         statuses = await _settle(client, case_ids, wait)
-        return {"ingest": summary.as_json(), "statuses": dict(statuses), "case_ids": case_ids}
+        examples = await _examples(client, case_ids)
+        return {"ingest": summary.as_json(), "statuses": dict(statuses), "case_ids": case_ids, "examples": examples}
 
     result = run_async(main())
     if json_out:
-        emit_json({**result["ingest"], "statuses": result["statuses"], "ui": devserver.ui_address()})
+        emit_json({**result["ingest"], "statuses": result["statuses"], "examples": result["examples"],
+                   "ui": devserver.ui_address()})
         return
     _print_demo(result)
 
@@ -256,6 +259,55 @@ async def _settle(client, case_ids: list[str], wait: float) -> Counter:  # type:
         await asyncio.sleep(1.0)
 
 
+# Which cases the summary shows as examples: one waiting for sign-off, then cases waiting for a verdict.
+EXAMPLE_WANTED = {"awaiting_approval": 1, "awaiting_verdict": 2}
+
+
+async def _examples(client, case_ids: list[str], most_queries: int = 60) -> list[dict]:  # type: ignore[no-untyped-def]
+    """A few scored cases, read from the cases themselves (`status` query): what the model said and why.
+    The one waiting for sign-off is, where there is one, a case the model sent to its playbook."""
+    from signoff.explain import contribution_text
+    from workflows.case import CaseWorkflow
+
+    candidates: dict[str, list[dict]] = {status: [] for status in EXAMPLE_WANTED}
+    for case_id in case_ids[:most_queries]:
+        try:
+            view = await client.get_workflow_handle(case_id).query(CaseWorkflow.status)
+        except Exception:  # noqa: BLE001 - an example is optional; the summary stands without it
+            continue
+        if view.score is None or view.status.value not in candidates:
+            continue
+        s = view.score
+        candidates[view.status.value].append({
+            "case_id": case_id, "status": view.status.value, "alert_type": view.alert_type,
+            "predicted": s.predicted.value, "confidence": s.confidence, "benign_confidence": s.benign_confidence,
+            "model": s.model_id[:12], "decision": view.decision.kind.value if view.decision else "",
+            "decision_reason": view.decision.reason if view.decision else "",
+            "waiting_on": next((st.step_id for st in view.steps if st.state.value == "awaiting_approval"), ""),
+            "why": [contribution_text(c, s.predicted.value) for c in s.contributions[:2]],
+        })
+    found: list[dict] = []
+    for status, count in EXAMPLE_WANTED.items():
+        # stable: a respond decision first where the status waits for sign-off, else the listing order
+        ranked = sorted(candidates[status], key=lambda e: (e["decision"] != "respond") if status == "awaiting_approval" else 0)
+        found += ranked[:count]
+    return found
+
+
+def _print_examples(examples: list[dict]) -> None:
+    if not examples:
+        return
+    out.print("\n[bold]Scored cases[/] (examples; `signoff explain CASE` tells the whole story from its history)")
+    for ex in examples:
+        waiting = f" (waiting on {ex['waiting_on']})" if ex["waiting_on"] else ""
+        out.print(f"  [bold]{ex['case_id']}[/]  {ex['alert_type']}  {ex['status']}{waiting}")
+        out.print(f"      predicted {ex['predicted']}, calibrated confidence {ex['confidence']:.2f}, "
+                  f"P(not a true positive) {ex['benign_confidence']:.3f} (model {ex['model']})")
+        out.print(f"      decision {ex['decision']}: {escape(ex['decision_reason'][:140])}")
+        for line in ex["why"]:
+            out.print(f"      {escape(line)}")
+
+
 def _print_demo(result: dict) -> None:
     ingest = result["ingest"]
     out.print(
@@ -270,10 +322,17 @@ def _print_demo(result: dict) -> None:
     for status, count in sorted(result["statuses"].items(), key=lambda kv: -kv[1]):
         table.add_row(status, str(count))
     out.print(table)
+    _print_examples(result.get("examples", []))
     out.print(f"\nTemporal UI: [bold]{devserver.ui_address()}[/]  (filter: CaseStatus=\"awaiting_approval\")")
     out.print("Next steps:")
     out.print("  signoff cases --status awaiting_approval      # the approval queue")
-    out.print("  signoff show CASE                             # one case: alerts, score, steps")
-    out.print("  signoff approve CASE STEP --as bob --reason 'confirmed'")
-    out.print("  signoff rollback CASE --as carol --reason 'false positive'")
+    first = next(iter(result.get("examples", [])), None)
+    case = first["case_id"] if first else "CASE"
+    out.print(f"  signoff show {case:<32} # one case: alerts, score, steps, what it waits on")
+    out.print(f"  signoff explain {case:<29} # why: features, score, threshold, policy, approvals")
+    gated = next((e for e in result.get("examples", []) if e["waiting_on"]), None)
+    approve = f"{gated['case_id']} {gated['waiting_on']}" if gated else "CASE STEP"
+    out.print(f"  signoff approve {approve} --as bob --reason 'confirmed'")
+    out.print(f"  signoff rollback {gated['case_id'] if gated else 'CASE'} --as carol --reason 'false positive'"
+              "   # after it ran: undo, newest first")
     out.print("  signoff stop                                  # stop the dev server and worker")
