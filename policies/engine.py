@@ -112,6 +112,9 @@ class Policy(_Model):
     tiers: dict[RiskTier, TierRule]
     irreversible_tier: RiskTier = RiskTier.critical
     rollback_roles: tuple[str, ...] = ()
+    # How many different people with a rollback role must ask before a case's actions are undone:
+    # undoing a containment (reconnecting a host, re-enabling an account) is itself high-impact.
+    rollback_quorum: int = Field(default=1, ge=1)
     governance_roles: tuple[str, ...] = ()
     on_step_failure: Literal["compensate", "hold"] = "compensate"
     alert_types: dict[str, AlertTypeRule]
@@ -138,6 +141,8 @@ class Policy(_Model):
         # Fields added later hash only when set: a policy file that does not use them keeps its version.
         if not dumped["deployment"].get("chat_bridges"):
             dumped["deployment"].pop("chat_bridges", None)
+        if dumped.get("rollback_quorum") == 1:
+            dumped.pop("rollback_quorum", None)
         for approver in dumped["approvers"].values():
             if approver.get("slack_user") is None:
                 approver.pop("slack_user", None)
@@ -277,6 +282,12 @@ def promise_violations(policy: Policy, playbooks: Collection[str] | None = None)
             what = "roll back a case" if field == "rollback_roles" else "change governance"
             problems.append(f"{field} is {list(roles)}, which no approver holds: nobody could {what}; name the roles "
                             f"that may (roles approvers hold: {known_roles}) or give an approver one of them")
+    may_roll_back = sorted({name for r in policy.rollback_roles for name in holders.get(r, ())})
+    if may_roll_back and policy.rollback_quorum > len(may_roll_back):
+        problems.append(
+            f"rollback_quorum is {policy.rollback_quorum} but only {len(may_roll_back)} approver(s) {may_roll_back} hold "
+            f"one of rollback_roles {list(policy.rollback_roles)}: no rollback could ever run; lower it or add people"
+        )
     problems += chat_identity_violations(policy)
     alert_types = sorted(policy.alert_types)
     if policy.default_alert_type not in policy.alert_types:

@@ -153,7 +153,9 @@ def case_events(h: DecodedHistory) -> list[dict[str, Any]]:
             events.append(_event(rb["at"], "refusal", h, rb["requested_by"], decision="rollback", via=rb["via"],
                                  reason=rb["reason"], refusal=rb["refusal"], identity=rb["identity"]))
             continue
-        events.append(_event(rb["at"], "rollback", h, rb["requested_by"], via=rb["via"], reason=rb["reason"],
+        # a request counted towards a rollback quorum is its own kind: nothing was undone by it
+        kind = "rollback_request" if rb.get("outcome") == "counted" else "rollback"
+        events.append(_event(rb["at"], kind, h, rb["requested_by"], via=rb["via"], reason=rb["reason"],
                              identity=rb["identity"], result=rb["result"],
                              seconds_to_last_compensation=rb["seconds_to_last_compensation"]))
     for e in ex["escalations"]:

@@ -292,13 +292,18 @@ def _rollbacks(h: DecodedHistory, view: CaseView | None = None) -> list[dict[str
             if match is not None:
                 refused.remove(match)
                 refusal = match.refusal
-        comps = [] if refusal else [c for c in h.activities_named("compensate_action")
-                                    if c.scheduled_at >= at and c.completed_at]
+        # Under a rollback_quorum above 1 a request may only be counted (the update says so), or, for
+        # a signal, still be waiting for the others when the case was read.
+        counted = (isinstance(result, str) and result.startswith("rollback requested by")) or (
+            via == "signal" and view is not None
+            and any(v.requested_by == req.get("requested_by") for v in view.rollback_votes))
+        comps = [] if refusal or counted else [c for c in h.activities_named("compensate_action")
+                                               if c.scheduled_at >= at and c.completed_at]
         last = max((c.completed_at for c in comps if c.completed_at), default=None)
         out.append({
             "at": _iso(at), "via": via, "requested_by": req.get("requested_by"), "reason": req.get("reason"),
             "identity": identity, "result": result, "completed_at": _iso(done),
-            "outcome": "refused" if refusal else "accepted", "refusal": refusal,
+            "outcome": "refused" if refusal else "counted" if counted else "accepted", "refusal": refusal,
             "compensations": len(comps),
             "seconds_to_last_compensation": (last - at).total_seconds() if last else None,
         })
@@ -586,6 +591,10 @@ def render_explanation(ex: dict[str, Any]) -> str:
         if rb.get("refusal"):
             add(f"Rollback refused: {rb['at']} from {rb['requested_by']} via {rb['via']} ({rb['reason']!r}): "
                 f"{rb['refusal']}")
+            continue
+        if rb["outcome"] == "counted":
+            add(f"Rollback requested: {rb['at']} by {rb['requested_by']} via {rb['via']} ({rb['reason']!r}); "
+                "counted towards the policy's rollback quorum" + (f": {rb['result']}" if rb["result"] else ""))
             continue
         add(f"Rollback: {rb['at']} by {rb['requested_by']} via {rb['via']} ({rb['reason']!r}); "
             f"{rb['compensations']} compensations" + (f", done in {took:.1f} s" if took is not None else ""))

@@ -362,6 +362,8 @@ class CaseView(Frozen):
     refusals: tuple[ApprovalRecord, ...]
     verdict: CloseRequest | None = None
     rollback: RollbackRequest | None = None
+    # Rollback requests counted towards the policy's rollback_quorum that has not been met yet.
+    rollback_votes: tuple[RollbackRequest, ...] = ()
     escalations: tuple[str, ...] = ()
     timeline: tuple[Alert, ...] = ()  # the first alerts of the case, capped
     shadow_score: ScoreResult | None = None  # a candidate model's score in shadow mode (never decides)

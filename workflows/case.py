@@ -153,6 +153,7 @@ class CaseWorkflow:
         self.verdict: CloseRequest | None = None
         self.rollback_request: RollbackRequest | None = None
         self.rollback_done = False
+        self.rollback_votes: list[RollbackRequest] = []  # towards a rollback_quorum above 1, not met yet
         self.verdict_window_over = False  # the case stopped waiting for a verdict (given, or idle)
         self.finishing = False  # archiving and completing: no rollback can run any more
         self.escalations: list[str] = []
@@ -606,6 +607,8 @@ class CaseWorkflow:
     @workflow.update(description='Undo every executed action of the case, newest first: {"requested_by": "carol", "reason": "false positive"}')
     async def rollback(self, req: RollbackRequest) -> str:
         self._accept_rollback(req)
+        if self.rollback_votes:  # only under a rollback_quorum above 1: counted, not yet running
+            return self._rollback_vote_text(req)
         await workflow.wait_condition(lambda: self.rollback_done)
         return f"rollback {self.case_status.value}: " + ", ".join(
             f"{s.plan.step_id}={s.state.value}" for s in self.steps.values() if s.before is not None
@@ -633,8 +636,23 @@ class CaseWorkflow:
     def _accept_rollback(self, req: RollbackRequest) -> None:
         if req.token:
             self.used_nonces.add(token_nonce(req.token))
+        quorum = self.gov.policy.rollback_quorum if self.gov else 1
+        if quorum > 1:
+            self.rollback_votes.append(req)
+            if len(self.rollback_votes) < quorum:
+                return
+            self.rollback_votes = []
         self.rollback_request = req
         self.rollback_done = False
+
+    def _rollback_vote_text(self, req: RollbackRequest) -> str:
+        assert self.gov is not None
+        policy = self.gov.policy
+        asked = ", ".join(v.requested_by for v in self.rollback_votes)
+        missing = policy.rollback_quorum - len(self.rollback_votes)
+        return (f"rollback requested by {req.requested_by} ({len(self.rollback_votes)}/{policy.rollback_quorum}, "
+                f"asked: {asked}): nothing is undone until {missing} more person(s) with one of the roles "
+                f"{list(policy.rollback_roles)} ask too")
 
     def _rollback_refusal(self, req: RollbackRequest, *, hardened: bool = True) -> str | None:
         """Why this rollback request must be refused, or None when it will run.
@@ -654,6 +672,9 @@ class CaseWorkflow:
             return _too_long(req.reason)
         if self.rollback_request is not None and not self.rollback_done:
             return "a rollback is already running"
+        if any(v.requested_by == req.requested_by for v in self.rollback_votes):
+            return (f"{req.requested_by!r} has already asked for this rollback: it needs "
+                    f"{policy.rollback_quorum} different people with a rollback role")
         if self.case_status == CaseStatus.rolled_back:
             return "the case is already rolled back"
         if not any(s.before is not None for s in self.steps.values()):
@@ -806,6 +827,7 @@ class CaseWorkflow:
             entities=tuple(self.entities.values()), enrichment=self.enrichment, score=self.score,
             decision=self.decision, steps=tuple(s.view() for s in self.steps.values()),
             refusals=tuple(self.refusals), verdict=self.verdict, rollback=self.rollback_request,
+            rollback_votes=tuple(self.rollback_votes),
             escalations=tuple(self.escalations), timeline=tuple(self.timeline), shadow_score=self.shadow,
         )
 

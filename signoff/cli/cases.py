@@ -323,6 +323,12 @@ def waiting_lines(view: CaseView, policy: Any = None) -> list[str]:
         if kept:
             lines.append(f"case {view.case_id}: the rollback did not undo {', '.join(kept)}: irreversible, still in "
                          "effect (remediate by hand if needed)")
+    if view.rollback_votes and policy is not None:
+        asked = ", ".join(v.requested_by for v in view.rollback_votes)
+        lines.append(f"case {view.case_id}: rollback requested by {asked} ({len(view.rollback_votes)} of "
+                     f"{policy.rollback_quorum}); nothing is undone until "
+                     f"{policy.rollback_quorum - len(view.rollback_votes)} more person(s) with one of "
+                     f"{'/'.join(policy.rollback_roles)} ask: signoff rollback {view.case_id} --as USER --reason TEXT")
     if gate is None and view.verdict is None and view.status in (CaseStatus.awaiting_verdict, CaseStatus.contained):
         idle = f" with no verdict for {policy.case_idle_close}" if policy is not None else " when idle"
         lines.append(f"case {view.case_id}: waiting for an analyst's verdict: signoff close {view.case_id} --as USER "
@@ -513,7 +519,8 @@ def rollback(
     user: str = typer.Option(..., "--as", help="who requests the rollback"),
     reason: str = typer.Option(..., help="why"),
 ) -> None:
-    """Undo every executed action of a case, newest first, restoring the captured states."""
+    """Undo every executed action of a case, newest first, restoring the captured states (under a
+    policy `rollback_quorum` above 1, each person's request is counted until enough have asked)."""
     from policies.signing import CASE_STEP
 
     req = RollbackRequest(requested_by=user, reason=reason, token=_signed_token(case_id, CASE_STEP, "rollback", user))

@@ -44,6 +44,8 @@ def show(json_out: bool = typer.Option(False, "--json", help="one JSON object"))
         "alert_types": types,
         "tiers": {k.value: v.model_dump(mode="json") for k, v in policy.tiers.items()},
         "governance_roles": list(policy.governance_roles),
+        "rollback_roles": list(policy.rollback_roles),
+        "rollback_quorum": policy.rollback_quorum,
         "review_sample_rate": policy.review_sample_rate,
         "autonomy": policy.autonomy.model_dump(mode="json"),
         "drift": policy.drift.model_dump(mode="json"),
@@ -66,6 +68,7 @@ def show(json_out: bool = typer.Option(False, "--json", help="one JSON object"))
     tiers = ", ".join(f"{k}: {'auto' if v['auto'] else str(v['quorum']) + ' of ' + '/'.join(v['roles'])}"
                       for k, v in doc["tiers"].items())
     out.print(f"tiers: {tiers}", highlight=False)
+    out.print(f"rollback: {policy.rollback_quorum} of {'/'.join(policy.rollback_roles)} must ask", highlight=False)
 
 
 @app.command("set-threshold", context_settings={"ignore_unknown_options": True})  # "-0.1" is a value, not an option
