@@ -209,7 +209,9 @@ async def test_an_approval_queued_behind_an_earlier_step_says_so(dev_env: Workfl
         second = await acli(address, "approve", inp.case_id, "revoke_sessions", "--as", "dave", "--reason", "r", env=env)
         text = " ".join(second.output.split())
         assert second.exit_code == 0 and "quorum 2/2" in text, text
-        assert "it runs only after disable_account is decided" in text, text
+        # the case says it itself now (clearer-replies); the CLI adds nothing of its own then
+        assert "step revoke_sessions runs after disable_account is decided" in text, text
+        assert "will run" not in text and "it runs only after" not in text, text
         alone = await acli(address, "approve", inp.case_id, "disable_account", "--as", "alice", "--reason", "r", env=env)
-        assert alone.exit_code == 0 and "runs only after" not in alone.output, alone.output
+        assert alone.exit_code == 0 and "runs after" not in alone.output, alone.output
         await handle.terminate("test done")

@@ -73,6 +73,7 @@ async def test_a_rollback_runs_only_when_enough_different_people_ask(
         # A second person: the rollback runs and restores the captured state.
         msg = await handle.execute_update(CaseWorkflow.rollback, RollbackRequest(requested_by="dave", reason="agreed"))
         assert msg.startswith("rollback rolled_back"), msg
+        assert "still in effect" not in msg  # nothing irreversible ran here
         view = await handle.query(CaseWorkflow.status)
         assert view.status == CaseStatus.rolled_back and view.rollback_votes == ()
         assert view.rollback is not None and view.rollback.requested_by == "dave"
@@ -88,4 +89,36 @@ async def test_a_rollback_runs_only_when_enough_different_people_ask(
         compensated = sum(1 for s in view.steps if s.compensation is not None)
         assert compensated >= 2  # isolate_host and the tag, at least
         assert [r["compensations"] for r in ex["rollbacks"] if r["outcome"] == "accepted"] == [compensated]
+        await handle.terminate("test done")
+
+
+async def test_the_rollback_reply_names_what_it_could_not_undo_and_what_never_ran(
+    time_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    """QA: "rollback rolled_back: ..., revoke_sessions=executed" hid that the sessions stay revoked,
+    and a gated step skipped by the rollback was not mentioned at all."""
+    client = time_env.client
+
+    def approve(step_id: str, who: str) -> ApprovalRequest:
+        return ApprovalRequest(step=step_id, approver=who, reason="confirmed")
+
+    async with settled_worker(client, task_queue):
+        inp = case_input()
+        handle = await start_case(client, task_queue, inp, alert("a1", ("account", f"acct-{inp.case_id}")))
+        await wait_for(handle, awaiting("disable_account"), "waiting")
+        for step_id, who in (("disable_account", "bob"), ("revoke_sessions", "carol"), ("revoke_sessions", "dave")):
+            await handle.execute_update(CaseWorkflow.approve, approve(step_id, who))
+        await wait_for(handle, lambda v: v.status == CaseStatus.contained, "contained")
+        msg = await handle.execute_update(CaseWorkflow.rollback, RollbackRequest(requested_by="carol", reason="FP"))
+        assert msg.startswith("rollback rolled_back") and "still in effect (irreversible): revoke_sessions" in msg, msg
+        await handle.terminate("test done")
+
+        inp = case_input()
+        handle = await start_case(client, task_queue, inp, alert("a2", ("account", f"acct-{inp.case_id}")))
+        await wait_for(handle, awaiting("disable_account"), "waiting")
+        await handle.execute_update(CaseWorkflow.approve, approve("disable_account", "bob"))
+        await wait_for(handle, lambda v: step(v, "disable_account").state == StepState.executed, "executed")
+        msg = await handle.execute_update(CaseWorkflow.rollback, RollbackRequest(requested_by="carol", reason="FP"))
+        assert "never ran: " in msg and "revoke_sessions" in msg.split("never ran: ")[1], msg
+        assert "still in effect" not in msg, msg
         await handle.terminate("test done")

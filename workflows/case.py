@@ -61,6 +61,7 @@ with workflow.unsafe.imports_passed_through():
         Entity,
         HoldersRequest,
         HoldHandover,
+        Reversibility,
         RiskTier,
         RollbackRequest,
         ScoreResult,
@@ -80,6 +81,10 @@ ROLLBACK_AFTER_VERDICT = "rollback-after-verdict"  # a rollback accepted after t
 HARDENED_CHECKS = "signed-rollback-close"  # signed rollback/close, reason caps, future-dated tokens
 ALERT_COUNT_ATTRIBUTE = "alert-count-attribute"  # the case publishes its alert count (AlertCount)
 SHARED_TARGETS = "shared-targets"  # HeldTargets; a rollback keeps what another open case holds (signoff.holds)
+# Update replies say what the bare reply hid: an approved step queued behind an earlier gate, and
+# after a rollback the irreversible actions still in effect and the steps that never ran. Taken
+# only when there is something to add, so most cases record no marker for it.
+CLEARER_REPLIES = "clearer-replies"
 QUICK = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=5)
 # Vendor calls heartbeat (activities/response.py): a worker that dies mid-call is noticed after
 # ACTION_HEARTBEAT and the call is retried on another worker (idempotency key: no double action).
@@ -586,6 +591,12 @@ class CaseWorkflow:
         if quorum_met(self.gov.policy, step.plan, step.approvals):
             step.state = StepState.approved
             self._refresh_awaiting()
+            ahead = next((s.plan.step_id for s in self.steps.values() if s is not step
+                          and s.state in (StepState.awaiting_approval, StepState.escalated)
+                          and list(self.steps).index(s.plan.step_id) < list(self.steps).index(req.step)), None)
+            if ahead and workflow.patched(CLEARER_REPLIES):
+                return (f"approved: quorum {len(approvers)}/{step.quorum} reached; step {req.step} runs after "
+                        f"{ahead} is decided (steps run in playbook order)")
             return f"approved: quorum {len(approvers)}/{step.quorum} reached, step {req.step} will run"
         return f"approval recorded: {len(approvers)}/{step.quorum} ({', '.join(approvers)})"
 
@@ -610,9 +621,17 @@ class CaseWorkflow:
         if self.rollback_votes:  # only under a rollback_quorum above 1: counted, not yet running
             return self._rollback_vote_text(req)
         await workflow.wait_condition(lambda: self.rollback_done)
-        return f"rollback {self.case_status.value}: " + ", ".join(
+        reply = f"rollback {self.case_status.value}: " + ", ".join(
             f"{s.plan.step_id}={s.state.value}" for s in self.steps.values() if s.before is not None
         )
+        kept = [s.plan.step_id for s in self.steps.values()
+                if s.state == StepState.executed and s.plan.reversibility == Reversibility.irreversible]
+        never = [s.plan.step_id for s in self.steps.values() if s.before is None and s.state == StepState.skipped]
+        extra = (f"; still in effect (irreversible): {', '.join(kept)}" if kept else "") + (
+            f"; never ran: {', '.join(never)}" if never else "")
+        if extra and workflow.patched(CLEARER_REPLIES):
+            reply += extra
+        return reply
 
     @rollback.validator
     def _validate_rollback(self, req: RollbackRequest) -> None:
