@@ -28,7 +28,7 @@ HISTORIES = Path(__file__).parent / "replay" / "histories"
 PLAYBOOKS = [p.name for p in (COMPROMISED_ACCOUNT, MALWARE_ON_HOST, PHISHING, NETWORK_INTRUSION, TRIAGE_ONLY)]
 # Histories recorded before a patched change stay here and keep replaying: cases that were running
 # when the change shipped must go on with the code path they started on.
-GENERATIONS = ["", "before-shared-targets", "before-alert-count", "before-faster-triage"]
+GENERATIONS = ["", "before-clearer-replies", "before-shared-targets", "before-alert-count", "before-faster-triage"]
 # Playbooks added after the shipped five (`record_histories --playbook NAME`): their histories sit
 # in the current folder only and replay like the shipped ones.
 ADDED = sorted(p.stem for p in HISTORIES.glob("*.json") if p.stem not in PLAYBOOKS)
@@ -53,9 +53,14 @@ async def test_recorded_history_replays(playbook: str, generation: str) -> None:
 def test_current_histories_take_the_patched_path() -> None:
     """Each generation carries the patch markers of its time: faster triage (fewer upserts than
     before it), then the published alert count (a later batch of alerts upserts AlertCount), then
-    shared targets (what a case holds is published; a rollback asks who else holds it)."""
+    shared targets (what a case holds is published; a rollback asks who else holds it), then
+    clearer replies (only where there was something to add: the compromised-account rollback leaves
+    its irreversible revoke_sessions in effect)."""
     for playbook in PLAYBOOKS:
-        new, before_shared, before_count, old = (_history(playbook, g) for g in GENERATIONS)
+        new, before_replies, before_shared, before_count, old = (_history(playbook, g) for g in GENERATIONS)
+        assert ("clearer-replies" in recorded_patches(new)) == (playbook == COMPROMISED_ACCOUNT.name), playbook
+        assert "clearer-replies" not in recorded_patches(before_replies)
+        assert "shared-targets" in recorded_patches(before_replies)
         assert "shared-targets" in recorded_patches(new)
         assert "shared-targets" not in recorded_patches(before_shared)
         assert "alert-count-attribute" in recorded_patches(before_shared)
