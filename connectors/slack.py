@@ -36,6 +36,7 @@ VENDOR = "slack"
 API_URL = "https://slack.com/api"
 SIGNATURE_VERSION = "v0"
 MAX_SKEW_SECONDS = 300  # Slack's own advice: refuse requests more than five minutes old (or ahead)
+MAX_TIMESTAMP_DIGITS = 12  # epoch seconds until the year 33658
 
 
 class SlackApiError(NonRetryableConnectorError):
@@ -130,10 +131,13 @@ def signature_refusal(secret: Secret | str, *, timestamp: str | None, sig: str |
     """
     if not timestamp or not sig:
         return "missing X-Slack-Request-Timestamp or X-Slack-Signature"
-    try:
-        sent = int(timestamp)
-    except ValueError:
+    # Slack sends plain epoch seconds. Anything else (signs, spaces, `_`, non-ASCII digits, hundreds of
+    # digits that overflow a float) is refused here, before any arithmetic.
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= MAX_TIMESTAMP_DIGITS):
         return "X-Slack-Request-Timestamp is not a number"
+    if not (sig.isascii() and sig.startswith(f"{SIGNATURE_VERSION}=")):
+        return "bad signature: X-Slack-Signature is not like 'v0=<hex>'"
+    sent = int(timestamp)
     now = time.time() if now is None else now
     if abs(now - sent) > max_skew:
         return f"stale request: its timestamp is {abs(now - sent):.0f} s off (more than {max_skew:.0f} s)"

@@ -38,6 +38,9 @@ class Approver(_Model):
 
 # Which approver field names the chat user each chat bridge vouches for (token claim `via`: "slack:U0ABC123").
 CHAT_IDENTITY_FIELDS = {"slack": "slack_user"}
+# A Slack member id: U... (W... on Enterprise Grid), upper-case letters and digits, compared exactly.
+CHAT_USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
+CHAT_TEAM_ID = re.compile(r"[TE][A-Z0-9]{2,}")  # a Slack workspace (T...) or Enterprise Grid org (E...)
 
 
 class ChatBridge(_Model):
@@ -45,6 +48,10 @@ class ChatBridge(_Model):
     approval it relays with its own Ed25519 key."""
 
     public_key: str  # base64 raw Ed25519 public key (`signoff chat key create` prints the policy line)
+    # The platform's workspace whose users may approve (Slack: the team id, T0123ABCD). Chat user ids
+    # are only unique within a workspace: with this set, the bridge refuses every user of another one
+    # (an app installed in several workspaces, a Slack Connect channel shared with another organisation).
+    team_id: str | None = None
 
 
 class TierRule(_Model):
@@ -141,6 +148,9 @@ class Policy(_Model):
         # Fields added later hash only when set: a policy file that does not use them keeps its version.
         if not dumped["deployment"].get("chat_bridges"):
             dumped["deployment"].pop("chat_bridges", None)
+        for bridge in dumped["deployment"].get("chat_bridges", {}).values():
+            if bridge.get("team_id") is None:
+                bridge.pop("team_id", None)
         if dumped.get("rollback_quorum") == 1:
             dumped.pop("rollback_quorum", None)
         for approver in dumped["approvers"].values():
@@ -354,14 +364,18 @@ def chat_identity_violations(policy: Policy) -> list[str]:
         except (ValueError, binascii.Error):
             problems.append(f"{field}.public_key is not a base64 Ed25519 public key (32 bytes); paste the line "
                             "`signoff chat key show` prints")
+        if entry.team_id is not None and not CHAT_TEAM_ID.fullmatch(entry.team_id):
+            problems.append(f"{field}.team_id is {entry.team_id!r}: give the Slack team id (e.g. T0123ABCD, "
+                            "from the workspace URL app.slack.com/client/T.../)")
     for bridge, id_field in CHAT_IDENTITY_FIELDS.items():
         users: dict[str, list[str]] = {}
         for name, approver in policy.approvers.items():
             value = getattr(approver, id_field)
             if value is None:
                 continue
-            if not value.strip() or value != value.strip():
-                problems.append(f"approvers.{name}.{id_field} is {value!r}: give the {bridge} user id (e.g. U0ABC123)")
+            if not CHAT_USER_ID.fullmatch(value):
+                problems.append(f"approvers.{name}.{id_field} is {value!r}: give the {bridge} member id as Slack shows "
+                                "it (e.g. U0ABC123: profile, Copy member ID); ids are matched exactly")
                 continue
             users.setdefault(value, []).append(name)
         for user, names in sorted(users.items()):

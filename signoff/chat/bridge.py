@@ -13,6 +13,11 @@ signs a token with the bridge's Ed25519 key (claim `via`: "slack:U0ABC123"; the 
 with `deployment.chat_bridges.slack.public_key`) and sends the case's `approve` / `reject` update.
 A refusal comes back at once, is shown in the modal and is recorded in `audit/refused.jsonl` (as
 the CLI records its own), without the token. Nothing here decides: the case workflow does.
+
+Hardening (docs/deployment.md §7, tests/test_chat_security.py): each exact signed request is taken
+once (a replay inside Slack's 5-minute window is 401); with `deployment.chat_bridges.slack.team_id`
+users of another workspace are refused; bodies are bounded in size and time; a decision is answered
+before its channel message is refreshed.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import AsyncIterator, Coroutine
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,10 +39,10 @@ from urllib.parse import parse_qs
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from temporalio.client import Client, WorkflowUpdateFailedError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from connectors.http import ConnectorError, Secret
-from connectors.slack import Slack, signature_refusal
+from connectors.slack import MAX_SKEW_SECONDS, Slack, SlackApiError, signature_refusal
 from policies.engine import Policy, parse_duration
 from policies.loader import load_policy
 from policies.signing import public_key_text, sign_approval
@@ -69,6 +75,9 @@ INTERACTIONS_PATH = "/slack/interactions"
 TOKEN_TTL = timedelta(minutes=10)
 MAX_BODY = 1 << 20  # Slack's interaction payloads are far smaller
 ANSWER_TIMEOUT = 20.0  # seconds a request thread waits for the Temporal side
+SOCKET_TIMEOUT = 10.0  # seconds one read from a client may block (a silent client is dropped)
+BODY_DEADLINE = 15.0  # seconds to receive a whole body (a client trickling bytes is dropped)
+SLACK_HEADERS = ("x-slack-signature", "x-slack-request-timestamp", "content-length")
 
 
 class ChatBridgeError(RuntimeError):
@@ -109,6 +118,7 @@ def bridge_policy_lines(key: Ed25519PrivateKey) -> str:
     """What the policy pull request adds so the workflow trusts this bridge."""
     return ("deployment:\n  chat_bridges:\n"
             f"    {PLATFORM}: {{public_key: {public_key_text(key)}}}\n"
+            "# recommended, in that entry: the workspace whose users may approve, team_id: T0123ABCD\n"
             "# and for each approver who approves from Slack (their Slack member id):\n"
             "#   approvers:\n#     alice: {roles: [analyst], slack_user: U0ABC123}")
 
@@ -140,8 +150,13 @@ class SlackBridge:
         self.secret = signing_secret
         self.store = store or PostedMessages.for_channel(PLATFORM, channel)
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.refused_requests = 0  # requests refused for their Slack signature (401)
+        self.refused_requests = 0  # requests refused for their Slack signature (401) or as replays
         self._sync_lock: asyncio.Lock | None = None
+        # Signatures of the requests already taken, until they are stale anyway: a signed request
+        # captured on the wire and sent again inside Slack's 5-minute window is refused (401).
+        self._seen: dict[str, float] = {}
+        self._seen_lock = threading.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------ out: the notifier
 
@@ -158,14 +173,22 @@ class SlackBridge:
         counts = {"posted": 0, "updated": 0, "cases": 0}
         ids = await self.waiting_case_ids()
         ids += sorted({p.case for p in self.store.open_items()} - set(ids))
+        failed: list[ConnectorError] = []
         for case_id in ids:
             view = await self._view(case_id)
             if view is None:
                 continue
             counts["cases"] += 1
-            posted, updated = await self.sync(view)
+            try:
+                posted, updated = await self.sync(view)
+            except ConnectorError as exc:  # one case's trouble must not starve the others
+                log.warning("could not post or update the messages of case %s: %s", case_id, exc)
+                failed.append(exc)
+                continue
             counts["posted"] += posted
             counts["updated"] += updated
+        if failed and len(failed) == counts["cases"]:
+            raise failed[0]  # Slack is down for everything: the caller says so once
         return counts
 
     async def _view(self, case_id: str) -> CaseView | None:
@@ -208,9 +231,19 @@ class SlackBridge:
                                   ts=str(answer["ts"]), digest=digest)
                     posted += 1
                 elif digest != item.digest:
-                    await self.slack.update_message(item.channel, item.ts, text, blocks)
+                    try:
+                        await self.slack.update_message(item.channel, item.ts, text, blocks)
+                        updated += 1
+                    except SlackApiError as exc:
+                        if exc.error != "message_not_found":
+                            raise
+                        # Deleted in Slack. While the step waits, a new message (with its buttons);
+                        # once decided, there is nothing left to update.
+                        if step.step_id in waiting:
+                            answer = await self.slack.post_message(self.channel, text, blocks)
+                            item.channel, item.ts = str(answer["channel"]), str(answer["ts"])
+                            posted += 1
                     item.digest = digest
-                    updated += 1
                 item.done = step.state not in WAITING
                 self.store.put(item)
             return posted, updated
@@ -223,13 +256,22 @@ class SlackBridge:
     # ------------------------------------------------------------ in: decisions
 
     async def decide(self, *, user_id: str, case_id: str, step: str, decision: str, reason: str,
-                     view_id: str) -> tuple[bool, str]:
-        """Send `user_id`'s decision to the case: (accepted, what the case answered or why refused)."""
+                     view_id: str, team_id: str | None = None) -> tuple[bool, str]:
+        """Send `user_id`'s decision to the case: (accepted, what the case answered or why refused).
+
+        `team_id` is the Slack workspace of the user (the payload's `user.team_id`); with
+        `deployment.chat_bridges.slack.team_id` in policy, a user of any other workspace is refused.
+        """
         via = f"{PLATFORM}:{user_id}"
         policy = load_policy()
-        approver = policy.approver_for_chat_user(PLATFORM, user_id)
         if decision not in ("approve", "reject"):
             return False, f"unknown decision {decision!r}"
+        team_refusal = self.team_refusal(policy, team_id)
+        if team_refusal:
+            record_refusal(decision, case_id, {"step": step, "approver": None, "reason": reason[:200], "via": via},
+                           team_refusal)
+            return False, team_refusal
+        approver = policy.approver_for_chat_user(PLATFORM, user_id)
         if approver is None:
             refusal = (f"Slack user {user_id} is not an approver in policy: an approver's entry must declare "
                        f"slack_user: {user_id} (by pull request)")
@@ -251,15 +293,43 @@ class SlackBridge:
                            refusal)
             return False, refusal
         except RPCError as exc:
-            refusal = f"case {case_id} is not open: {exc.message}"
-            record_refusal(decision, case_id, {**req.model_dump(mode="json"), "reason": reason[:200], "via": via},
-                           refusal)
-            return False, refusal
-        with contextlib.suppress(ConnectorError):
-            await self.refresh_case(case_id)
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                refusal = f"case {case_id} is not open: {exc.message}"
+                record_refusal(decision, case_id,
+                               {**req.model_dump(mode="json"), "reason": reason[:200], "via": via}, refusal)
+                return False, refusal
+            # Temporal unavailable, overloaded...: not the case's answer. Submitting the same modal
+            # again is safe (same update id: an approval that did get in is not counted twice).
+            log.warning("could not send %s's %s of %s/%s to Temporal: %s", approver, decision, case_id, step,
+                        exc.message)
+            return False, f"Temporal did not take the decision ({exc.status.name}); submit again"
+        # The decision is in: answer now. The channel message follows in the background (a Slack
+        # rate limit must not turn an accepted approval into "did not answer in time").
+        self._background(self.refresh_case(case_id))
         if result.startswith("refused:"):  # state moved between validation and handling: kept in the case
             return False, result.removeprefix("refused:").strip()
         return True, f"{approver}: {result}"
+
+    @staticmethod
+    def team_refusal(policy: Policy, team_id: str | None) -> str | None:
+        """Why a request from Slack workspace `team_id` must be refused, or None."""
+        entry = policy.deployment.chat_bridges.get(PLATFORM)
+        expected = entry.team_id if entry is not None else None
+        if expected is None or team_id == expected:
+            return None
+        return (f"Slack workspace {team_id or '(none given)'} is not this deployment's ({expected}, "
+                f"deployment.chat_bridges.{PLATFORM}.team_id): its users cannot approve")
+
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("updating the channel message failed (the next notifier pass retries): %s",
+                        task.exception())
 
     async def open_reason_modal(self, trigger_id: str, case_id: str, step: str, decision: str,
                                 channel: str, ts: str) -> None:
@@ -275,26 +345,51 @@ class SlackBridge:
         """(HTTP status, JSON answer) for one request Slack sent; runs in a server thread."""
         refusal = signature_refusal(self.secret, timestamp=headers.get("x-slack-request-timestamp"),
                                     sig=headers.get("x-slack-signature"), body=body)
+        if refusal is None:
+            refusal = self._replay_refusal(headers["x-slack-signature"])
         if refusal:
             self.refused_requests += 1
             log.warning("refused a request to the interactivity endpoint: %s", refusal)
             return 401, {"error": refusal}
+        bad = 400, {"error": "expected a form-encoded `payload` with Slack's interaction JSON"}
         try:
-            payload = json.loads(parse_qs(body.decode())["payload"][0])
-            kind = payload["type"]
-        except (KeyError, IndexError, ValueError, UnicodeDecodeError):
-            return 400, {"error": "expected a form-encoded `payload` with Slack's interaction JSON"}
-        if kind == "block_actions":
-            return self._on_click(payload)
-        if kind == "view_submission":
-            return self._on_submit(payload)
+            fields = parse_qs(body.decode(), strict_parsing=False, max_num_fields=50)
+            payload = json.loads(fields["payload"][0])
+        except (KeyError, IndexError, ValueError, UnicodeDecodeError, RecursionError):
+            return bad
+        if not isinstance(payload, dict):
+            return bad
+        try:
+            if payload.get("type") == "block_actions":
+                return self._on_click(payload)
+            if payload.get("type") == "view_submission":
+                return self._on_submit(payload)
+        except (AttributeError, TypeError, KeyError, ValueError) as exc:  # signed by Slack, but not its shape
+            log.warning("malformed %s payload: %s", payload.get("type"), exc)
+            return 400, {"error": f"malformed {payload.get('type')} payload"}
         return 200, None
+
+    def _replay_refusal(self, sig: str) -> str | None:
+        """Each signed request is taken once: the same signature again (a replay) is refused."""
+        now = time.monotonic()
+        with self._seen_lock:
+            for old in [s for s, at in self._seen.items() if now - at > 2 * MAX_SKEW_SECONDS]:
+                del self._seen[old]
+            if sig in self._seen:
+                return "replayed request: this exact signed request was already received"
+            self._seen[sig] = now
+        return None
 
     def _on_click(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any] | None]:
         for action in payload.get("actions") or []:
             decision = {APPROVE_ACTION: "approve", REJECT_ACTION: "reject"}.get(action.get("action_id"))
             if decision is None:
                 continue
+            team_refusal = self.team_refusal(load_policy(), _user_team(payload))
+            if team_refusal:  # no modal for a user who could not approve anyway
+                log.warning("no reason modal for Slack user %s: %s", (payload.get("user") or {}).get("id"),
+                            team_refusal)
+                return 200, None
             try:
                 target = json.loads(action.get("value") or "")
                 container = payload.get("container") or {}
@@ -325,10 +420,12 @@ class SlackBridge:
         try:
             accepted, text = self._on_loop(self.decide(user_id=user_id, case_id=case_id, step=step,
                                                        decision=decision, reason=reason,
-                                                       view_id=str(view.get("id", ""))))
+                                                       view_id=str(view.get("id", "")),
+                                                       team_id=_user_team(payload)))
         except TimeoutError:
             return 200, {"response_action": "errors",
-                         "errors": {REASON_BLOCK: "Temporal did not answer in time; try again"}}
+                         "errors": {REASON_BLOCK: "Temporal did not answer in time: the decision may still apply; "
+                                                  "submit again to see (it is never counted twice)"}}
         if not accepted:
             return 200, {"response_action": "errors", "errors": {REASON_BLOCK: f"Refused: {text}"[:1900]}}
         return 200, {"response_action": "update", "view": result_modal(text)}
@@ -338,23 +435,54 @@ class SlackBridge:
 
         class Handler(BaseHTTPRequestHandler):
             server_version = "signoff-chat-bridge"
+            timeout = SOCKET_TIMEOUT  # a client that stops sending is dropped
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 if self.path.split("?", 1)[0] != INTERACTIONS_PATH:
                     self._answer(404, {"error": f"not found; Slack's interactivity URL is {INTERACTIONS_PATH}"})
                     return
-                length = int(self.headers.get("Content-Length") or 0)
+                headers: dict[str, str] = {}
+                for name, value in self.headers.items():
+                    if name.lower() in SLACK_HEADERS and name.lower() in headers:
+                        self._answer(400, {"error": f"{name} given more than once"})
+                        return
+                    headers[name.lower()] = value
+                raw_length = headers.get("content-length", "0").strip() or "0"
+                if not (raw_length.isascii() and raw_length.isdigit()):
+                    self._answer(400, {"error": "Content-Length is not a number"})
+                    return
+                length = int(raw_length)
                 if length > MAX_BODY:
                     self._answer(413, {"error": "request too large"})
                     return
-                body = self.rfile.read(length)
-                headers = {k.lower(): v for k, v in self.headers.items()}
+                body = self._read_body(length)
+                if body is None:
+                    self._answer(408, {"error": "the body did not arrive in time"})
+                    return
                 try:
                     status, answer = bridge.handle_interaction(headers, body)
                 except Exception:  # noqa: BLE001 - one bad request must not stop the bridge
                     log.exception("interaction failed")
                     status, answer = 500, {"error": "internal error; see the bridge's log"}
                 self._answer(status, answer)
+
+            def _read_body(self, length: int) -> bytes | None:
+                """`length` bytes, or None when they do not all arrive within BODY_DEADLINE."""
+                deadline = time.monotonic() + BODY_DEADLINE
+                chunks: list[bytes] = []
+                left = length
+                try:
+                    while left > 0:
+                        if time.monotonic() > deadline:
+                            return None
+                        chunk = self.rfile.read1(min(left, 65536))
+                        if not chunk:
+                            return None
+                        chunks.append(chunk)
+                        left -= len(chunk)
+                except TimeoutError:
+                    return None
+                return b"".join(chunks)
 
             def do_GET(self) -> None:  # noqa: N802
                 if self.path == "/healthz":
@@ -390,6 +518,10 @@ class SlackBridge:
         finally:
             await asyncio.to_thread(server.shutdown)
             server.server_close()
+            if self._tasks:  # channel messages still being refreshed: a little time, then the next pass's job
+                _, pending = await asyncio.wait(set(self._tasks), timeout=5.0)
+                for task in pending:
+                    task.cancel()
 
     async def serve(self, host: str, port: int, interval: float, stop: asyncio.Event | None = None) -> None:
         """The notifier every `interval` seconds and the endpoint, until `stop` is set."""
@@ -407,3 +539,15 @@ class SlackBridge:
                     log.exception("notifier pass failed (retried in %.0f s)", interval)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), interval)
+
+
+def _user_team(payload: dict[str, Any]) -> str | None:
+    """The Slack workspace the acting user belongs to: `user.team_id`, else `team.id`.
+
+    In a Slack Connect channel shared with another organisation, `team.id` is the workspace the
+    message lives in while `user.team_id` is the clicking user's own: the user's is the one to check.
+    """
+    user = payload.get("user") or {}
+    team = payload.get("team") or {}
+    value = user.get("team_id") or team.get("id")
+    return str(value) if value else None
