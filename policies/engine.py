@@ -7,11 +7,20 @@ import json
 import re
 from collections.abc import Collection
 from datetime import timedelta
-from typing import Literal
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from signoff.models import ApprovalRecord, Decision, RiskTier, StepPlan
+from signoff.models import ApprovalRecord, Decision, Reversibility, RiskTier, StepPlan
+
+
+class TieredStep(Protocol):
+    """A step as planned (StepPlan) or as a case shows it (StepView): what its tier depends on."""
+
+    @property
+    def tier(self) -> RiskTier: ...
+    @property
+    def reversibility(self) -> Reversibility: ...
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -175,12 +184,12 @@ class Policy(_Model):
     def alert_type(self, name: str) -> AlertTypeRule:
         return self.alert_types.get(name) or self.alert_types[self.default_alert_type]
 
-    def effective_tier(self, step: StepPlan) -> RiskTier:
+    def effective_tier(self, step: TieredStep) -> RiskTier:
         if step.reversibility == "irreversible":
             return self.irreversible_tier
         return step.tier
 
-    def rule_for(self, step: StepPlan) -> TierRule:
+    def rule_for(self, step: TieredStep) -> TierRule:
         return self.tiers[self.effective_tier(step)]
 
     def roles_of(self, user: str) -> tuple[str, ...]:

@@ -591,14 +591,21 @@ class CaseWorkflow:
         if quorum_met(self.gov.policy, step.plan, step.approvals):
             step.state = StepState.approved
             self._refresh_awaiting()
-            ahead = next((s.plan.step_id for s in self.steps.values() if s is not step
-                          and s.state in (StepState.awaiting_approval, StepState.escalated)
-                          and list(self.steps).index(s.plan.step_id) < list(self.steps).index(req.step)), None)
+            ahead = self._gate_before(req.step)
             if ahead and workflow.patched(CLEARER_REPLIES):
                 return (f"approved: quorum {len(approvers)}/{step.quorum} reached; step {req.step} runs after "
                         f"{ahead} is decided (steps run in playbook order)")
             return f"approved: quorum {len(approvers)}/{step.quorum} reached, step {req.step} will run"
         return f"approval recorded: {len(approvers)}/{step.quorum} ({', '.join(approvers)})"
+
+    def _gate_before(self, step_id: str) -> str | None:
+        """The earlier step the case still waits on, when `step_id` is queued behind one (steps run in order)."""
+        for s in self.steps.values():
+            if s.plan.step_id == step_id:
+                return None
+            if s.state in (StepState.awaiting_approval, StepState.escalated):
+                return s.plan.step_id
+        return None
 
     def _signal(self, raw: Any, decision: Decision) -> None:
         try:

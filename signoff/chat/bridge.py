@@ -266,18 +266,20 @@ class SlackBridge:
         policy = load_policy()
         if decision not in ("approve", "reject"):
             return False, f"unknown decision {decision!r}"
+
+        def refused(refusal: str, approver: str | None = None, token: str | None = None) -> tuple[bool, str]:
+            # record_refusal keeps whether a token was sent ("signed"), never the token
+            record_refusal(decision, case_id, {"step": step, "approver": approver, "reason": reason[:200],
+                                               "via": via, "token": token}, refusal)
+            return False, refusal
+
         team_refusal = self.team_refusal(policy, team_id)
         if team_refusal:
-            record_refusal(decision, case_id, {"step": step, "approver": None, "reason": reason[:200], "via": via},
-                           team_refusal)
-            return False, team_refusal
+            return refused(team_refusal)
         approver = policy.approver_for_chat_user(PLATFORM, user_id)
         if approver is None:
-            refusal = (f"Slack user {user_id} is not an approver in policy: an approver's entry must declare "
-                       f"slack_user: {user_id} (by pull request)")
-            record_refusal(decision, case_id, {"step": step, "approver": None, "reason": reason[:200], "via": via},
-                           refusal)
-            return False, refusal
+            return refused(f"Slack user {user_id} is not an approver in policy: an approver's entry must declare "
+                           f"slack_user: {user_id} (by pull request)")
         ttl = min(TOKEN_TTL, parse_duration(policy.deployment.approval_token_max_ttl))
         token = sign_approval(self.key, case_id=case_id, step=step, decision=decision, approver=approver,
                               ttl=ttl, via=via)
@@ -288,16 +290,10 @@ class SlackBridge:
             result = await handle.execute_update(decision, req, id=f"{via}:{view_id}:{decision}", result_type=str)
         except WorkflowUpdateFailedError as exc:
             cause = exc.cause
-            refusal = str(cause.message if hasattr(cause, "message") else cause)
-            record_refusal(decision, case_id, {**req.model_dump(mode="json"), "reason": reason[:200], "via": via},
-                           refusal)
-            return False, refusal
+            return refused(str(cause.message if hasattr(cause, "message") else cause), approver, token)
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
-                refusal = f"case {case_id} is not open: {exc.message}"
-                record_refusal(decision, case_id,
-                               {**req.model_dump(mode="json"), "reason": reason[:200], "via": via}, refusal)
-                return False, refusal
+                return refused(f"case {case_id} is not open: {exc.message}", approver, token)
             # Temporal unavailable, overloaded...: not the case's answer. Submitting the same modal
             # again is safe (same update id: an approval that did get in is not counted twice).
             log.warning("could not send %s's %s of %s/%s to Temporal: %s", approver, decision, case_id, step,

@@ -15,7 +15,7 @@ from playbooks.actions import ACTIONS
 from policies.engine import Policy
 from policies.signing import channel_text
 from signoff.explain import contribution_text
-from signoff.models import ApprovalRecord, CaseView, Decision, Reversibility, RiskTier, StepState, StepView
+from signoff.models import ApprovalRecord, CaseView, Decision, Reversibility, StepState, StepView
 
 APPROVE_ACTION = "signoff_approve"
 REJECT_ACTION = "signoff_reject"
@@ -40,10 +40,6 @@ def who(record: ApprovalRecord) -> str:
     return record.approver + (f" via {channel_text(record.channel)}" if record.channel else "")
 
 
-def effective_tier(policy: Policy, step: StepView) -> RiskTier:
-    return policy.irreversible_tier if step.reversibility == Reversibility.irreversible else step.tier
-
-
 def _undo(step: StepView) -> str:
     spec = ACTIONS.get(step.action)
     compensation = spec.compensation if spec else None
@@ -61,8 +57,8 @@ def _approved(step: StepView) -> list[ApprovalRecord]:
 
 def context_lines(view: CaseView, step: StepView, policy: Policy) -> list[str]:
     """The context of one step, as lines of Slack mrkdwn."""
-    tier = effective_tier(policy, step)
-    rule = policy.tiers[tier]
+    tier = policy.effective_tier(step)
+    rule = policy.rule_for(step)
     spec = ACTIONS.get(step.action)
     lines = [f"*Case* `{escape(view.case_id)}`: {escape(view.title or '(no title)')}",
              f"*Alert type* {escape(view.alert_type)} · severity {escape(view.severity)} · "

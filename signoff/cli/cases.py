@@ -6,7 +6,7 @@ import asyncio
 import json
 from datetime import UTC
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
@@ -23,10 +23,12 @@ from signoff.models import (
     Reversibility,
     RollbackRequest,
     StepState,
-    StepView,
     Verdict,
 )
 from signoff.refused_log import record_refusal
+
+if TYPE_CHECKING:
+    from policies.engine import Policy
 
 
 def register(app: typer.Typer) -> None:
@@ -268,7 +270,7 @@ def print_case(view: CaseView) -> None:
 _GATED = (StepState.awaiting_approval, StepState.escalated)
 
 
-def waiting_lines(view: CaseView, policy: Any = None) -> list[str]:
+def waiting_lines(view: CaseView, policy: Policy | None = None) -> list[str]:
     """What the case waits for, on whom, until when, and what a timeout does; after a rollback, the
     irreversible actions it could not undo (QA: "rollback rolled_back" hid them). QA: the steps table
     showed every gated step as awaiting_approval, but the workflow gates them one at a time in
@@ -287,7 +289,7 @@ def waiting_lines(view: CaseView, policy: Any = None) -> list[str]:
     lines: list[str] = _left_out(view)
     if gate is not None:
         who = f"case {view.case_id}: waiting on step {gate.step_id} ({gate.action} on {gate.target.kind} {gate.target.id})"
-        rule = _rule(policy, gate)
+        rule = policy.rule_for(gate) if policy is not None else None
         got = sum(1 for a in gate.approvals if a.decision == "approve")
         needs = f"{max(gate.quorum - got, 0)} more approval(s) (quorum {gate.quorum})"
         if rule is not None:
@@ -354,13 +356,6 @@ def _left_out(view: CaseView) -> list[str]:
         kinds = st.target_types or ((st.action.target_kind,) if st.action.target_kind != "any" else ("account", "host", "ip"))
         parts.append(f"{st.step_id} (no {'/'.join(kinds)} entity)")
     return [f"case {view.case_id}: playbook {view.playbook} steps not planned, for want of a target: {', '.join(parts)}"]
-
-
-def _rule(policy: Any, st: StepView) -> Any:
-    if policy is None:
-        return None
-    tier = policy.irreversible_tier if st.reversibility == Reversibility.irreversible else st.tier
-    return policy.tiers.get(tier)
 
 
 def explain(
@@ -476,23 +471,6 @@ def _decide(case_id: str, step: str, user: str, reason: str, decision: str) -> N
     req = ApprovalRequest(step=step, approver=user, reason=reason, token=token)
     result = run(_update(case_id, decision, req, update_id=_attempt_id(decision, case_id, step, user)))
     out.print(escape(result))
-    if decision == "approve" and result.startswith("approved:") and " runs after " not in result:
-        # cases started before the workflow said it itself (clearer-replies)
-        # QA: "step revoke_sessions will run" while the case was still waiting on an earlier step.
-        ahead = _gated_before(run(case_view(case_id)), step)
-        if ahead:
-            out.print(escape(f"it runs only after {ahead} is decided: steps run in playbook order "
-                             f"(`signoff show {case_id}`)"))
-
-
-def _gated_before(view: CaseView, step_id: str) -> str | None:
-    """The earlier step the case is still waiting on, if `step_id` is queued behind one."""
-    for st in view.steps:
-        if st.step_id == step_id:
-            return None
-        if st.state in _GATED:
-            return st.step_id
-    return None
 
 
 def approve(

@@ -267,6 +267,7 @@ async def _examples(client, case_ids: list[str], most_queries: int = 60) -> list
     """A few scored cases, read from the cases themselves (`status` query): what the model said and why.
     The one waiting for sign-off is, where there is one, a case the model sent to its playbook."""
     from signoff.explain import contribution_text
+    from signoff.models import StepState
     from workflows.case import CaseWorkflow
 
     candidates: dict[str, list[dict]] = {status: [] for status in EXAMPLE_WANTED}
@@ -283,14 +284,14 @@ async def _examples(client, case_ids: list[str], most_queries: int = 60) -> list
             "predicted": s.predicted.value, "confidence": s.confidence, "benign_confidence": s.benign_confidence,
             "model": s.model_id[:12], "decision": view.decision.kind.value if view.decision else "",
             "decision_reason": view.decision.reason if view.decision else "",
-            "waiting_on": next((st.step_id for st in view.steps if st.state.value == "awaiting_approval"), ""),
+            "waiting_on": next((st.step_id for st in view.steps if st.state == StepState.awaiting_approval), ""),
             "why": [contribution_text(c, s.predicted.value) for c in s.contributions[:2]],
         })
+    # a case the model sent to its playbook first (stable sort: otherwise the listing order)
+    candidates["awaiting_approval"].sort(key=lambda e: e["decision"] != "respond")
     found: list[dict] = []
     for status, count in EXAMPLE_WANTED.items():
-        # stable: a respond decision first where the status waits for sign-off, else the listing order
-        ranked = sorted(candidates[status], key=lambda e: (e["decision"] != "respond") if status == "awaiting_approval" else 0)
-        found += ranked[:count]
+        found += candidates[status][:count]
     return found
 
 
