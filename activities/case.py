@@ -37,7 +37,7 @@ class Escalation(_In):
     case_id: str
     reason: str
     step_id: str = ""
-    kind: str = "approval_timeout"  # approval_timeout | action_failed | rollback_failed | drift
+    kind: str = "approval_timeout"  # approval_timeout | action_failed | rollback_failed | verdict_overdue | drift
 
 
 @activity.defn

@@ -26,6 +26,10 @@ _DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+# Case severities, least to most severe (signoff.ingest takes a case's worst alert severity).
+SEVERITIES = ("informational", "low", "medium", "high", "critical")
+
+
 def parse_duration(text: str) -> timedelta:
     match = _DURATION.match(text)
     if not match:
@@ -138,6 +142,10 @@ class Policy(_Model):
     alert_type_map: dict[str, str] = Field(default_factory=dict)
     review_sample_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     case_idle_close: str = "30d"
+    # How long a case may wait for an analyst's verdict, by case severity, before it is overdue
+    # (time to verdict from when the case opened). A breach escalates once and marks the case
+    # overdue in the queue; it never closes or decides anything. A severity not listed has no SLA.
+    verdict_sla: dict[str, str] = Field(default_factory=dict)
     # Sections other modules own (correlation, drift, autonomy) live beside these.
     correlation: dict | None = None
     drift: DriftPolicy = Field(default_factory=DriftPolicy)
@@ -151,6 +159,22 @@ class Policy(_Model):
             raise ValueError(f"policy must define every tier; missing: {', '.join(missing)}")
         return tiers
 
+    @field_validator("verdict_sla")
+    @classmethod
+    def _sla_by_severity(cls, sla: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(k for k in sla if k not in SEVERITIES)
+        if unknown:
+            raise ValueError(f"verdict_sla has severities {unknown}; case severities are {', '.join(SEVERITIES)}")
+        for severity, text in sla.items():
+            if parse_duration(text) <= timedelta(0):
+                raise ValueError(f"verdict_sla.{severity} is {text!r}: give a duration above zero, like '4h'")
+        return sla
+
+    def verdict_sla_for(self, severity: str) -> timedelta | None:
+        """The case's time-to-verdict SLA, or None when its severity has none."""
+        text = self.verdict_sla.get(severity)
+        return parse_duration(text) if text else None
+
     def digest(self) -> str:
         """The policy version every decision records: sha256 of the canonical JSON."""
         dumped = self.model_dump(mode="json")
@@ -162,6 +186,8 @@ class Policy(_Model):
                 bridge.pop("team_id", None)
         if dumped.get("rollback_quorum") == 1:
             dumped.pop("rollback_quorum", None)
+        if not dumped.get("verdict_sla"):
+            dumped.pop("verdict_sla", None)
         for approver in dumped["approvers"].values():
             if approver.get("slack_user") is None:
                 approver.pop("slack_user", None)

@@ -24,7 +24,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from signoff import search_attributes as sa
-from signoff.listing import STATUS_NAMES, CaseRow, count_value
+from signoff.listing import STATUS_NAMES, CaseRow, count_value, instant_value
 
 WANTED = (sa.CASE_STATUS, sa.ALERT_TYPE, sa.CASE_SEVERITY, sa.PLAYBOOK, sa.DECISION, sa.AWAITING_APPROVAL)
 OPEN_ORDER = "COALESCE(close_time, '9999-12-31 23:59:59+00:00')"  # the server's own ORDER BY
@@ -153,6 +153,7 @@ class EmbeddedVisibility:
             raise Unavailable(f"cannot read {self.db}: {exc}") from exc
         cols = {k.name: self.columns[k.name] for k in WANTED}
         count_column = self.columns.get(sa.ALERT_COUNT.name)  # absent on a server set up before it existed
+        due_column = self.columns.get(sa.VERDICT_DUE.name)  # likewise
         rows: list[CaseRow] = []
         for workflow_id, wf_status, start_time, attrs_json in records:
             attrs = json.loads(attrs_json) if attrs_json else {}
@@ -172,6 +173,7 @@ class EmbeddedVisibility:
                 "started": datetime.fromisoformat(start_time).isoformat() if start_time else None,
                 "workflow_status": STATUS_NAMES.get(wf_status),
                 "alert_count": count_value(attrs.get(count_column)) if count_column else None,
+                "verdict_due": instant_value(attrs.get(due_column)) if due_column else None,
             })
         return rows
 

@@ -22,10 +22,12 @@ from policies.signing import channel_text, token_channel
 from signoff import settings
 from signoff.autonomy.models import DRIFT_WORKFLOW_ID, SYSTEM_DRIFT
 from signoff.history import DecodedHistory, load_history
-from signoff.models import CaseView, Contribution, ScoreResult
+from signoff.models import CaseView, Contribution, RollbackRequest, ScoreResult
 
 APPROVAL_UPDATES = ("approve", "reject")
 APPROVAL_SIGNALS = ("approve_signal", "reject_signal")
+# Signals the case checks after they are recorded: their outcome is in its state (the status query).
+CHECKED_SIGNALS = (*APPROVAL_SIGNALS, "rollback_signal", "close_signal")
 
 
 def _iso(at: datetime | None) -> str | None:
@@ -274,39 +276,92 @@ def _actions(h: DecodedHistory) -> tuple[list[dict[str, Any]], list[dict[str, An
     return actions, compensations
 
 
-def _rollbacks(h: DecodedHistory, view: CaseView | None = None) -> list[dict[str, Any]]:
-    """Rollback requests in time order. A signal is always written to the history, also when the
-    case refused it: the case keeps its refusals (view.refusals, via "rollback_signal"), matched
-    here in order by who sent them."""
-    out = []
+def _rollback_quorum(gov: Any) -> int:
+    """The rollback quorum of the policy the case decided under (its recorded governance snapshot)."""
+    quorum = getattr(getattr(gov, "policy", None), "rollback_quorum", 1)
+    return quorum if isinstance(quorum, int) and quorum > 1 else 1
+
+
+def _signal_refusal(h: DecodedHistory, raw: Any, who: str, duplicate: bool, quorum: int, refused: list[Any],
+                    view: CaseView | None, last_accepted: int) -> str:
+    """Why the case refused a rollback signal ("" if it did not). The case's own refusals (view)
+    are matched by who sent them, and consumed; what the history alone shows is inferred."""
+    try:
+        RollbackRequest.model_validate(raw)
+    except ValidationError as exc:  # dropped by the workflow, which escalates instead
+        first = exc.errors()[0]
+        return f"malformed: {'.'.join(str(p) for p in first.get('loc', ())) or 'input'}: {first.get('msg', 'invalid')}"
+    mine = [r for r in refused if r.approver == who]
+    # A repeated request in the same round is refused; the case's refusal says so (or names an earlier check).
+    match = next((r for r in mine if "has already asked" in r.refusal), mine[0] if mine else None) if duplicate \
+        else next((r for r in mine if "has already asked" not in r.refusal), None)
+    if match is not None:
+        refused.remove(match)
+        return str(match.refusal)
+    if duplicate:
+        return f"{who!r} has already asked for this rollback: it needs {quorum} different people with a rollback role"
+    if view is None and last_accepted and not any(c.failure for c in h.activities_named("compensate_action")
+                                                  if c.event_id > last_accepted):
+        # Without the case's state: a rollback already ran (and did not fail), so the case refused this one.
+        return "a rollback was already accepted on this case (inferred from the history)"
+    return ""
+
+
+def _rollbacks(h: DecodedHistory, view: CaseView | None = None, gov: Any = None) -> list[dict[str, Any]]:
+    """Rollback requests in history order, each "refused", "counted" or "accepted".
+
+    Under a policy `rollback_quorum` of N (read from the governance snapshot recorded in the
+    history), the case counts the requests of distinct people until the N-th, which is accepted
+    and runs the compensations; then it clears its votes. The same rebuilt here from the history:
+    a request by someone already counted in this round is refused (the workflow refuses it); an
+    update says itself whether it was only counted. A signal is always written to the history, also
+    when the case refused it for another reason: those refusals come from the case
+    (view.refusals, via "rollback_signal"), matched in order by who sent them.
+    """
+    quorum = _rollback_quorum(gov)
     refused = [r for r in view.refusals if r.via == "rollback_signal"] if view else []
-    requests = [(u.accepted_at, u.args[0] if u.args else {}, "update", u.identity, u.result, u.completed_at, u.failure)
-                for u in h.updates_named("rollback")]
-    requests += [(s.at, s.args[0] if s.args else {}, "signal", s.identity, None, None, "")
+    requests = [(u.event_id, u.accepted_at, u.args[0] if u.args else {}, "update", u.identity, u.result,
+                 u.completed_at, u.failure) for u in h.updates_named("rollback")]
+    requests += [(s.event_id, s.at, s.args[0] if s.args else {}, "signal", s.identity, None, None, "")
                  for s in h.signals_named("rollback_signal")]
-    for at, req, via, identity, result, done, failure in sorted(requests, key=lambda r: r[0]):
-        req = _without_token(req) if isinstance(req, dict) else {"raw": req}
+    requests.sort(key=lambda r: r[0])
+    votes: list[str] = []  # who has asked in the current round, towards the quorum
+    last_accepted = 0  # event id of the request that last met the quorum (0: none yet)
+    rows: list[tuple[int, datetime, dict[str, Any]]] = []
+    for event_id, at, raw, via, identity, result, done, failure in requests:
+        req = _without_token(raw) if isinstance(raw, dict) else {"raw": raw}
+        who = str(req.get("requested_by"))[:80]
         refusal = failure
-        if via == "signal":
-            match = next((r for r in refused if r.approver == str(req.get("requested_by"))[:80]), None)
-            if match is not None:
-                refused.remove(match)
-                refusal = match.refusal
-        # Under a rollback_quorum above 1 a request may only be counted (the update says so), or, for
-        # a signal, still be waiting for the others when the case was read.
-        counted = (isinstance(result, str) and result.startswith("rollback requested by")) or (
-            via == "signal" and view is not None
-            and any(v.requested_by == req.get("requested_by") for v in view.rollback_votes))
-        comps = [] if refusal or counted else [c for c in h.activities_named("compensate_action")
-                                               if c.scheduled_at >= at and c.completed_at]
-        last = max((c.completed_at for c in comps if c.completed_at), default=None)
-        out.append({
+        if via == "signal" and not refusal:
+            refusal = _signal_refusal(h, raw, who, quorum > 1 and who in votes, quorum, refused, view, last_accepted)
+        if refusal:
+            outcome = "refused"
+        elif isinstance(result, str) and result.startswith("rollback requested by"):
+            outcome = "counted"  # the update's reply says so
+            votes.append(who)
+        elif quorum > 1 and len(votes) + 1 < quorum:
+            outcome = "counted"
+            votes.append(who)
+        else:
+            outcome = "accepted"
+            votes, last_accepted = [], event_id
+        rows.append((event_id, at, {
             "at": _iso(at), "via": via, "requested_by": req.get("requested_by"), "reason": req.get("reason"),
             "identity": identity, "result": result, "completed_at": _iso(done),
-            "outcome": "refused" if refusal else "counted" if counted else "accepted", "refusal": refusal,
-            "compensations": len(comps),
-            "seconds_to_last_compensation": (last - at).total_seconds() if last else None,
-        })
+            "outcome": outcome, "refusal": refusal,
+        }))
+    # An accepted request's compensations: those scheduled after it, before the next accepted one.
+    accepted = [event_id for event_id, _, row in rows if row["outcome"] == "accepted"]
+    out = []
+    for event_id, at, row in rows:
+        comps = []
+        if row["outcome"] == "accepted":
+            until = min((e for e in accepted if e > event_id), default=None)
+            comps = [c for c in h.activities_named("compensate_action")
+                     if c.event_id > event_id and (until is None or c.event_id < until) and c.completed_at]
+        last = max((c.completed_at for c in comps if c.completed_at), default=None)
+        out.append({**row, "compensations": len(comps),
+                    "seconds_to_last_compensation": (last - at).total_seconds() if last else None})
     return out
 
 
@@ -386,12 +441,12 @@ def _explain(h: DecodedHistory, live_view: CaseView | None = None) -> dict[str, 
     """The explanation of one case run, as a JSON-ready dict.
 
     `live_view` (the `status` query of a running case) only fills in what a running case keeps in
-    state and not yet in its history: the outcome of approvals sent as signals.
+    state and not yet in its history: the outcome of approvals, rollbacks and verdicts sent as signals.
     """
     start = h.start_args[0] if h.start_args and isinstance(h.start_args[0], dict) else {}
     view = _final_view(h) or live_view
     score, problem, score_out = _score(h)
-    decision_part, _ = _decision(h, score, problem)
+    decision_part, gov = _decision(h, score, problem)
     enrich_runs = [r for r in h.activities_named("enrich_case") if r.result is not None]
     actions, compensations = _actions(h)
     ex: dict[str, Any] = {
@@ -414,7 +469,7 @@ def _explain(h: DecodedHistory, live_view: CaseView | None = None) -> dict[str, 
         "refused_attempts": [_without_token(r) for r in refused_attempts(h.workflow_id)],
         "actions": actions,
         "compensations": compensations,
-        "rollbacks": _rollbacks(h, view),
+        "rollbacks": _rollbacks(h, view, gov),
         "escalations": [{"at": _iso(r.scheduled_at), **{k: v for k, v in (r.input or {}).items() if k != "case_id"}}
                         for r in h.activities_named("escalate")],
         "verdicts": _verdicts(h, view),
@@ -475,10 +530,10 @@ async def explain_case(case_id: str) -> dict[str, Any]:
         archived, note = await _from_archive(case_id, exc)
         return {**explanation_from_history(archived), "note": note}
     live_view = None
-    if history.close == "running" and history.signals_named(*APPROVAL_SIGNALS):
+    if history.close == "running" and history.signals_named(*CHECKED_SIGNALS):
         try:
             live_view = await client.get_workflow_handle(case_id).query("status", result_type=CaseView)
-        except Exception:  # no worker to answer: the signals' outcomes stay "recorded"
+        except Exception:  # no worker to answer: the outcomes of approval signals stay "recorded"
             live_view = None
     return explanation_from_history(history, live_view)
 

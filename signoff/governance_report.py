@@ -5,6 +5,7 @@
 3. How fast can a decision be rolled back? (measured: rollback request -> last compensation done)
 4. Which actions need approval, at which tier? (policy tiers + playbooks/actions.py declarations)
 5. Who controls the automation thresholds? (current values, who set them, when, why)
+6. How fast do cases get a verdict? (time to verdict by severity against the policy's verdict_sla)
 
 Sources: the governance workflow's state (query), governance and case workflow histories (live
 and archived), the policy file as the fallback, and the audit folder's verify results.
@@ -199,7 +200,39 @@ async def build_report(client: Client, task_queue: str | None = None) -> dict[st
         "traceability": traceability, "rollback": rollback,
         "approvals": {"tiers": tiers, "irreversible_tier": policy.irreversible_tier.value, "actions": actions},
         "threshold_control": control,
+        "time_to_verdict": _time_to_verdict(explanations, policy, datetime.now(UTC)),
     }
+
+
+def _time_to_verdict(explanations: list[dict[str, Any]], policy: Any, now: datetime) -> list[dict[str, Any]]:
+    """Per severity, for cases that went to a human: open to verdict (seconds), verdicts within the
+    policy's verdict_sla or late, the open ones and how many of them are past it, and how many
+    escalated as overdue (the case's own record, under the policy it decided under)."""
+    from policies.engine import SEVERITIES
+
+    rows: dict[str, dict[str, Any]] = {}
+    for ex in explanations:
+        kind = (ex.get("decision") or {}).get("kind")
+        if kind in (None, "auto_close") or not ex.get("opened_at"):
+            continue  # still in triage, or closed by the model: nothing waited on a verdict
+        severity = ex["case"].get("severity") or "medium"
+        sla = policy.verdict_sla_for(severity)
+        row = rows.setdefault(severity, {"seconds": [], "within_sla": 0, "late": 0, "open": 0, "open_overdue": 0,
+                                         "escalated_overdue": 0})
+        opened = datetime.fromisoformat(ex["opened_at"])
+        row["escalated_overdue"] += any(e.get("kind") == "verdict_overdue" for e in ex["escalations"])
+        given = next((v for v in ex["verdicts"] if v["accepted"] is not False and v["at"]), None)
+        if given is not None:
+            took = (datetime.fromisoformat(given["at"]) - opened).total_seconds()
+            row["seconds"].append(took)
+            if sla is not None:
+                row["within_sla" if took <= sla.total_seconds() else "late"] += 1
+        elif ex["workflow_status"] == "running":
+            row["open"] += 1
+            row["open_overdue"] += sla is not None and now - opened > sla
+    order = {s: i for i, s in enumerate(reversed(SEVERITIES))}
+    return [{"severity": severity, "sla": policy.verdict_sla.get(severity), "verdicts": _stats(row.pop("seconds")), **row}
+            for severity, row in sorted(rows.items(), key=lambda kv: order.get(kv[0], len(order)))]
 
 
 def _effective(policy: Any, action: str) -> Any:
@@ -259,7 +292,26 @@ def render_text(r: dict[str, Any]) -> str:
     for th in c["thresholds"]:
         add(f"   {th['alert_type']:<22} {th['threshold']} set by {th['threshold_by']} at {th['threshold_at'] or '-'}"
             + (f" because {th['threshold_reason']}" if th["threshold_reason"] else ""))
+    add("6. How fast do cases get a verdict? (cases that went to a human, open to verdict)")
+    for v in r["time_to_verdict"]:
+        stats = v["verdicts"]
+        sla = f"SLA {v['sla']}: {v['within_sla']} within, {v['late']} late" if v["sla"] else "no SLA"
+        add(f"   {v['severity']:<13} {stats['count']} verdicts, median {_fmt_span(stats['median'])}, p95 "
+            f"{_fmt_span(stats['p95'])}; {sla}; {v['open']} open ({v['open_overdue']} past due); "
+            f"{v['escalated_overdue']} escalated as overdue")
+    if not r["time_to_verdict"]:
+        add("   no case has gone to a human yet")
     return "\n".join(lines)
+
+
+def _fmt_span(seconds: float | int | None) -> str:
+    """Times to verdict run from seconds to days."""
+    if seconds is None:
+        return "n/a"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    minutes = seconds / 60
+    return f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
 
 
 # ---------------------------------------------------------------- HTML
@@ -476,6 +528,26 @@ def render_html(r: dict[str, Any]) -> str:
     out.append(f"<p class=muted style='margin-top:12px'>Active model: <span class=mono>{_e(active)}</span>"
                f" &middot; shadow candidate: <span class=mono>{_e(candidate)}</span>"
                f" &middot; {len(model['events'])} model changes recorded.</p></section>")
+    # 6
+    out.append("<section><h2>6 &middot; How fast do cases get a verdict?</h2><p class=lead>Cases that went to a "
+               "person, from when the case opened to the analyst&rsquo;s verdict, by severity, against the policy&rsquo;s "
+               "<span class=mono>verdict_sla</span>. Past it a case escalates once and leads "
+               "<span class=mono>signoff cases --overdue</span>; the clock never closes or decides anything.</p>")
+    if r["time_to_verdict"]:
+        out.append("<table><tr><th>Severity</th><th>SLA</th><th>Verdicts</th><th>Median</th><th>p95</th>"
+                   "<th>Within SLA</th><th>Late</th><th>Open</th><th>Open, past due</th><th>Escalated</th></tr>")
+        for v in r["time_to_verdict"]:
+            st = v["verdicts"]
+            late = f"<span class=bad>{v['late']}</span>" if v["late"] else "0"
+            past = f"<span class=bad>{v['open_overdue']}</span>" if v["open_overdue"] else "0"
+            out.append(f"<tr><td><b>{_e(v['severity'])}</b></td><td class=mono>{_e(v['sla'] or 'none')}</td>"
+                       f"<td>{st['count']}</td><td>{_fmt_span(st['median'])}</td><td>{_fmt_span(st['p95'])}</td>"
+                       f"<td>{v['within_sla']}</td><td>{late}</td><td>{v['open']}</td><td>{past}</td>"
+                       f"<td>{v['escalated_overdue']}</td></tr>")
+        out.append("</table>")
+    else:
+        out.append("<p class=muted>No case has gone to a human yet.</p>")
+    out.append("</section>")
     out.append("<footer>Generated by <span class=mono>signoff governance report</span> from Temporal workflow histories "
                "and live governance state. Verify the underlying trail with <span class=mono>signoff audit verify</span>."
                "</footer></main></body></html>")

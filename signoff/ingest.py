@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from temporalio.client import Client
 
+from policies.engine import SEVERITIES
 from policies.loader import load_policy
 from signoff import settings
 from signoff.alertstore import AlertStore
@@ -27,7 +28,6 @@ from signoff.models import Alert, AlertBatch, CaseInput
 from signoff.sources import Rejected
 
 Format = Literal["guide", "ocsf"]
-SEVERITY_ORDER = ("informational", "low", "medium", "high", "critical")
 BATCH_ALERTS_IN_SIGNAL = 50  # alerts carried in full per signal; the rest are in the alert store
 CONCURRENCY = 64
 CHUNK_LINES = 20_000  # records parsed and correlated per step: bounds memory on huge files
@@ -98,8 +98,8 @@ class DeadLetter:
 
 
 def _worst(severities: Iterable[str]) -> str:
-    ranked = [s for s in severities if s in SEVERITY_ORDER]
-    return max(ranked, key=SEVERITY_ORDER.index) if ranked else "medium"
+    ranked = [s for s in severities if s in SEVERITIES]
+    return max(ranked, key=SEVERITIES.index) if ranked else "medium"
 
 
 def guide_chunks(path: Path, store: AlertStore) -> Iterator[Chunk]:

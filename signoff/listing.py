@@ -59,6 +59,7 @@ class CaseRow(TypedDict):
     started: str | None  # ISO 8601, UTC
     workflow_status: str | None  # RUNNING, COMPLETED, ... (temporalio.client.WorkflowExecutionStatus names)
     alert_count: int | None  # the AlertCount search attribute; None for cases started before it existed
+    verdict_due: str | None  # ISO 8601, UTC: the VerdictDue search attribute (policy verdict_sla); None: no SLA
 
 
 def case_query(status: str | None = None, extra: str | None = None) -> str:
@@ -115,7 +116,25 @@ def case_row(info: WorkflowExecutionInfo) -> CaseRow:
         "started": _iso(info),
         "workflow_status": STATUS_NAMES.get(info.status),
         "alert_count": count_value(_value(fields, sa.ALERT_COUNT.name)),
+        "verdict_due": instant_value(_value(fields, sa.VERDICT_DUE.name)),
     }
+
+
+def instant_value(value: object) -> str | None:
+    """A Datetime search attribute's value as ISO 8601 in UTC (the server stores RFC 3339 text)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value).astimezone(UTC).isoformat()
+    except ValueError:
+        return None
+
+
+def overdue_query(extra: str | None = None) -> str:
+    """Open cases whose verdict is past due (VerdictDue, published under the policy's verdict_sla)."""
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    clause = f"ExecutionStatus='Running' AND {sa.VERDICT_DUE.name} < '{now}'"
+    return f"{clause} AND ({extra})" if extra else clause
 
 
 def count_value(value: object) -> int | None:

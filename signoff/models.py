@@ -367,6 +367,11 @@ class CaseView(Frozen):
     escalations: tuple[str, ...] = ()
     timeline: tuple[Alert, ...] = ()  # the first alerts of the case, capped
     shadow_score: ScoreResult | None = None  # a candidate model's score in shadow mode (never decides)
+    # The policy's time-to-verdict SLA for the case's severity (verdict_sla): when the verdict is
+    # due, and when the case went past it without one (it escalated then). None: no SLA applies.
+    verdict_sla: str | None = None
+    verdict_due: datetime | None = None
+    overdue_since: datetime | None = None
 
 
 CaseInput.model_rebuild()

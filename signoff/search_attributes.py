@@ -1,6 +1,7 @@
 """Custom search attributes: how the queue, the UI and auditors find cases.
 
-SQL visibility allows 10 Keyword, 3 KeywordList, 3 Bool, 3 Double and 3 Int attributes per namespace.
+SQL visibility allows 10 Keyword, 3 KeywordList, 3 Bool, 3 Double, 3 Int and 3 Datetime attributes per
+namespace.
 Values are stored unencrypted: never put personal data or secrets in them.
 """
 
@@ -26,8 +27,12 @@ ALERT_COUNT = SearchAttributeKey.for_int("AlertCount")
 # What the case holds now: `signoff.holds.hold_key` digests (not names: values are unencrypted) of
 # its executed, not yet undone reversible actions. A rollback asks who else holds the same one.
 HELD_TARGETS = SearchAttributeKey.for_keyword_list("HeldTargets")
+# When the case's verdict is due under the policy's verdict_sla (set once the case goes to a human):
+# `signoff cases --overdue` is `VerdictDue < now` on running cases, answered by visibility alone.
+VERDICT_DUE = SearchAttributeKey.for_datetime("VerdictDue")
 
 ALL = (
     CASE_STATUS, ALERT_TYPE, CASE_SEVERITY, PLAYBOOK, MODEL_VERSION, POLICY_VERSION, DECISION,
     APPROVERS, EXECUTED_ACTIONS, AWAITING_APPROVAL, ROLLED_BACK, CONFIDENCE, ALERT_COUNT, HELD_TARGETS,
+    VERDICT_DUE,
 )

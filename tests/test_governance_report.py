@@ -66,9 +66,14 @@ async def test_report_answers_the_five_questions(dev_env: WorkflowEnvironment, t
     assert not re.search(r"""(src|href)=["']?https?://""", page), "no external assets"
     for needle in ("Where humans sit in the loop", "dave", "98% agreement", "revoke_sessions", "irreversible"):
         assert needle in page, needle
+    # 6. time to verdict: the story's high-severity case got its verdict within the lab SLA (8h). (The
+    # figures pool every case this server and the archive hold; late cases: tests/test_verdict_sla.py.)
+    high = next(v for v in report["time_to_verdict"] if v["severity"] == "high")
+    assert high["sla"] == "8h" and high["verdicts"]["count"] >= 1 and high["within_sla"] >= 1
     text = render_text(report)
     assert "1. Where humans sit in the loop" in text and "5. Who controls" in text
-    assert render_html(report).count("<section>") == 5
+    assert "6. How fast do cases get a verdict?" in text and "SLA 8h" in text
+    assert render_html(report).count("<section>") == 6 and "How fast do cases get a verdict" in page
 
 
 async def test_report_falls_back_to_the_policy_file(dev_env: WorkflowEnvironment, task_queue: str) -> None:

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import closing
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from signoff import search_attributes as sa
 from signoff.alertstore import AlertStore
 from signoff.embedded_visibility import EmbeddedVisibility, embedded_db
-from signoff.listing import case_pages, case_query, case_rows
+from signoff.listing import case_pages, case_query, case_rows, overdue_query
 from signoff.models import Alert
 from tests.reliability_kit import SqliteDevServer, gather_limited
 
@@ -51,6 +51,7 @@ class Spec:
     alert_type: str
     severity: str
     alerts: int | None = None  # the AlertCount it publishes (None: a case from before AlertCount)
+    due: str | None = None  # the VerdictDue it publishes, ISO 8601 (None: no verdict SLA)
 
 
 def _attrs(spec: Spec) -> list[Any]:
@@ -62,6 +63,8 @@ def _attrs(spec: Spec) -> list[Any]:
                   sa.AWAITING_APPROVAL.value_set(spec.status == "awaiting_approval")]
     if spec.alerts is not None:
         attrs.append(sa.ALERT_COUNT.value_set(spec.alerts))
+    if spec.due is not None:
+        attrs.append(sa.VERDICT_DUE.value_set(datetime.fromisoformat(spec.due)))
     return attrs
 
 
@@ -98,10 +101,13 @@ def _specs(tag: str) -> list[Spec]:
            + [("CaseWorkflow", "closed", True)] * 30 + [("CaseWorkflow", None, False)] * 20
            + [("OtherWorkflow", "awaiting_approval", False)] * 20)
     # Contained and closed cases publish AlertCount every other one (i % 7 + 1 alerts); the rest,
-    # like cases started before AlertCount existed, do not.
+    # like cases started before AlertCount existed, do not. A verdict SLA: every fifth one is past
+    # due (two hours ago, to the second), the next one due in two days, the rest have none.
+    now = datetime.now(UTC).replace(microsecond=0)
+    dues = {0: (now - timedelta(hours=2)).isoformat(), 1: (now + timedelta(days=2)).isoformat()}
     return [Spec(f"{tag}-{i:04d}-{uuid.uuid4().hex[:6]}", wtype, status, closes,
                  ALERT_TYPES[i % len(ALERT_TYPES)], SEVERITIES[i % len(SEVERITIES)],
-                 i % 7 + 1 if status in ("contained", "closed") and i % 2 == 0 else None)
+                 i % 7 + 1 if status in ("contained", "closed") and i % 2 == 0 else None, dues.get(i % 5))
             for i, (wtype, status, closes) in enumerate(mix)]
 
 
@@ -169,6 +175,24 @@ async def test_each_status_lists_exactly_its_cases(estate: Estate, status: str |
     assert set(ids) == sdk
 
 
+async def test_overdue_lists_exactly_the_open_cases_past_their_verdict_due(estate: Estate) -> None:
+    """`signoff cases --overdue`: running case workflows whose VerdictDue has passed; not the closed
+    ones past due, not the ones due later, not those without an SLA."""
+    now = datetime.now(UTC)
+    want = {s.case_id for s in estate.specs if s.workflow_type == "CaseWorkflow" and not s.closes
+            and s.due is not None and datetime.fromisoformat(s.due) < now}
+    rows = [row async for page in case_pages(estate.client, case_query(None, overdue_query(estate.scope)), page_size=17)
+            for row in page]
+    assert want and {r["case_id"] for r in rows} == want and len(rows) == len(want)
+    assert all(r["workflow_status"] == "RUNNING" and datetime.fromisoformat(str(r["verdict_due"])) < now for r in rows)
+    closed_past_due = {s.case_id for s in estate.specs if s.closes and s.due is not None and s.due < now.isoformat()}
+    assert closed_past_due and not closed_past_due & {r["case_id"] for r in rows}
+    # With a status too (the CLI's `--status contained --overdue`).
+    contained = [row async for page in case_pages(estate.client, case_query("contained", overdue_query(estate.scope)))
+                 for row in page]
+    assert {r["case_id"] for r in contained} == {c for c in want if c in estate.cases("contained")}
+
+
 async def test_other_workflow_types_are_not_cases(estate: Estate) -> None:
     others = {s.case_id for s in estate.specs if s.workflow_type != "CaseWorkflow"}
     assert others and not others & set(await _fast_ids(estate, "awaiting_approval"))
@@ -195,6 +219,7 @@ def _sdk_row(wf: WorkflowExecution) -> dict[str, Any]:
         "started": wf.start_time.isoformat() if wf.start_time else None,
         "workflow_status": wf.status.name if wf.status else None,
         "alert_count": attrs.get(sa.ALERT_COUNT),
+        "verdict_due": due.astimezone(UTC).isoformat() if (due := attrs.get(sa.VERDICT_DUE)) else None,
     }
 
 

@@ -28,7 +28,7 @@ HISTORIES = Path(__file__).parent / "replay" / "histories"
 PLAYBOOKS = [p.name for p in (COMPROMISED_ACCOUNT, MALWARE_ON_HOST, PHISHING, NETWORK_INTRUSION, TRIAGE_ONLY)]
 # Histories recorded before a patched change stay here and keep replaying: cases that were running
 # when the change shipped must go on with the code path they started on.
-GENERATIONS = ["", "before-clearer-replies", "before-shared-targets", "before-alert-count", "before-faster-triage"]
+GENERATIONS = ["", "before-verdict-sla", "before-clearer-replies", "before-shared-targets", "before-alert-count", "before-faster-triage"]
 # Playbooks added after the shipped five (`record_histories --playbook NAME`): their histories sit
 # in the current folder only and replay like the shipped ones.
 ADDED = sorted(p.stem for p in HISTORIES.glob("*.json") if p.stem not in PLAYBOOKS)
@@ -55,10 +55,17 @@ def test_current_histories_take_the_patched_path() -> None:
     before it), then the published alert count (a later batch of alerts upserts AlertCount), then
     shared targets (what a case holds is published; a rollback asks who else holds it), then
     clearer replies (only where there was something to add: the compromised-account rollback leaves
-    its irreversible revoke_sessions in effect)."""
+    its irreversible revoke_sessions in effect), then the verdict SLA (every recorded case goes to a
+    human and its severity has an SLA in the lab policy: a timer, cancelled by the verdict)."""
     for playbook in PLAYBOOKS:
-        new, before_replies, before_shared, before_count, old = (_history(playbook, g) for g in GENERATIONS)
-        assert ("clearer-replies" in recorded_patches(new)) == (playbook == COMPROMISED_ACCOUNT.name), playbook
+        new, before_sla, before_replies, before_shared, before_count, old = (_history(playbook, g) for g in GENERATIONS)
+        assert "verdict-sla" in recorded_patches(new) and "verdict-sla" not in recorded_patches(before_sla)
+        # One timer more (the SLA's), cancelled: the verdict came in time. None fired.
+        for kind in (EventType.EVENT_TYPE_TIMER_STARTED, EventType.EVENT_TYPE_TIMER_CANCELED):
+            assert _timers(new, kind) == _timers(before_sla, kind) + 1, playbook
+        assert _timers(new, EventType.EVENT_TYPE_TIMER_FIRED) == 0, playbook
+        for history in (new, before_sla):
+            assert ("clearer-replies" in recorded_patches(history)) == (playbook == COMPROMISED_ACCOUNT.name), playbook
         assert "clearer-replies" not in recorded_patches(before_replies)
         assert "shared-targets" in recorded_patches(before_replies)
         assert "shared-targets" in recorded_patches(new)
@@ -78,6 +85,10 @@ def _alert_counts(history: WorkflowHistory) -> list[int]:
             if e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
             and "AlertCount" in (fields := e.upsert_workflow_search_attributes_event_attributes
                                  .search_attributes.indexed_fields)]
+
+
+def _timers(history: WorkflowHistory, kind: EventType.ValueType) -> int:
+    return sum(1 for e in history.events if e.event_type == kind)
 
 
 def _upserts(history: WorkflowHistory) -> int:

@@ -85,6 +85,9 @@ SHARED_TARGETS = "shared-targets"  # HeldTargets; a rollback keeps what another 
 # after a rollback the irreversible actions still in effect and the steps that never ran. Taken
 # only when there is something to add, so most cases record no marker for it.
 CLEARER_REPLIES = "clearer-replies"
+# The policy's time-to-verdict SLA (verdict_sla): a case that goes to a human publishes when its
+# verdict is due (VerdictDue) and escalates once if none came by then. Taken only where an SLA applies.
+VERDICT_SLA = "verdict-sla"
 QUICK = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=5)
 # Vendor calls heartbeat (activities/response.py): a worker that dies mid-call is noticed after
 # ACTION_HEARTBEAT and the call is retried on another worker (idempotency key: no double action).
@@ -162,6 +165,10 @@ class CaseWorkflow:
         self.verdict_window_over = False  # the case stopped waiting for a verdict (given, or idle)
         self.finishing = False  # archiving and completing: no rollback can run any more
         self.escalations: list[str] = []
+        self.verdict_sla: str | None = None  # the policy's SLA for this case's severity, once it applies
+        self.verdict_due: datetime | None = None
+        self.overdue_since: datetime | None = None
+        self.verdict_clock: asyncio.Task[None] | None = None
         self.action_running = False
         self.search_attributes: dict[str, Any] = {}  # last value upserted, per attribute
         self.deferred_upserts: dict[str, SearchAttributeUpdate[Any]] = {}
@@ -225,12 +232,15 @@ class CaseWorkflow:
             await self._archive()
             return self.view()
 
+        self._start_verdict_clock()
         self._plan_steps()
         await self._run_steps()
         if self.case_status not in (CaseStatus.rollback_failed, CaseStatus.action_failed, CaseStatus.rolled_back):
             contained = any(s.state == StepState.executed and not s.auto for s in self.steps.values())
             self._set_status(CaseStatus.contained if contained else CaseStatus.awaiting_verdict)
         await self._wait_for_close()
+        if self.verdict_clock is not None:
+            await self.verdict_clock  # done, or finishing an overdue escalation that raced the verdict
         await record_verdict_of(inp, self.gov, self.score, self.decision, self.verdict, self.shadow)
         await self._settle_handlers()
         await self._archive()
@@ -265,6 +275,38 @@ class CaseWorkflow:
             )
         except ActivityError as err:
             self.escalations.append(f"archiving the history failed: {_cause(err)}; run `signoff audit archive`")
+
+    def _start_verdict_clock(self) -> None:
+        """The case goes to a human: if the policy gives its severity a time-to-verdict SLA, publish
+        when the verdict is due and watch for it (concurrently with the playbook and its gates)."""
+        assert self.gov is not None
+        sla = self.gov.policy.verdict_sla_for(self.inp.severity)
+        if sla is None or not workflow.patched(VERDICT_SLA):
+            return
+        self.verdict_sla = self.gov.policy.verdict_sla[self.inp.severity]
+        self.verdict_due = workflow.info().workflow_start_time + sla
+        self._upsert([sa.VERDICT_DUE.value_set(self.verdict_due)], defer=True)  # flushed by _plan_steps
+        self.verdict_clock = asyncio.create_task(self._watch_verdict_due())
+
+    async def _watch_verdict_due(self) -> None:
+        """Escalate once when the verdict is overdue. It never closes or decides: the case waits on."""
+        assert self.verdict_due is not None
+        answered = lambda: self.verdict is not None or self.verdict_window_over  # noqa: E731
+        remaining = self.verdict_due - workflow.now()
+        if remaining > timedelta(0):
+            try:
+                await workflow.wait_condition(answered, timeout=remaining)
+                return
+            except TimeoutError:
+                pass
+        if answered():
+            return
+        self.overdue_since = workflow.now()
+        message = (f"no verdict within {self.verdict_sla} of the case opening (verdict_sla for "
+                   f"{self.inp.severity} severity, due {self.verdict_due.isoformat()}); the case stays open "
+                   "until an analyst closes it with a verdict")
+        self.escalations.append(message)
+        await self._escalate(Escalation(case_id=self.inp.case_id, reason=message, kind="verdict_overdue"))
 
     async def _score(self) -> tuple[ScoreResult | None, str]:
         """Score the case; a scoring failure sends the case to an analyst, it never fails the case."""
@@ -855,6 +897,7 @@ class CaseWorkflow:
             refusals=tuple(self.refusals), verdict=self.verdict, rollback=self.rollback_request,
             rollback_votes=tuple(self.rollback_votes),
             escalations=tuple(self.escalations), timeline=tuple(self.timeline), shadow_score=self.shadow,
+            verdict_sla=self.verdict_sla, verdict_due=self.verdict_due, overdue_since=self.overdue_since,
         )
 
     def _stopping(self) -> bool:

@@ -6,18 +6,18 @@ Reject buttons (signoff/chat/messages.py); what was posted is kept under `$SIGNO
 a restart posts nothing twice. A message is updated (`chat.update`) when its quorum moves and when
 the step is decided, here or anywhere else (CLI, Temporal UI).
 
-In (the interactivity endpoint, `POST /slack/interactions`): Slack's signature is checked first
-(401 and nothing else on a bad or stale one). A button click opens a modal asking for the reason;
-its submission maps the Slack user to an approver through the policy (`approvers.NAME.slack_user`),
-signs a token with the bridge's Ed25519 key (claim `via`: "slack:U0ABC123"; the workflow verifies it
-with `deployment.chat_bridges.slack.public_key`) and sends the case's `approve` / `reject` update.
+In (the decisions): Slack's requests arrive at the interactivity endpoint (signoff/chat/endpoint.py:
+size and time limits, Slack's signature, replays, routing). A button click opens a modal asking for
+the reason; its submission comes to `SlackBridge.decide`, which maps the Slack user to an approver
+through the policy (`approvers.NAME.slack_user`), signs a token with the bridge's Ed25519 key
+(claim `via`: "slack:U0ABC123"; the workflow verifies it with
+`deployment.chat_bridges.slack.public_key`) and sends the case's `approve` / `reject` update.
 A refusal comes back at once, is shown in the modal and is recorded in `audit/refused.jsonl` (as
 the CLI records its own), without the token. Nothing here decides: the case workflow does.
 
-Hardening (docs/deployment.md §7, tests/test_chat_security.py): each exact signed request is taken
-once (a replay inside Slack's 5-minute window is 401); with `deployment.chat_bridges.slack.team_id`
-users of another workspace are refused; bodies are bounded in size and time; a decision is answered
-before its channel message is refreshed.
+Hardening (docs/deployment.md §7, tests/test_chat_security.py): with
+`deployment.chat_bridges.slack.team_id` users of another workspace are refused; a decision is
+answered before its channel message is refreshed; the endpoint's own limits are in its module.
 """
 
 from __future__ import annotations
@@ -25,41 +25,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import threading
-import time
 from collections.abc import AsyncIterator, Coroutine
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, TypeVar
-from urllib.parse import parse_qs
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from connectors.http import ConnectorError, Secret
-from connectors.slack import MAX_SKEW_SECONDS, Slack, SlackApiError, signature_refusal
+from connectors.slack import Slack, SlackApiError
 from policies.engine import Policy, parse_duration
 from policies.loader import load_policy
 from policies.signing import public_key_text, sign_approval
 from signoff import settings
 from signoff.case_view import read_case_view
-from signoff.chat.messages import (
-    APPROVE_ACTION,
-    MODAL_CALLBACK,
-    REASON_ACTION,
-    REASON_BLOCK,
-    REJECT_ACTION,
-    WAITING,
-    reason_modal,
-    result_modal,
-    step_message,
-    waiting_steps,
+from signoff.chat.endpoint import (
+    BODY_DEADLINE,
+    INTERACTIONS_PATH,
+    SOCKET_TIMEOUT,
+    InteractionEndpoint,
+    http_server,
 )
+from signoff.chat.messages import WAITING, reason_modal, step_message, waiting_steps
 from signoff.chat.store import Posted, PostedMessages
 from signoff.keys import ApproverKeyError, read_key_file, write_key_file
 from signoff.listing import case_pages, case_query
@@ -67,17 +60,10 @@ from signoff.models import ApprovalRequest, CaseStatus, CaseView
 from signoff.refused_log import record_refusal
 
 log = logging.getLogger("signoff.chat")
-T = TypeVar("T")
 
 PLATFORM = "slack"
 BRIDGE_KEY_ENV = "SIGNOFF_CHAT_BRIDGE_KEY_FILE"
-INTERACTIONS_PATH = "/slack/interactions"
 TOKEN_TTL = timedelta(minutes=10)
-MAX_BODY = 1 << 20  # Slack's interaction payloads are far smaller
-ANSWER_TIMEOUT = 20.0  # seconds a request thread waits for the Temporal side
-SOCKET_TIMEOUT = 10.0  # seconds one read from a client may block (a silent client is dropped)
-BODY_DEADLINE = 15.0  # seconds to receive a whole body (a client trickling bytes is dropped)
-SLACK_HEADERS = ("x-slack-signature", "x-slack-request-timestamp", "content-length")
 
 
 class ChatBridgeError(RuntimeError):
@@ -139,6 +125,8 @@ def trust_problem(policy: Policy, key: Ed25519PrivateKey) -> str | None:
 
 
 class SlackBridge:
+    """Posts the waiting steps to one channel and sends the decisions made there to the cases."""
+
     def __init__(self, client: Client, slack: Slack, channel: str, key: Ed25519PrivateKey,
                  signing_secret: Secret | str, *, store: PostedMessages | None = None,
                  task_queue: str | None = None) -> None:
@@ -147,15 +135,9 @@ class SlackBridge:
         self.slack = slack
         self.channel = channel
         self.key = key
-        self.secret = signing_secret
         self.store = store or PostedMessages.for_channel(PLATFORM, channel)
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.refused_requests = 0  # requests refused for their Slack signature (401) or as replays
+        self.endpoint = InteractionEndpoint(self, signing_secret)  # Slack's requests in: checked, routed here
         self._sync_lock: asyncio.Lock | None = None
-        # Signatures of the requests already taken, until they are stale anyway: a signed request
-        # captured on the wire and sent again inside Slack's 5-minute window is refused (401).
-        self._seen: dict[str, float] = {}
-        self._seen_lock = threading.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------ out: the notifier
@@ -331,181 +313,26 @@ class SlackBridge:
                                 channel: str, ts: str) -> None:
         await self.slack.open_view(trigger_id, reason_modal(case_id, step, decision, channel, ts))
 
-    # ------------------------------------------------------------ the HTTP endpoint
+    # ------------------------------------------------------------ serving (the endpoint: signoff/chat/endpoint.py)
 
-    def _on_loop(self, coro: Coroutine[Any, Any, T]) -> T:
-        assert self.loop is not None, "the bridge is not serving"
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=ANSWER_TIMEOUT)
+    @property
+    def refused_requests(self) -> int:
+        """Requests the endpoint refused for their Slack signature (401) or as replays."""
+        return self.endpoint.refused_requests
 
-    def handle_interaction(self, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any] | None]:
-        """(HTTP status, JSON answer) for one request Slack sent; runs in a server thread."""
-        refusal = signature_refusal(self.secret, timestamp=headers.get("x-slack-request-timestamp"),
-                                    sig=headers.get("x-slack-signature"), body=body)
-        if refusal is None:
-            refusal = self._replay_refusal(headers["x-slack-signature"])
-        if refusal:
-            self.refused_requests += 1
-            log.warning("refused a request to the interactivity endpoint: %s", refusal)
-            return 401, {"error": refusal}
-        bad = 400, {"error": "expected a form-encoded `payload` with Slack's interaction JSON"}
-        try:
-            fields = parse_qs(body.decode(), strict_parsing=False, max_num_fields=50)
-            payload = json.loads(fields["payload"][0])
-        except (KeyError, IndexError, ValueError, UnicodeDecodeError, RecursionError):
-            return bad
-        if not isinstance(payload, dict):
-            return bad
-        try:
-            if payload.get("type") == "block_actions":
-                return self._on_click(payload)
-            if payload.get("type") == "view_submission":
-                return self._on_submit(payload)
-        except (AttributeError, TypeError, KeyError, ValueError) as exc:  # signed by Slack, but not its shape
-            log.warning("malformed %s payload: %s", payload.get("type"), exc)
-            return 400, {"error": f"malformed {payload.get('type')} payload"}
-        return 200, None
-
-    def _replay_refusal(self, sig: str) -> str | None:
-        """Each signed request is taken once: the same signature again (a replay) is refused."""
-        now = time.monotonic()
-        with self._seen_lock:
-            for old in [s for s, at in self._seen.items() if now - at > 2 * MAX_SKEW_SECONDS]:
-                del self._seen[old]
-            if sig in self._seen:
-                return "replayed request: this exact signed request was already received"
-            self._seen[sig] = now
-        return None
-
-    def _on_click(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any] | None]:
-        for action in payload.get("actions") or []:
-            decision = {APPROVE_ACTION: "approve", REJECT_ACTION: "reject"}.get(action.get("action_id"))
-            if decision is None:
-                continue
-            team_refusal = self.team_refusal(load_policy(), _user_team(payload))
-            if team_refusal:  # no modal for a user who could not approve anyway
-                log.warning("no reason modal for Slack user %s: %s", (payload.get("user") or {}).get("id"),
-                            team_refusal)
-                return 200, None
-            try:
-                target = json.loads(action.get("value") or "")
-                container = payload.get("container") or {}
-                self._on_loop(self.open_reason_modal(
-                    str(payload["trigger_id"]), str(target["case"]), str(target["step"]), decision,
-                    str(container.get("channel_id", "")), str(container.get("message_ts", ""))))
-            except (KeyError, ValueError, TypeError) as exc:
-                return 400, {"error": f"malformed button payload: {exc}"}
-            except ConnectorError as exc:
-                log.warning("could not open the reason modal: %s", exc)
-            return 200, None
-        return 200, None
-
-    def _on_submit(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any] | None]:
-        view = payload.get("view") or {}
-        if view.get("callback_id") != MODAL_CALLBACK:
-            return 200, None
-        try:
-            meta = json.loads(view.get("private_metadata") or "")
-            values = (view.get("state") or {}).get("values") or {}
-            reason = str(((values.get(REASON_BLOCK) or {}).get(REASON_ACTION) or {}).get("value") or "")
-            user_id = str(payload["user"]["id"])
-            case_id, step, decision = str(meta["case"]), str(meta["step"]), str(meta["decision"])
-        except (KeyError, ValueError, TypeError) as exc:
-            return 400, {"error": f"malformed view submission: {exc}"}
-        if not reason.strip():
-            return 200, {"response_action": "errors", "errors": {REASON_BLOCK: "a reason is required"}}
-        try:
-            accepted, text = self._on_loop(self.decide(user_id=user_id, case_id=case_id, step=step,
-                                                       decision=decision, reason=reason,
-                                                       view_id=str(view.get("id", "")),
-                                                       team_id=_user_team(payload)))
-        except TimeoutError:
-            return 200, {"response_action": "errors",
-                         "errors": {REASON_BLOCK: "Temporal did not answer in time: the decision may still apply; "
-                                                  "submit again to see (it is never counted twice)"}}
-        if not accepted:
-            return 200, {"response_action": "errors", "errors": {REASON_BLOCK: f"Refused: {text}"[:1900]}}
-        return 200, {"response_action": "update", "view": result_modal(text)}
+    @property
+    def _seen(self) -> dict[str, float]:
+        """The signatures the endpoint has taken (a replay of one is refused)."""
+        return self.endpoint.seen
 
     def http_server(self, host: str, port: int) -> ThreadingHTTPServer:
-        bridge = self
-
-        class Handler(BaseHTTPRequestHandler):
-            server_version = "signoff-chat-bridge"
-            timeout = SOCKET_TIMEOUT  # a client that stops sending is dropped
-
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                if self.path.split("?", 1)[0] != INTERACTIONS_PATH:
-                    self._answer(404, {"error": f"not found; Slack's interactivity URL is {INTERACTIONS_PATH}"})
-                    return
-                headers: dict[str, str] = {}
-                for name, value in self.headers.items():
-                    if name.lower() in SLACK_HEADERS and name.lower() in headers:
-                        self._answer(400, {"error": f"{name} given more than once"})
-                        return
-                    headers[name.lower()] = value
-                raw_length = headers.get("content-length", "0").strip() or "0"
-                if not (raw_length.isascii() and raw_length.isdigit()):
-                    self._answer(400, {"error": "Content-Length is not a number"})
-                    return
-                length = int(raw_length)
-                if length > MAX_BODY:
-                    self._answer(413, {"error": "request too large"})
-                    return
-                body = self._read_body(length)
-                if body is None:
-                    self._answer(408, {"error": "the body did not arrive in time"})
-                    return
-                try:
-                    status, answer = bridge.handle_interaction(headers, body)
-                except Exception:  # noqa: BLE001 - one bad request must not stop the bridge
-                    log.exception("interaction failed")
-                    status, answer = 500, {"error": "internal error; see the bridge's log"}
-                self._answer(status, answer)
-
-            def _read_body(self, length: int) -> bytes | None:
-                """`length` bytes, or None when they do not all arrive within BODY_DEADLINE."""
-                deadline = time.monotonic() + BODY_DEADLINE
-                chunks: list[bytes] = []
-                left = length
-                try:
-                    while left > 0:
-                        if time.monotonic() > deadline:
-                            return None
-                        chunk = self.rfile.read1(min(left, 65536))
-                        if not chunk:
-                            return None
-                        chunks.append(chunk)
-                        left -= len(chunk)
-                except TimeoutError:
-                    return None
-                return b"".join(chunks)
-
-            def do_GET(self) -> None:  # noqa: N802
-                if self.path == "/healthz":
-                    self._answer(200, {"ok": True})
-                else:
-                    self._answer(404, {"error": "not found"})
-
-            def _answer(self, status: int, answer: dict[str, Any] | None) -> None:
-                data = json.dumps(answer).encode() if answer is not None else b""
-                self.send_response(status)
-                if answer is not None:
-                    self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's name
-                log.debug("%s %s", self.address_string(), format % args)
-
-        server = ThreadingHTTPServer((host, port), Handler)
-        server.daemon_threads = True
-        return server
+        """The endpoint's HTTP server; SOCKET_TIMEOUT and BODY_DEADLINE are read now, from this module."""
+        return http_server(self.endpoint, host, port, socket_timeout=SOCKET_TIMEOUT, body_deadline=BODY_DEADLINE)
 
     @contextlib.asynccontextmanager
     async def listening(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
         """Serve the interactivity endpoint on `host:port` (0: any free port); yields its URL."""
-        self.loop = asyncio.get_running_loop()
+        self.endpoint.loop = asyncio.get_running_loop()
         server = self.http_server(host, port)
         thread = threading.Thread(target=server.serve_forever, name="chat-bridge-http", daemon=True)
         thread.start()
@@ -536,14 +363,3 @@ class SlackBridge:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), interval)
 
-
-def _user_team(payload: dict[str, Any]) -> str | None:
-    """The Slack workspace the acting user belongs to: `user.team_id`, else `team.id`.
-
-    In a Slack Connect channel shared with another organisation, `team.id` is the workspace the
-    message lives in while `user.team_id` is the clicking user's own: the user's is the one to check.
-    """
-    user = payload.get("user") or {}
-    team = payload.get("team") or {}
-    value = user.get("team_id") or team.get("id")
-    return str(value) if value else None

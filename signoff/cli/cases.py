@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -115,15 +115,17 @@ def cases(
     limit: int = typer.Option(1000, help="at most this many; 0 lists them all"),
     json_out: bool = typer.Option(False, "--json", help="one JSON object per case"),
     with_alerts: bool = typer.Option(False, "--with-alerts", help="with --json: add alert_uids"),
+    overdue: bool = typer.Option(False, "--overdue",
+                                 help="only open cases past their verdict SLA (policy verdict_sla), most overdue first"),
 ) -> None:
     """List cases from Temporal visibility (the same list the UI and `temporal workflow list` show)."""
     from signoff.embedded_visibility import embedded_db_of_home
-    from signoff.listing import FROM_CASES_AT_MOST, case_query, case_rows
+    from signoff.listing import FROM_CASES_AT_MOST, case_query, case_rows, overdue_query
 
     if limit < 0:
         fail(f"--limit must be 0 (all) or more, not {limit}")
     try:
-        visibility_query = case_query(status, query)
+        visibility_query = case_query(status, overdue_query(query) if overdue else query)
     except ValueError as exc:
         fail(str(exc))
     rows: list[dict[str, Any]] = []
@@ -137,21 +139,60 @@ def cases(
     # On `signoff dev`'s own server the rows can be read from its visibility table (checked
     # against the API on each run: signoff.listing.case_rows); elsewhere from the API.
     home = settings.home_path()  # read only: a listing creates no state directory
-    embedded = embedded_db_of_home(settings.temporal_address(), home) if status and not query else None
+    embedded = embedded_db_of_home(settings.temporal_address(), home) if status and not query and not overdue else None
     listing = run(case_rows(visibility_query, limit=limit or None, with_alerts=with_alerts and json_out, each=emit,
                             status=status, embedded_db=embedded, home=home, counts_from_cases=FROM_CASES_AT_MOST,
                             total_if_cut=True))
     if not json_out:
-        table = Table(title=f"{len(rows)} cases" + (f" with status {status}" if status else ""))
-        for col in ("case", "status", "alert type", "severity", "alerts", "decision", "approval?"):
+        if overdue:  # the queue a lead works from: the longest overdue first
+            rows.sort(key=lambda r: r.get("verdict_due") or "")
+        title = f"{len(rows)} {'overdue ' if overdue else ''}cases" + (f" with status {status}" if status else "")
+        table = Table(title=title)
+        for col in ("case", "status", "alert type", "severity", "alerts", "decision", "approval?", "verdict due"):
             table.add_column(col)
+        now = datetime.now(UTC)
         for row in rows:
             count = row["alert_count"]
             table.add_row(row["case_id"], row["status"], row["alert_type"] or "", row["severity"] or "",
                           "?" if count is None else str(count), row["decision"] or "",
-                          "yes" if row["awaiting_approval"] else "")
+                          "yes" if row["awaiting_approval"] else "", _due_cell(row, now))
         out.print(table)
+        if overdue and not rows:
+            out.print(_no_overdue_note())
     _listing_notes(listing, limit)
+
+
+def _no_overdue_note() -> str:
+    """Why `--overdue` listed nothing: nothing is late, or the policy sets no SLA to be late against."""
+    from policies.loader import PolicyError, load_policy
+
+    try:
+        sla = load_policy().verdict_sla
+    except PolicyError:
+        return "no open case is past its verdict SLA"
+    if not sla:
+        return ("no open case is past its verdict SLA: the policy sets none (`verdict_sla` by severity, "
+                "docs/playbooks.md), so no case is ever overdue")
+    return "no open case is past its verdict SLA (" + ", ".join(f"{k} {v}" for k, v in sla.items()) + ")"
+
+
+def _due_cell(row: dict[str, Any], now: datetime) -> str:
+    """When an open case's verdict is due, or how long it is overdue ("" without an SLA or once closed)."""
+    due = row.get("verdict_due")
+    if not due or row.get("workflow_status") != "RUNNING":
+        return ""
+    left = datetime.fromisoformat(due) - now
+    if left.total_seconds() < 0:
+        return f"[red]overdue {_span(-left)}[/]"
+    return f"in {_span(left)}"
+
+
+def _span(delta: timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    if minutes < 60:
+        return f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours < 48 else f"{hours // 24}d{hours % 24}h"
 
 
 def _listing_notes(listing: Any, limit: int) -> None:
@@ -261,6 +302,8 @@ def print_case(view: CaseView) -> None:
     for refusal in view.refusals:
         out.print(f"[red]refused[/] {e(refusal.via)} from {e(repr(refusal.approver))} on {e(repr(refusal.step))}: "
                   f"{e(refusal.refusal)}")
+    if line := verdict_due_line(view):
+        out.print(e(line))
     for note in view.escalations:
         out.print(f"[yellow]escalation[/] {e(note)}")
     if view.verdict:
@@ -268,6 +311,20 @@ def print_case(view: CaseView) -> None:
 
 
 _GATED = (StepState.awaiting_approval, StepState.escalated)
+_SETTLED = (CaseStatus.closed, CaseStatus.auto_closed)
+
+
+def verdict_due_line(view: CaseView, now: datetime | None = None) -> str:
+    """The case's verdict SLA in words: due when, or overdue since when ("" when none applies)."""
+    if view.verdict_due is None or view.verdict is not None or view.status in _SETTLED:
+        return ""
+    sla = f"verdict_sla {view.verdict_sla} for {view.severity} severity"
+    if view.overdue_since is not None:
+        return (f"verdict OVERDUE since {view.verdict_due:%Y-%m-%d %H:%M} UTC ({sla}; escalated): close it with "
+                f"`signoff close {view.case_id} --as YOU --verdict TruePositive|BenignPositive|FalsePositive --reason TEXT`")
+    left = view.verdict_due - (now or datetime.now(UTC))
+    when = f"in {_span(left)}" if left.total_seconds() > 0 else "now (escalating)"
+    return f"verdict due by {view.verdict_due:%Y-%m-%d %H:%M} UTC, {when} ({sla}); past it the case escalates, it stays open"
 
 
 def waiting_lines(view: CaseView, policy: Policy | None = None) -> list[str]:
