@@ -165,6 +165,12 @@ def case_events(h: DecodedHistory) -> list[dict[str, Any]]:
     for v in ex["verdicts"]:
         events.append(_event(v["at"], "feedback", h, v["analyst"], verdict=v["verdict"], reason=v["reason"],
                              via=v["via"], accepted=v["accepted"], identity=v["identity"]))
+    for a in ex.get("assignments", []):
+        events.append(_event(a["at"], "assignment", h, a["by"], assignee=a["assignee"], reason=a["reason"],
+                             signed=a["signed"], identity=a["identity"], update_id=a["update_id"]))
+    for n in ex.get("notes", []):
+        events.append(_event(n["at"], "note", h, n["author"], text=n["text"], signed=n["signed"],
+                             identity=n["identity"], update_id=n["update_id"]))
     if h.closed_at:
         final = ex.get("final") or {}
         events.append(_event(ex["closed_at"], "case_closed", h, "signoff", workflow=h.close,
@@ -276,6 +282,8 @@ def model_store_events() -> list[dict[str, Any]]:
 
 
 def refused_file_events(path: Path) -> list[dict[str, Any]]:
+    from signoff.explain import refused_actor
+
     if not path.exists():
         return []
     events = []
@@ -286,7 +294,7 @@ def refused_file_events(path: Path) -> list[dict[str, Any]]:
             events.append({"at": "", "kind": "refused_file_unreadable", "workflow_id": "", "run_id": "", "actor": "",
                            "detail": {"line": n}})
             continue
-        actor = rec.get("approver") or rec.get("requested_by") or rec.get("analyst") or rec.get("by") or ""
+        actor = refused_actor(rec) or ""
         detail = {k: v for k, v in rec.items() if k not in ("at", "kind", "case_id", "token")}
         events.append({"at": rec.get("at", ""), "kind": rec.get("kind", "refused"), "workflow_id": rec.get("case_id", ""),
                        "run_id": "", "actor": actor, "detail": {"source": "cli refused.jsonl", **detail}})

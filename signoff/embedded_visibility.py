@@ -154,6 +154,7 @@ class EmbeddedVisibility:
         cols = {k.name: self.columns[k.name] for k in WANTED}
         count_column = self.columns.get(sa.ALERT_COUNT.name)  # absent on a server set up before it existed
         due_column = self.columns.get(sa.VERDICT_DUE.name)  # likewise
+        owner_column = self.columns.get(sa.ASSIGNEE.name)  # likewise
         rows: list[CaseRow] = []
         for workflow_id, wf_status, start_time, attrs_json in records:
             attrs = json.loads(attrs_json) if attrs_json else {}
@@ -174,6 +175,7 @@ class EmbeddedVisibility:
                 "workflow_status": STATUS_NAMES.get(wf_status),
                 "alert_count": count_value(attrs.get(count_column)) if count_column else None,
                 "verdict_due": instant_value(attrs.get(due_column)) if due_column else None,
+                "assignee": owner if owner_column and isinstance(owner := attrs.get(owner_column), str) else None,
             })
         return rows
 

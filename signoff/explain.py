@@ -382,6 +382,30 @@ def _verdicts(h: DecodedHistory, view: CaseView | None) -> list[dict[str, Any]]:
     return sorted(out, key=lambda r: r["at"] or "")
 
 
+def refused_actor(r: dict[str, Any]) -> Any:
+    """Who sent a request refused before Temporal (each kind names its sender in its own field)."""
+    return next((r[k] for k in ("approver", "requested_by", "analyst", "by", "author") if r.get(k)), None)
+
+
+def _short(text: str, limit: int = 120) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else f"{line[:limit]}..."
+
+
+def _case_log(h: DecodedHistory) -> dict[str, list[dict[str, Any]]]:
+    """Who was given the case and the investigation log (workflows/case_log.py). Only accepted
+    updates reach the history: refused ones are in `refused_attempts` when sent by `signoff`."""
+    def rows(name: str, fields: tuple[str, ...]) -> list[dict[str, Any]]:
+        out = []
+        for u in h.updates_named(name):
+            req = u.args[0] if u.args and isinstance(u.args[0], dict) else {}
+            out.append({"at": _iso(u.accepted_at), **{f: req.get(f) for f in fields}, "signed": bool(req.get("token")),
+                        "identity": u.identity, "update_id": u.update_id, "result": u.result, "failure": u.failure})
+        return sorted((r for r in out if not r["failure"]), key=lambda r: r["at"] or "")
+
+    return {"assignments": rows("assign", ("assignee", "by", "reason")), "notes": rows("note", ("author", "text"))}
+
+
 def _timeline(ex: dict[str, Any], h: DecodedHistory) -> list[dict[str, str]]:
     items: list[tuple[str, str]] = [(_iso(h.started_at) or "", f"case opened by {ex['opened_by']}")]
     gov = (ex.get("governance") or {})
@@ -396,7 +420,7 @@ def _timeline(ex: dict[str, Any], h: DecodedHistory) -> list[dict[str, str]]:
         items.append((a["at"], f"{a['decision']} of step {a['step']} by {a['approver']} via {a['via']}: "
                                f"{a['outcome']}" + (f" ({a['refusal']})" if a["refusal"] else "")))
     for r in ex["refused_attempts"]:
-        items.append((r.get("at", ""), f"{r.get('kind')} by {r.get('approver') or r.get('requested_by') or r.get('analyst')}"
+        items.append((r.get("at", ""), f"{r.get('kind')} by {refused_actor(r)}"
                                        f" refused before reaching Temporal: {r.get('refusal')}"))
     for a in ex["actions"]:
         items.append((a["completed_at"] or a["started_at"], f"{a['action']} on {a['target']['kind']} {a['target']['id']}: "
@@ -410,6 +434,10 @@ def _timeline(ex: dict[str, Any], h: DecodedHistory) -> list[dict[str, str]]:
         items.append((e["at"], f"escalated ({e['kind']}): {e['reason']}"))
     for v in ex["verdicts"]:
         items.append((v["at"], f"verdict {v['verdict']} by {v['analyst']}: {v['reason']}"))
+    for a in ex.get("assignments", []):
+        items.append((a["at"], f"assigned to {a['assignee']} by {a['by']}" + (f": {a['reason']}" if a["reason"] else "")))
+    for n in ex.get("notes", []):
+        items.append((n["at"], f"note by {n['author']}: {_short(str(n['text']))}"))
     if h.closed_at:
         items.append((_iso(h.closed_at) or "", f"workflow {h.close}" + (f": {h.failure}" if h.failure else "")))
     return [{"at": at, "what": what} for at, what in sorted(items, key=lambda kv: kv[0] or "")]
@@ -473,6 +501,7 @@ def _explain(h: DecodedHistory, live_view: CaseView | None = None) -> dict[str, 
         "escalations": [{"at": _iso(r.scheduled_at), **{k: v for k, v in (r.input or {}).items() if k != "case_id"}}
                         for r in h.activities_named("escalate")],
         "verdicts": _verdicts(h, view),
+        **_case_log(h),
         "final": {
             "status": view.status.value if view else None,
             "steps": [{"step_id": s.step_id, "action": s.action, "tier": s.tier.value,
@@ -620,7 +649,7 @@ def render_explanation(ex: dict[str, Any]) -> str:
                         + (" (signed)" if a["signed"] else "") + f": {a['outcome'].upper()}"
                         + (f", refused because {a['refusal']}" if a["refusal"] else "") + f"; reason: {a['reason']!r}"))
     for r in ex["refused_attempts"]:
-        who = r.get("approver") or r.get("requested_by") or r.get("analyst")
+        who = refused_actor(r)
         if r.get("via"):  # refused at the chat bridge or by the case, sent from chat
             who = f"{who or 'nobody in policy'} via {channel_text(r['via'])}"
         entries.append((str(r.get("at", "")), f"  - {r.get('at')}  {r.get('kind')} step {r.get('step', '-')} by {who}: "
@@ -658,6 +687,12 @@ def render_explanation(ex: dict[str, Any]) -> str:
     for v in ex["verdicts"]:
         state = "" if v["accepted"] in (True, None) else " (refused)"
         add(f"Verdict: {v['verdict']} by {v['analyst']} at {v['at']} via {v['via']}{state}: {v['reason']!r}")
+    for a in ex.get("assignments", []):
+        add(f"Assigned: {a['at']} to {a['assignee']} by {a['by']}" + (f" ({a['reason']!r})" if a["reason"] else ""))
+    if ex.get("notes"):
+        add("Investigation log:")
+        for n in ex["notes"]:
+            add(f"  - {n['at']}  {n['author']}{' (signed)' if n['signed'] else ''}: {n['text']}")
     if ex.get("final") and ex["final"]["steps"]:
         add("")
         add("Steps at close:" if ex["final"]["from"] == "final result" else "Steps now (live status query):")

@@ -60,6 +60,7 @@ class CaseRow(TypedDict):
     workflow_status: str | None  # RUNNING, COMPLETED, ... (temporalio.client.WorkflowExecutionStatus names)
     alert_count: int | None  # the AlertCount search attribute; None for cases started before it existed
     verdict_due: str | None  # ISO 8601, UTC: the VerdictDue search attribute (policy verdict_sla); None: no SLA
+    assignee: str | None  # the Assignee search attribute (`signoff assign`); None: nobody
 
 
 def case_query(status: str | None = None, extra: str | None = None) -> str:
@@ -117,6 +118,7 @@ def case_row(info: WorkflowExecutionInfo) -> CaseRow:
         "workflow_status": STATUS_NAMES.get(info.status),
         "alert_count": count_value(_value(fields, sa.ALERT_COUNT.name)),
         "verdict_due": instant_value(_value(fields, sa.VERDICT_DUE.name)),
+        "assignee": _keyword(_value(fields, sa.ASSIGNEE.name)),
     }
 
 
@@ -128,6 +130,17 @@ def instant_value(value: object) -> str | None:
         return datetime.fromisoformat(value).astimezone(UTC).isoformat()
     except ValueError:
         return None
+
+
+def assignee_query(assignee: str | None, unassigned: bool = False) -> str | None:
+    """Cases assigned to `assignee`, or (unassigned) to nobody; None: no filter."""
+    if unassigned:
+        return f"{sa.ASSIGNEE.name} IS NULL"
+    if assignee is None:
+        return None
+    if not assignee or any(c in assignee for c in "'\"\\"):
+        raise ValueError(f"--assignee {assignee!r} is not a name in policy")
+    return f"{sa.ASSIGNEE.name}='{assignee}'"
 
 
 def overdue_query(extra: str | None = None) -> str:

@@ -209,6 +209,8 @@ class Decision(StrEnum):
     reject = "reject"
     rollback = "rollback"  # case-wide: only in refusal records of rollback requests
     close = "close"  # case-wide: only in refusal records of close requests
+    assign = "assign"  # case-wide: who owns the case (signed like a verdict where the policy says so)
+    note = "note"  # case-wide: an entry in the investigation log
 
 
 class ApprovalRequest(Frozen):
@@ -259,6 +261,38 @@ class CloseRequest(Frozen):
     verdict: Verdict
     reason: str
     token: str | None = None  # `signoff close` signs (case, "close", analyst) when the analyst has a key
+
+
+class AssignRequest(Frozen):
+    """Give the case an owner (`assign` update): the analyst who works it. `by` is who decides that."""
+
+    assignee: str
+    by: str
+    reason: str = ""
+    token: str | None = None  # `signoff assign` signs (case, "assign", by) when `by` has a key
+
+
+class NoteRequest(Frozen):
+    """An entry in the case's investigation log (`note` update): what someone found or did."""
+
+    author: str
+    text: str
+    token: str | None = None  # `signoff note` signs (case, "note", author) when the author has a key
+
+
+class Assignment(Frozen):
+    assignee: str
+    by: str
+    reason: str
+    at: datetime
+    signed: bool = False
+
+
+class CaseNote(Frozen):
+    author: str
+    text: str
+    at: datetime
+    signed: bool = False
 
 
 # ---------------------------------------------------------------- enrichment, scoring, decision
@@ -372,6 +406,9 @@ class CaseView(Frozen):
     verdict_sla: str | None = None
     verdict_due: datetime | None = None
     overdue_since: datetime | None = None
+    assignee: str | None = None  # who owns the case now (the last accepted assignment)
+    assignments: tuple[Assignment, ...] = ()
+    notes: tuple[CaseNote, ...] = ()  # the investigation log, oldest first
 
 
 CaseInput.model_rebuild()

@@ -30,9 +30,11 @@ HELD_TARGETS = SearchAttributeKey.for_keyword_list("HeldTargets")
 # When the case's verdict is due under the policy's verdict_sla (set once the case goes to a human):
 # `signoff cases --overdue` is `VerdictDue < now` on running cases, answered by visibility alone.
 VERDICT_DUE = SearchAttributeKey.for_datetime("VerdictDue")
+# Who owns the case (an approver's policy name): `signoff cases --assignee bob` / `--unassigned`.
+ASSIGNEE = SearchAttributeKey.for_keyword("Assignee")
 
 ALL = (
     CASE_STATUS, ALERT_TYPE, CASE_SEVERITY, PLAYBOOK, MODEL_VERSION, POLICY_VERSION, DECISION,
     APPROVERS, EXECUTED_ACTIONS, AWAITING_APPROVAL, ROLLED_BACK, CONFIDENCE, ALERT_COUNT, HELD_TARGETS,
-    VERDICT_DUE,
+    VERDICT_DUE, ASSIGNEE,
 )

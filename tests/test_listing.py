@@ -32,7 +32,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from signoff import search_attributes as sa
 from signoff.alertstore import AlertStore
 from signoff.embedded_visibility import EmbeddedVisibility, embedded_db
-from signoff.listing import case_pages, case_query, case_rows, overdue_query
+from signoff.listing import assignee_query, case_pages, case_query, case_rows, overdue_query
 from signoff.models import Alert
 from tests.reliability_kit import SqliteDevServer, gather_limited
 
@@ -52,6 +52,7 @@ class Spec:
     severity: str
     alerts: int | None = None  # the AlertCount it publishes (None: a case from before AlertCount)
     due: str | None = None  # the VerdictDue it publishes, ISO 8601 (None: no verdict SLA)
+    owner: str | None = None  # the Assignee it publishes (None: nobody)
 
 
 def _attrs(spec: Spec) -> list[Any]:
@@ -65,6 +66,8 @@ def _attrs(spec: Spec) -> list[Any]:
         attrs.append(sa.ALERT_COUNT.value_set(spec.alerts))
     if spec.due is not None:
         attrs.append(sa.VERDICT_DUE.value_set(datetime.fromisoformat(spec.due)))
+    if spec.owner is not None:
+        attrs.append(sa.ASSIGNEE.value_set(spec.owner))
     return attrs
 
 
@@ -107,7 +110,8 @@ def _specs(tag: str) -> list[Spec]:
     dues = {0: (now - timedelta(hours=2)).isoformat(), 1: (now + timedelta(days=2)).isoformat()}
     return [Spec(f"{tag}-{i:04d}-{uuid.uuid4().hex[:6]}", wtype, status, closes,
                  ALERT_TYPES[i % len(ALERT_TYPES)], SEVERITIES[i % len(SEVERITIES)],
-                 i % 7 + 1 if status in ("contained", "closed") and i % 2 == 0 else None, dues.get(i % 5))
+                 i % 7 + 1 if status in ("contained", "closed") and i % 2 == 0 else None, dues.get(i % 5),
+                 ("alice", "bob", None)[i % 3])
             for i, (wtype, status, closes) in enumerate(mix)]
 
 
@@ -193,6 +197,18 @@ async def test_overdue_lists_exactly_the_open_cases_past_their_verdict_due(estat
     assert {r["case_id"] for r in contained} == {c for c in want if c in estate.cases("contained")}
 
 
+async def test_assignee_and_unassigned_list_exactly_those_cases(estate: Estate) -> None:
+    """`signoff cases --assignee bob` / `--unassigned`."""
+    for owner, unassigned in (("bob", False), (None, True)):
+        query = case_query(None, f"{estate.scope} AND {assignee_query(owner, unassigned)}")
+        rows = [row async for page in case_pages(estate.client, query, page_size=17) for row in page]
+        want = {s.case_id for s in estate.specs if s.workflow_type == "CaseWorkflow" and s.owner == owner}
+        assert want and {r["case_id"] for r in rows} == want and len(rows) == len(want)
+        assert all(r["assignee"] == owner for r in rows)
+    with pytest.raises(ValueError):
+        assignee_query("bob' OR 1=1 OR Assignee='x")
+
+
 async def test_other_workflow_types_are_not_cases(estate: Estate) -> None:
     others = {s.case_id for s in estate.specs if s.workflow_type != "CaseWorkflow"}
     assert others and not others & set(await _fast_ids(estate, "awaiting_approval"))
@@ -220,6 +236,7 @@ def _sdk_row(wf: WorkflowExecution) -> dict[str, Any]:
         "workflow_status": wf.status.name if wf.status else None,
         "alert_count": attrs.get(sa.ALERT_COUNT),
         "verdict_due": due.astimezone(UTC).isoformat() if (due := attrs.get(sa.VERDICT_DUE)) else None,
+        "assignee": attrs.get(sa.ASSIGNEE),
     }
 
 

@@ -69,6 +69,7 @@ with workflow.unsafe.imports_passed_through():
         StepState,
         StepView,
     )
+    from workflows.case_log import CaseLog
     from workflows.decide import decide
     from workflows.feedback import recheck_governance, record_verdict_of, shadow_score
 
@@ -136,7 +137,7 @@ class _Step:
 
 
 @workflow.defn(name="CaseWorkflow")
-class CaseWorkflow:
+class CaseWorkflow(CaseLog):
     @workflow.init
     def __init__(self, inp: CaseInput) -> None:
         self.inp = inp
@@ -169,6 +170,7 @@ class CaseWorkflow:
         self.verdict_due: datetime | None = None
         self.overdue_since: datetime | None = None
         self.verdict_clock: asyncio.Task[None] | None = None
+        self._init_log()  # owner and investigation log (workflows/case_log.py)
         self.action_running = False
         self.search_attributes: dict[str, Any] = {}  # last value upserted, per attribute
         self.deferred_upserts: dict[str, SearchAttributeUpdate[Any]] = {}
@@ -898,6 +900,7 @@ class CaseWorkflow:
             rollback_votes=tuple(self.rollback_votes),
             escalations=tuple(self.escalations), timeline=tuple(self.timeline), shadow_score=self.shadow,
             verdict_sla=self.verdict_sla, verdict_due=self.verdict_due, overdue_since=self.overdue_since,
+            **self._log_view(),
         )
 
     def _stopping(self) -> bool:

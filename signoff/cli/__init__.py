@@ -10,7 +10,7 @@ import traceback
 
 import typer
 
-from signoff.cli import cases, run
+from signoff.cli import caselog, cases, run
 
 app = typer.Typer(
     name="signoff",
@@ -21,6 +21,7 @@ app = typer.Typer(
 )
 run.register(app)
 cases.register(app)
+caselog.register(app)
 
 # Command groups, each in its own module: `signoff <group> ...`.
 for module, name in (

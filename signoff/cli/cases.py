@@ -117,15 +117,21 @@ def cases(
     with_alerts: bool = typer.Option(False, "--with-alerts", help="with --json: add alert_uids"),
     overdue: bool = typer.Option(False, "--overdue",
                                  help="only open cases past their verdict SLA (policy verdict_sla), most overdue first"),
+    assignee: str = typer.Option(None, "--assignee", help="only cases assigned to this person (`signoff assign`)"),
+    unassigned: bool = typer.Option(False, "--unassigned", help="only cases nobody is assigned to"),
 ) -> None:
     """List cases from Temporal visibility (the same list the UI and `temporal workflow list` show)."""
     from signoff.embedded_visibility import embedded_db_of_home
-    from signoff.listing import FROM_CASES_AT_MOST, case_query, case_rows, overdue_query
+    from signoff.listing import FROM_CASES_AT_MOST, assignee_query, case_query, case_rows, overdue_query
 
     if limit < 0:
         fail(f"--limit must be 0 (all) or more, not {limit}")
+    if assignee is not None and unassigned:
+        fail("--assignee and --unassigned exclude each other: choose one")
     try:
-        visibility_query = case_query(status, overdue_query(query) if overdue else query)
+        owner = assignee_query(assignee, unassigned)
+        extra = " AND ".join(f"({q})" for q in (query, owner) if q) or None
+        visibility_query = case_query(status, overdue_query(extra) if overdue else extra)
     except ValueError as exc:
         fail(str(exc))
     rows: list[dict[str, Any]] = []
@@ -139,7 +145,8 @@ def cases(
     # On `signoff dev`'s own server the rows can be read from its visibility table (checked
     # against the API on each run: signoff.listing.case_rows); elsewhere from the API.
     home = settings.home_path()  # read only: a listing creates no state directory
-    embedded = embedded_db_of_home(settings.temporal_address(), home) if status and not query and not overdue else None
+    plain = not (query or overdue or owner)
+    embedded = embedded_db_of_home(settings.temporal_address(), home) if status and plain else None
     listing = run(case_rows(visibility_query, limit=limit or None, with_alerts=with_alerts and json_out, each=emit,
                             status=status, embedded_db=embedded, home=home, counts_from_cases=FROM_CASES_AT_MOST,
                             total_if_cut=True))
@@ -148,14 +155,15 @@ def cases(
             rows.sort(key=lambda r: r.get("verdict_due") or "")
         title = f"{len(rows)} {'overdue ' if overdue else ''}cases" + (f" with status {status}" if status else "")
         table = Table(title=title)
-        for col in ("case", "status", "alert type", "severity", "alerts", "decision", "approval?", "verdict due"):
+        for col in ("case", "status", "alert type", "severity", "alerts", "decision", "approval?", "verdict due",
+                    "owner"):
             table.add_column(col)
         now = datetime.now(UTC)
         for row in rows:
             count = row["alert_count"]
             table.add_row(row["case_id"], row["status"], row["alert_type"] or "", row["severity"] or "",
                           "?" if count is None else str(count), row["decision"] or "",
-                          "yes" if row["awaiting_approval"] else "", _due_cell(row, now))
+                          "yes" if row["awaiting_approval"] else "", _due_cell(row, now), escape(row["assignee"] or ""))
         out.print(table)
         if overdue and not rows:
             out.print(_no_overdue_note())
@@ -304,6 +312,12 @@ def print_case(view: CaseView) -> None:
                   f"{e(refusal.refusal)}")
     if line := verdict_due_line(view):
         out.print(e(line))
+    if view.assignee:
+        last = view.assignments[-1]
+        out.print(e(f"owner: {view.assignee} (assigned by {last.by} at {last.at:%Y-%m-%d %H:%M} UTC"
+                    + (f": {last.reason})" if last.reason else ")")))
+    for n in view.notes:
+        out.print(f"[cyan]note[/] {n.at:%Y-%m-%d %H:%M} {e(n.author)}: {e(n.text)}")
     for note in view.escalations:
         out.print(f"[yellow]escalation[/] {e(note)}")
     if view.verdict:
