@@ -438,3 +438,13 @@ class GovernanceSnapshot(_Model):
     governance_revision: int = 0  # revision of the live governance state (0: policy file only)
     candidate_model_id: str | None = None  # a candidate model scoring in shadow (recorded, never decides)
     review_sampled: bool = False  # on the loop: this case is in the analysts' review sample
+
+
+def close_roles(policy: Policy) -> tuple[str, ...]:
+    """Who may decide a case as a whole (close it with a verdict, retry a failed attempt): the
+    roles that may approve a gated step (every non-automatic tier's roles)."""
+    roles: list[str] = []
+    for rule in (policy.tiers[tier] for tier in RiskTier):  # lowest tier first, whatever the file's order
+        if not rule.auto:
+            roles += [r for r in rule.roles if r not in roles]
+    return tuple(roles)

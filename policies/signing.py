@@ -29,8 +29,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from policies.engine import CHAT_IDENTITY_FIELDS, Policy, parse_duration
 
-CASE_STEP = "(case)"  # the step claim of a token for a case-wide decision: rollback, close, assign, note
-CASE_DECISIONS = ("rollback", "close", "assign", "note")
+CASE_STEP = "(case)"  # the step claim of a token for a case-wide decision: rollback, close, assign, note, retry
+CASE_DECISIONS = ("rollback", "close", "assign", "note", "retry")
 # How far in the future a token's `iat` may lie (clock skew between the signer and the worker).
 # Without this bound a token issued "in 30 days" with a 10-minute lifetime passed the TTL check now.
 MAX_CLOCK_SKEW = timedelta(minutes=5)
@@ -65,7 +65,7 @@ def sign_case_decision(
     key: Ed25519PrivateKey, *, case_id: str, decision: str, approver: str,
     ttl: timedelta = timedelta(minutes=10), now: datetime | None = None, nonce: str | None = None,
 ) -> str:
-    """A token for a case-wide decision (rollback, close, assign, note): bound to the case and the decision."""
+    """A token for a case-wide decision (rollback, close, assign, note, retry): bound to the case and the decision."""
     if decision not in CASE_DECISIONS:
         raise ValueError(f"case-wide decisions are {CASE_DECISIONS}, not {decision!r}")
     return sign_approval(key, case_id=case_id, step=CASE_STEP, decision=decision, approver=approver,

@@ -168,6 +168,9 @@ def case_events(h: DecodedHistory) -> list[dict[str, Any]]:
     for a in ex.get("assignments", []):
         events.append(_event(a["at"], "assignment", h, a["by"], assignee=a["assignee"], reason=a["reason"],
                              signed=a["signed"], identity=a["identity"], update_id=a["update_id"]))
+    for r in ex.get("retries", []):
+        events.append(_event(r["at"], "retry", h, r["requested_by"], reason=r["reason"], result=r["result"],
+                             signed=r["signed"], identity=r["identity"], update_id=r["update_id"]))
     for n in ex.get("notes", []):
         events.append(_event(n["at"], "note", h, n["author"], text=n["text"], signed=n["signed"],
                              identity=n["identity"], update_id=n["update_id"]))

@@ -393,7 +393,8 @@ def _short(text: str, limit: int = 120) -> str:
 
 
 def _case_log(h: DecodedHistory) -> dict[str, list[dict[str, Any]]]:
-    """Who was given the case and the investigation log (workflows/case_log.py). Only accepted
+    """Who was given the case, its investigation log (workflows/case_log.py) and the retries of a
+    failed attempt (workflows/case_retry.py). Only accepted
     updates reach the history: refused ones are in `refused_attempts` when sent by `signoff`."""
     def rows(name: str, fields: tuple[str, ...]) -> list[dict[str, Any]]:
         out = []
@@ -403,7 +404,8 @@ def _case_log(h: DecodedHistory) -> dict[str, list[dict[str, Any]]]:
                         "identity": u.identity, "update_id": u.update_id, "result": u.result, "failure": u.failure})
         return sorted((r for r in out if not r["failure"]), key=lambda r: r["at"] or "")
 
-    return {"assignments": rows("assign", ("assignee", "by", "reason")), "notes": rows("note", ("author", "text"))}
+    return {"assignments": rows("assign", ("assignee", "by", "reason")), "notes": rows("note", ("author", "text")),
+            "retries": rows("retry", ("requested_by", "reason"))}
 
 
 def _timeline(ex: dict[str, Any], h: DecodedHistory) -> list[dict[str, str]]:
@@ -436,6 +438,8 @@ def _timeline(ex: dict[str, Any], h: DecodedHistory) -> list[dict[str, str]]:
         items.append((v["at"], f"verdict {v['verdict']} by {v['analyst']}: {v['reason']}"))
     for a in ex.get("assignments", []):
         items.append((a["at"], f"assigned to {a['assignee']} by {a['by']}" + (f": {a['reason']}" if a["reason"] else "")))
+    for r in ex.get("retries", []):
+        items.append((r["at"], f"retry by {r['requested_by']}: {r['reason']} ({r['result']})"))
     for n in ex.get("notes", []):
         items.append((n["at"], f"note by {n['author']}: {_short(str(n['text']))}"))
     if h.closed_at:
@@ -687,6 +691,8 @@ def render_explanation(ex: dict[str, Any]) -> str:
     for v in ex["verdicts"]:
         state = "" if v["accepted"] in (True, None) else " (refused)"
         add(f"Verdict: {v['verdict']} by {v['analyst']} at {v['at']} via {v['via']}{state}: {v['reason']!r}")
+    for r in ex.get("retries", []):
+        add(f"Retry: {r['at']} by {r['requested_by']} ({r['reason']!r}): {r['result']}")
     for a in ex.get("assignments", []):
         add(f"Assigned: {a['at']} to {a['assignee']} by {a['by']}" + (f" ({a['reason']!r})" if a["reason"] else ""))
     if ex.get("notes"):

@@ -210,6 +210,7 @@ class Decision(StrEnum):
     rollback = "rollback"  # case-wide: only in refusal records of rollback requests
     close = "close"  # case-wide: only in refusal records of close requests
     assign = "assign"  # case-wide: who owns the case (signed like a verdict where the policy says so)
+    retry = "retry"  # case-wide: run the steps of a failed attempt again (gated ones need fresh approval)
     note = "note"  # case-wide: an entry in the investigation log
 
 
@@ -261,6 +262,28 @@ class CloseRequest(Frozen):
     verdict: Verdict
     reason: str
     token: str | None = None  # `signoff close` signs (case, "close", analyst) when the analyst has a key
+
+
+# A reason or a note lives in history and in every status query: past this, link a ticket.
+MAX_REASON_CHARS = 4000
+
+
+class RetryRequest(Frozen):
+    """Run again what a failed step stopped (`retry` update), once the cause is fixed."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    requested_by: str
+    reason: str
+    token: str | None = None  # `signoff retry` signs (case, "retry", requested_by) when they have a key
+
+
+class RetryRecord(Frozen):
+    requested_by: str
+    reason: str
+    at: datetime
+    steps: tuple[str, ...]  # what runs again
+    signed: bool = False
 
 
 class AssignRequest(Frozen):
@@ -409,6 +432,8 @@ class CaseView(Frozen):
     assignee: str | None = None  # who owns the case now (the last accepted assignment)
     assignments: tuple[Assignment, ...] = ()
     notes: tuple[CaseNote, ...] = ()  # the investigation log, oldest first
+    retries: tuple[RetryRecord, ...] = ()  # accepted retries of failed attempts, oldest first
+    retryable_steps: tuple[str, ...] = ()  # what `signoff retry` would run again (after a failed step)
 
 
 CaseInput.model_rebuild()

@@ -37,11 +37,12 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.scoring import ScoreRequest, score_case
     from playbooks import get_playbook
-    from policies.engine import GovernanceSnapshot, Policy, approval_refusal, parse_duration, quorum_met
+    from policies.engine import GovernanceSnapshot, approval_refusal, close_roles, parse_duration, quorum_met
     from policies.signing import CASE_STEP, MAX_CLOCK_SKEW, token_channel, token_nonce, token_refusal
     from signoff import search_attributes as sa
     from signoff.holds import hold_key
     from signoff.models import (
+        MAX_REASON_CHARS,
         ActionRequest,
         ActionResult,
         Alert,
@@ -62,7 +63,6 @@ with workflow.unsafe.imports_passed_through():
         HoldersRequest,
         HoldHandover,
         Reversibility,
-        RiskTier,
         RollbackRequest,
         ScoreResult,
         StepPlan,
@@ -70,11 +70,11 @@ with workflow.unsafe.imports_passed_through():
         StepView,
     )
     from workflows.case_log import CaseLog
+    from workflows.case_retry import CaseRetry
     from workflows.decide import decide
     from workflows.feedback import recheck_governance, record_verdict_of, shadow_score
 
 TIMELINE_CAP = 50
-MAX_REASON_CHARS = 4000  # an approval's reason lives in history and in every status query
 ENTITY_CAP = 200
 REFUSED_REASON_CAP = 200  # a refused request keeps only the start of its reason (it may be megabytes)
 # Patch ids (tests/test_replay.py): cases recorded before these changes replay the way they ran.
@@ -126,6 +126,19 @@ class _Step:
         self.waiting_since: datetime | None = None
         self.escalates_at: datetime | None = None
 
+    def start_over(self, attempt: int) -> None:
+        """Back to the start of the playbook's flow for a retry: a gated step needs fresh approvals.
+        What the failed attempt did (approvals, actions, undo) stays in the history."""
+        approved = ", ".join(a.approver for a in self.approvals if a.accepted and a.decision == Decision.approve)
+        before = f"; approved by {approved} for the attempt before" if approved else ""
+        outcome = self.error or self.state.value
+        self.note = f"attempt {attempt} (before: {outcome}{before})"
+        self.state = StepState.pending if self.auto else StepState.awaiting_approval
+        self.approvals = []
+        self.before = self.result = self.compensation = None
+        self.error = ""
+        self.waiting_since = self.escalates_at = None
+
     def view(self) -> StepView:
         return StepView(
             step_id=self.plan.step_id, action=self.plan.action, tier=self.plan.tier,
@@ -137,7 +150,7 @@ class _Step:
 
 
 @workflow.defn(name="CaseWorkflow")
-class CaseWorkflow(CaseLog):
+class CaseWorkflow(CaseLog, CaseRetry):
     @workflow.init
     def __init__(self, inp: CaseInput) -> None:
         self.inp = inp
@@ -171,6 +184,7 @@ class CaseWorkflow(CaseLog):
         self.overdue_since: datetime | None = None
         self.verdict_clock: asyncio.Task[None] | None = None
         self._init_log()  # owner and investigation log (workflows/case_log.py)
+        self._init_retry()  # running a failed attempt again (workflows/case_retry.py)
         self.action_running = False
         self.search_attributes: dict[str, Any] = {}  # last value upserted, per attribute
         self.deferred_upserts: dict[str, SearchAttributeUpdate[Any]] = {}
@@ -237,9 +251,7 @@ class CaseWorkflow(CaseLog):
         self._start_verdict_clock()
         self._plan_steps()
         await self._run_steps()
-        if self.case_status not in (CaseStatus.rollback_failed, CaseStatus.action_failed, CaseStatus.rolled_back):
-            contained = any(s.state == StepState.executed and not s.auto for s in self.steps.values())
-            self._set_status(CaseStatus.contained if contained else CaseStatus.awaiting_verdict)
+        self._settle_status_after_steps()
         await self._wait_for_close()
         if self.verdict_clock is not None:
             await self.verdict_clock  # done, or finishing an overdue escalation that raced the verdict
@@ -333,10 +345,17 @@ class CaseWorkflow(CaseLog):
             self.steps[plan.step_id] = _Step(plan, quorum=0 if rule.auto else rule.quorum, auto=rule.auto)
         self._refresh_awaiting()
 
-    async def _run_steps(self) -> None:
+    def _settle_status_after_steps(self) -> None:
+        if self.case_status not in (CaseStatus.rollback_failed, CaseStatus.action_failed, CaseStatus.rolled_back):
+            contained = any(s.state == StepState.executed and not s.auto for s in self.steps.values())
+            self._set_status(CaseStatus.contained if contained else CaseStatus.awaiting_verdict)
+
+    async def _run_steps(self, *, retrying: bool = False) -> None:
         for step in list(self.steps.values()):
             if self._stopping():
                 break
+            if retrying and step.state not in _TO_RUN:
+                continue  # still in effect from the attempt before (or rejected then): left as it is
             if not step.auto:
                 await self._gate(step)
             if step.state not in (StepState.pending, StepState.approved) or self._stopping():
@@ -410,10 +429,12 @@ class CaseWorkflow(CaseLog):
 
     async def _on_step_failure(self, failed: _Step) -> None:
         assert self.gov is not None
+        stopped = []
         for step in self.steps.values():
             if step.state in (StepState.pending, StepState.awaiting_approval, StepState.approved, StepState.escalated):
                 step.state = StepState.skipped
                 step.error = f"not run: step {failed.plan.step_id} failed before it"
+                stopped.append(step.plan.step_id)
         message = f"step {failed.plan.step_id} failed: {failed.error}"
         self.escalations.append(message)
         if self.gov.policy.on_step_failure == "compensate":
@@ -422,6 +443,7 @@ class CaseWorkflow(CaseLog):
                 self._set_status(CaseStatus.action_failed)
         else:
             self._set_status(CaseStatus.action_failed)
+        self._record_failed_attempt(failed.plan.step_id, stopped)
         await self._escalate(Escalation(case_id=self.inp.case_id, reason=message, step_id=failed.plan.step_id,
                                         kind="action_failed"))
 
@@ -535,7 +557,8 @@ class CaseWorkflow(CaseLog):
         while self.verdict is None:
             try:
                 await workflow.wait_condition(
-                    lambda: self.verdict is not None or (self.rollback_request is not None and not self.rollback_done),
+                    lambda: self.verdict is not None or self.retry_pending
+                    or (self.rollback_request is not None and not self.rollback_done),
                     timeout=idle,
                 )
             except TimeoutError:
@@ -543,6 +566,8 @@ class CaseWorkflow(CaseLog):
                 break
             if self.rollback_request is not None and not self.rollback_done:
                 await self._rollback()
+            if self.retry_pending and self.verdict is None:
+                await self._retry()
         self.verdict_window_over = True
         if self.case_status not in (CaseStatus.rolled_back, CaseStatus.rollback_failed):
             self._set_status(CaseStatus.closed)
@@ -900,7 +925,7 @@ class CaseWorkflow(CaseLog):
             rollback_votes=tuple(self.rollback_votes),
             escalations=tuple(self.escalations), timeline=tuple(self.timeline), shadow_score=self.shadow,
             verdict_sla=self.verdict_sla, verdict_due=self.verdict_due, overdue_since=self.overdue_since,
-            **self._log_view(),
+            **self._log_view(), retries=tuple(self.retries), retryable_steps=self.failed_attempt,
         )
 
     def _stopping(self) -> bool:
@@ -956,6 +981,8 @@ class CaseWorkflow(CaseLog):
 
 
 _UNSET = object()
+# A step still to be run (approved ahead of its turn, or escalated and still waiting, included).
+_TO_RUN = (StepState.pending, StepState.awaiting_approval, StepState.approved, StepState.escalated)
 
 
 def _brief(state: dict[str, Any]) -> str:
@@ -966,16 +993,6 @@ def _cause(err: BaseException) -> str:
     while err.__cause__ is not None:
         err = err.__cause__
     return str(err)
-
-
-def close_roles(policy: Policy) -> tuple[str, ...]:
-    """Who may close a case with a verdict: the roles that may approve a gated step (every
-    non-automatic tier's roles). The policy has no separate rule for closing."""
-    roles: list[str] = []
-    for rule in (policy.tiers[tier] for tier in RiskTier):  # lowest tier first, whatever the file's order
-        if not rule.auto:
-            roles += [r for r in rule.roles if r not in roles]
-    return tuple(roles)
 
 
 def _clip(text: str, limit: int = REFUSED_REASON_CAP) -> str:

@@ -18,14 +18,14 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from policies.signing import token_nonce
     from signoff import search_attributes as sa
-    from signoff.models import Assignment, AssignRequest, CaseNote, Decision, NoteRequest
+    from signoff.models import MAX_REASON_CHARS, Assignment, AssignRequest, CaseNote, Decision, NoteRequest
 
 if TYPE_CHECKING:
     from temporalio.common import SearchAttributeUpdate
 
     from policies.engine import GovernanceSnapshot
 
-MAX_NOTE_CHARS = 4000  # like an approval's reason: the log lives in history and in every status query
+MAX_NOTE_CHARS = MAX_REASON_CHARS
 MAX_NOTES = 500  # a case's log; past it, link a ticket (each note is a history event)
 
 

@@ -20,6 +20,7 @@ from signoff.models import (
     CaseStatus,
     CaseView,
     CloseRequest,
+    RetryRequest,
     Reversibility,
     RollbackRequest,
     StepState,
@@ -39,6 +40,7 @@ def register(app: typer.Typer) -> None:
     app.command()(approve)
     app.command()(reject)
     app.command()(rollback)
+    app.command()(retry)
     app.command(name="close")(close_case)
 
 
@@ -312,6 +314,12 @@ def print_case(view: CaseView) -> None:
                   f"{e(refusal.refusal)}")
     if line := verdict_due_line(view):
         out.print(e(line))
+    if view.retryable_steps and view.status == CaseStatus.action_failed:
+        out.print(e(f"a step failed: once the cause is fixed, `signoff retry {view.case_id} --as YOU --reason TEXT` runs "
+                    f"{', '.join(view.retryable_steps)} again in playbook order (gated steps need fresh approval); "
+                    f"or close it with `signoff close {view.case_id}`"))
+    for r in view.retries:
+        out.print(e(f"retry {r.at:%Y-%m-%d %H:%M} by {r.requested_by}: {', '.join(r.steps)} ({r.reason})"))
     if view.assignee:
         last = view.assignments[-1]
         out.print(e(f"owner: {view.assignee} (assigned by {last.by} at {last.at:%Y-%m-%d %H:%M} UTC"
@@ -575,6 +583,19 @@ def rollback(
 
     req = RollbackRequest(requested_by=user, reason=reason, token=_signed_token(case_id, CASE_STEP, "rollback", user))
     out.print(escape(run(_update(case_id, "rollback", req, update_id=_attempt_id("rollback", case_id, user)))))
+
+
+def retry(
+    case_id: str = typer.Argument(..., help="case id"),
+    user: str = typer.Option(..., "--as", help="who asks (a role that may decide cases)"),
+    reason: str = typer.Option(..., help="what was fixed"),
+) -> None:
+    """Run a failed attempt again once its cause is fixed: the failed step, the steps it stopped and
+    those its failure undid, in playbook order. Gated steps wait for fresh approvals."""
+    from policies.signing import CASE_STEP
+
+    req = RetryRequest(requested_by=user, reason=reason, token=_signed_token(case_id, CASE_STEP, "retry", user))
+    out.print(escape(run(_update(case_id, "retry", req, update_id=_attempt_id("retry", case_id, user)))))
 
 
 def close_case(
