@@ -85,6 +85,9 @@ class AlertTypeRule(_Model):
     playbook: str
     autonomy: Literal["in_the_loop", "on_the_loop"] = "in_the_loop"
     threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    # False for alert types the triage model was not trained on (the drift check's own cases): no
+    # score, no explanation from it; an analyst decides. A score there would only look like evidence.
+    scored: bool = True
 
 
 class Deployment(_Model):
@@ -191,6 +194,9 @@ class Policy(_Model):
         for approver in dumped["approvers"].values():
             if approver.get("slack_user") is None:
                 approver.pop("slack_user", None)
+        for rule in dumped["alert_types"].values():
+            if rule.get("scored") is True:
+                rule.pop("scored", None)
         canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -89,6 +89,9 @@ CLEARER_REPLIES = "clearer-replies"
 # The policy's time-to-verdict SLA (verdict_sla): a case that goes to a human publishes when its
 # verdict is due (VerdictDue) and escalates once if none came by then. Taken only where an SLA applies.
 VERDICT_SLA = "verdict-sla"
+# Alert types the policy marks `scored: false` (the drift check's cases) skip scoring and shadow
+# scoring. Taken only for such a type.
+UNSCORED_TYPES = "unscored-types"
 QUICK = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=5)
 # Vendor calls heartbeat (activities/response.py): a worker that dies mid-call is noticed after
 # ACTION_HEARTBEAT and the call is retried on another worker (idempotency key: no double action).
@@ -190,6 +193,7 @@ class CaseWorkflow(CaseLog, CaseRetry):
         self.deferred_upserts: dict[str, SearchAttributeUpdate[Any]] = {}
         self.faster_triage = False
         self.running = False  # `run` has started
+        self.unscored = False  # the policy says this alert type gets no score (UNSCORED_TYPES)
         self._add_alerts(inp.alerts)
 
     # ------------------------------------------------------------------ main line
@@ -215,6 +219,7 @@ class CaseWorkflow(CaseLog, CaseRetry):
         )
         policy = self.gov.policy
         self.playbook = policy.alert_type(inp.alert_type).playbook
+        self.unscored = self._unscored()
         # Deferred until the decision: only automatic steps run in between, no human waits on them.
         self._upsert(
             [sa.PLAYBOOK.value_set(self.playbook), sa.POLICY_VERSION.value_set(self.gov.policy_version[:16])],
@@ -229,7 +234,8 @@ class CaseWorkflow(CaseLog, CaseRetry):
         else:
             self.enrichment = await enrichment
             self.score, scoring_problem = await self._score()
-        self.shadow = await shadow_score(inp, self.gov, tuple(self.timeline), self.score)
+        if not self.unscored:
+            self.shadow = await shadow_score(inp, self.gov, tuple(self.timeline), self.score)
         decision = decide(self.gov, self.score, scoring_problem)
         if decision.kind == DecisionKind.auto_close:  # a kill switch may have moved since: re-read
             self.gov = await recheck_governance(inp)
@@ -322,11 +328,19 @@ class CaseWorkflow(CaseLog, CaseRetry):
         self.escalations.append(message)
         await self._escalate(Escalation(case_id=self.inp.case_id, reason=message, kind="verdict_overdue"))
 
+    def _unscored(self) -> bool:
+        assert self.gov is not None
+        rule = self.gov.policy.alert_types.get(self.inp.alert_type)
+        return rule is not None and not rule.scored and workflow.patched(UNSCORED_TYPES)
+
     async def _score(self) -> tuple[ScoreResult | None, str]:
         """Score the case; a scoring failure sends the case to an analyst, it never fails the case."""
         assert self.gov is not None
         if not self.timeline:
             return None, "the case has no alerts to score"
+        if self.unscored:
+            return None, (f"alert type {self.inp.alert_type} is not scored (policy `scored: false`: the triage "
+                          "model was not trained on it); an analyst decides")
         try:
             score = await workflow.execute_local_activity(
                 score_case,

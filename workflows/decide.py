@@ -14,8 +14,9 @@ def decide(gov: GovernanceSnapshot, score: ScoreResult | None, scoring_problem: 
         model_id=score.model_id if score else None, confidence=score.confidence if score else None,
     )
     if gov.alert_type == gov.policy.drift.open_case_alert_type:
-        # Its alerts are the drift check's findings, not security evidence: the triage model's
-        # score is kept in the record but means nothing here. (Same commands either way: replay-safe.)
+        # Its alerts are the drift check's findings, not security evidence: the triage model's score
+        # means nothing here (the shipped policy marks the type `scored: false`, so there is none;
+        # cases from before that carry one in their record). Pure: replay-safe either way.
         return CaseDecision(kind=DecisionKind.analyst, reason=(
             f"a {gov.alert_type} case is for detection engineers: the triage model's score does not apply"),
             **common)
