@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import heapq
 import re
 from datetime import UTC, datetime
 from typing import Literal
@@ -61,14 +62,22 @@ async def recent_cases(client: Client, queue: str, since: datetime, per_type: in
 
     stamp = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     query = f"WorkflowType = 'CaseWorkflow' AND TaskQueue = '{queue}' AND StartTime > '{stamp}'"
-    ids: dict[str, list[str]] = {}
+    # Newest by start time. Visibility lists open workflows first, then closed ones by close time (SQL and
+    # Elasticsearch alike), so taking the first `per_type` rows read the oldest cases still waiting for a
+    # person and skipped newer ones already closed: automatically closed cases, the very ones autonomy
+    # puts at risk, never reached the check (QA5: 200 "newest" phishing cases, all running, some from an
+    # hour before 280 cases started and closed since).
+    newest: dict[str, list[tuple[datetime, str]]] = {}  # per alert type, a min-heap of the newest `per_type`
     async for wf in client.list_workflows(query):
         alert_type = wf.typed_search_attributes.get(ALERT_TYPE) or ""
-        if not alert_type or alert_type == skip:
+        if not alert_type or alert_type == skip or per_type <= 0:
             continue
-        bucket = ids.setdefault(alert_type, [])
-        if len(bucket) < per_type:
-            bucket.append(wf.id)
+        heap = newest.setdefault(alert_type, [])
+        if len(heap) < per_type:
+            heapq.heappush(heap, (wf.start_time, wf.id))
+        else:
+            heapq.heappushpop(heap, (wf.start_time, wf.id))
+    ids = {alert_type: [case_id for _, case_id in sorted(heap, reverse=True)] for alert_type, heap in newest.items()}
     gate = asyncio.Semaphore(QUERY_CONCURRENCY)
 
     async def view(case_id: str) -> CaseView | None:

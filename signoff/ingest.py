@@ -273,8 +273,15 @@ async def ingest_path(
             # The case each draft landed in (its own, or the follow-up of a closed one), and whether
             # this delivery started it: Temporal's answer, right also when two ingests run at once.
             # Where the server does not say (older servers, the time-skipping test server), the store does.
-            delivered = [(case_id, started if reports_started else None)
-                         for case_id, started in await asyncio.gather(*(deliver(d) for d in chunk.drafts.values()))]
+            results = await asyncio.gather(*(deliver(d) for d in chunk.drafts.values()))
+            # Drafts a closed case had already taken in full (this state directory's alert store did not
+            # know them): duplicates, recorded under that case so the store knows them next time.
+            taken = {d.case_id for d, (_, started) in zip(chunk.drafts.values(), results, strict=True)
+                     if started is ALREADY_TAKEN}
+            summary.duplicates += sum(_evidence_rows(a) for d in chunk.drafts.values() if d.case_id in taken
+                                      for a in d.alerts)
+            delivered = [(case_id, started if reports_started and started is not ALREADY_TAKEN else None)
+                         for case_id, started in results]
             landed = {draft_id: case_id for draft_id, (case_id, _) in zip(chunk.drafts, delivered, strict=True)}
             unknown = [case_id for case_id, started in delivered if started is None]
             known_before = await asyncio.to_thread(store.known_cases, unknown) if unknown else set()
@@ -289,8 +296,8 @@ async def ingest_path(
             )
             if chunk.correlator_state is not None:
                 await asyncio.to_thread(store.put_state, CORRELATOR_STATE, chunk.correlator_state)
-            for case_id in landed.values():
-                if case_id in touched:
+            for draft_id, case_id in landed.items():
+                if case_id in touched or draft_id in taken:
                     continue
                 touched.add(case_id)
                 summary.case_ids.append(case_id)
@@ -361,11 +368,16 @@ def follow_up_id(case_id: str, n: int) -> str:
     return f"{case_id}-r{n}"
 
 
+# `_signal_with_start`'s "started" when a closed case already holds every alert of the draft.
+ALREADY_TAKEN: Any = "already-taken"
+
+
 async def _signal_with_start(
     client: Client, workflow_cls: Any, draft: CaseDraft, alerts: list[Alert], requested_by: str, queue: str,
 ) -> tuple[str, bool | None]:
     """Deliver `alerts` to the draft's case, or to its open follow-up when the case has closed;
-    returns the case id they landed in and whether this delivery started that case (None: unknown)."""
+    returns the case id they landed in and whether this delivery started that case (None: unknown;
+    ALREADY_TAKEN: a closed case took every one of these alerts before, so nothing was sent)."""
     from temporalio.common import WorkflowIDReusePolicy
     from temporalio.exceptions import WorkflowAlreadyStartedError
 
@@ -403,9 +415,41 @@ async def _signal_with_start(
             started = getattr(response, "started", None)
             return case_id, started if isinstance(started, bool) else None
         except WorkflowAlreadyStartedError:  # this case id has closed: its follow-up takes the alerts
+            # QA: ingesting from another state directory (its alert store does not know these alerts)
+            # opened `-r2` follow-ups holding the very alerts the closed case had decided on, and put
+            # their high-impact steps up for approval again. The closed case's history says.
+            if await _closed_case_took(client, case_id, batch, alerts):
+                return case_id, ALREADY_TAKEN
             previous = case_id
     raise RuntimeError(f"case {draft.case_id} and its {FOLLOW_UPS_AT_MOST - 1} follow-ups have all closed; "
                        "new alerts for it need a case of their own: check the correlation settings")
+
+
+async def _closed_case_took(client: Client, case_id: str, batch: AlertBatch, alerts: list[Alert]) -> bool:
+    """Whether the closed case `case_id` was delivered every one of `alerts` before: the same batch
+    (same alert uids), or alerts carried in full by its `add_alerts` signals. Read from its history."""
+    from temporalio.api.enums.v1 import EventType
+
+    wanted = {a.uid for a in alerts}
+    seen: set[str] = set()
+    async for event in client.get_workflow_handle(case_id).fetch_history_events():
+        if event.event_type != EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
+            continue
+        attrs = event.workflow_execution_signaled_event_attributes
+        if attrs.signal_name != "add_alerts" or not attrs.input.payloads:
+            continue
+        try:
+            earlier = (await client.data_converter.decode(attrs.input.payloads[:1], [AlertBatch]))[0]
+        except Exception:  # noqa: BLE001 - a payload this client cannot read proves nothing
+            continue
+        if not isinstance(earlier, AlertBatch):
+            continue
+        if batch.batch_id and earlier.batch_id == batch.batch_id:
+            return True
+        seen.update(a.uid for a in earlier.alerts)
+        if wanted <= seen:
+            return True
+    return False
 
 
 def _count_rules(alerts: list[Alert]) -> dict[str, int]:

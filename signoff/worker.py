@@ -6,6 +6,7 @@ import gc
 import importlib
 import logging
 import os
+import sys
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -110,6 +111,9 @@ async def run_worker(address: str | None = None, task_queue: str | None = None) 
     await ensure_search_attributes(client)
     worker = build_worker(client, task_queue)
     warm_up()
+    # QA: `signoff worker` printed nothing at all, so nobody could tell it had connected, or to what.
+    print(f"worker connected to {client.service_client.config.target_host} (namespace {client.namespace}), polling "
+          f"task queue {task_queue or settings.task_queue()}; Ctrl-C stops it", file=sys.stderr, flush=True)
     await worker.run()
 
 

@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
     from signoff.models import Alert, CaseInput
     from workflows.case import CaseWorkflow
 
+REPORT_CLEAN_CHECKS = "report-clean-drift-checks"  # workflow.patched: histories before it replay as they ran
 QUICK = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5)
 
 
@@ -41,7 +42,16 @@ class DriftCheckWorkflow:
             start_to_close_timeout=timedelta(minutes=10), retry_policy=QUICK,
         )
         breached = [f for f in report.findings if f.breaches]
-        if not inp.act or not breached:
+        if not inp.act:
+            return report
+        if not breached:
+            # QA5: a clean check never reached the governance workflow, so its `last_drift` kept the last
+            # breach, and "promote after a clean drift check" could never be met. A clean check of every
+            # alert type now replaces it (one for some types only does not clear the others).
+            if not inp.alert_types and workflow.patched(REPORT_CLEAN_CHECKS):
+                await workflow.execute_activity(
+                    apply_drift, report, start_to_close_timeout=timedelta(minutes=1), retry_policy=QUICK,
+                )
             return report
         demoted = await workflow.execute_activity(
             apply_drift, report, start_to_close_timeout=timedelta(minutes=1), retry_policy=QUICK,

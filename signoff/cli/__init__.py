@@ -74,6 +74,14 @@ def main() -> None:
 
         print_error(policy_error_line(exc))
         code = 1
+    except OSError as exc:
+        if exc.filename is None:  # not about a path: a real surprise, shown in full
+            traceback.print_exc()
+        else:  # QA: `--out DIR` (or a path without write permission) ended in a traceback
+            from signoff.cli._common import print_error
+
+            print_error(path_error_line(exc))
+        code = 1
     except BaseException:
         traceback.print_exc()
         code = 1
@@ -84,6 +92,17 @@ def main() -> None:
         with contextlib.suppress(Exception):
             stream.flush()
     os._exit(code)
+
+
+def path_error_line(exc: OSError) -> str:
+    """A file the command could not read or write, as one line that says what to do."""
+    what = exc.strerror or type(exc).__name__
+    hint = {
+        IsADirectoryError: "give a file path, not a directory",
+        PermissionError: "choose a path you may write, or fix its permissions",
+        NotADirectoryError: "a part of the path is a file, not a directory",
+    }.get(type(exc), "check the path")
+    return f"{exc.filename}: {what}; {hint}"
 
 
 def exit_code(code: object) -> int:

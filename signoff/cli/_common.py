@@ -21,7 +21,9 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 def fail(message: str, code: int = 1) -> NoReturn:
     # MESSAGE is text, never markup: it carries case ids, step names, paths and reasons people typed
     # ("[/x]" in one made every error path crash with a MarkupError traceback instead of this line).
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    # One line, never wrapped at the console width: a wrapped error broke the command it suggests in two
+    # ("`signoff \nexplain CASE`"), for copy-paste and for grep (QA5).
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -25,6 +25,8 @@ def export_cmd(
         cutoff = parse_since(since)
     except ValueError as exc:
         fail(str(exc))
+    if out_file.is_dir():  # said now, not after reading every history
+        fail(f"--out {out_file} is a directory: give the trail's file name, e.g. --out {out_file / 'trail.jsonl'}")
 
     async def main() -> dict:  # type: ignore[type-arg]
         from signoff.client import connect

@@ -265,6 +265,21 @@ def show(
         emit_json(view.model_dump(mode="json"))
         return
     print_case(view)
+    if (view.verdict is None and view.status in (CaseStatus.rolled_back, CaseStatus.rollback_failed)
+            and run(_still_running(case_id))):
+        # QA: after a rollback `show` said nothing more, yet the case waits for the analyst's verdict
+        # (the model's feedback) and closes itself without one when idle.
+        out.print(escape(f"case {case_id}: rolled back, still waiting for an analyst's verdict: signoff close "
+                         f"{case_id} --as USER --verdict TruePositive|BenignPositive|FalsePositive --reason TEXT"))
+
+
+async def _still_running(case_id: str) -> bool:
+    from temporalio.client import WorkflowExecutionStatus
+
+    from signoff.client import connect
+
+    described = await (await connect()).get_workflow_handle(case_id).describe()
+    return described.status == WorkflowExecutionStatus.RUNNING
 
 
 def print_case(view: CaseView) -> None:
@@ -509,13 +524,39 @@ async def _update(case_id: str, name: str, arg: Any, update_id: str) -> str:
     except WorkflowUpdateFailedError as exc:
         reason = str(exc.cause.message if hasattr(exc.cause, "message") else exc.cause)
         record_refusal(name, case_id, arg.model_dump(mode="json"), reason)
-        fail(f"refused: {reason}")
+        fail(f"refused: {reason}{_refusal_next_step(arg, reason)}")
     except RPCError as exc:
         if "not found" in exc.message.lower():
             fail(_no_such_case(case_id, exc.message))
         if "already completed" in exc.message.lower():
-            fail(f"case {case_id} is not open: {exc.message}")
+            fail(_closed_case_line(case_id, name, exc.message))
         raise
+
+
+def _refusal_next_step(arg: Any, reason: str) -> str:
+    """What to do about a refusal the person can fix on their side (empty when there is nothing to add).
+
+    QA: after `signoff keys create --as bob` (as README's signed approvals suggest), every `signoff approve
+    --as bob` was refused "no public key for 'bob' in policy" with no word on the two ways out."""
+    user = getattr(arg, "approver", None) or getattr(arg, "requested_by", None) or getattr(arg, "analyst", None)
+    if not user or not getattr(arg, "token", None) or "no public key for" not in reason:
+        return ""
+    from signoff.keys import key_path
+
+    return (f". Your decisions are signed with {key_path(user)}: add the line `signoff keys show --as {user}` prints "
+            "under `approvers:` in the policy the workers run (then restart them), or move that key file away to "
+            "send unsigned decisions (counted only where the policy sets deployment.trust_unsigned_approvals)")
+
+
+def _closed_case_line(case_id: str, name: str, detail: str) -> str:
+    """A decision sent to a case that has ended: what that means, and where to look next."""
+    if name == "rollback":
+        then = (f"a closed case's actions can no longer be rolled back through Signoff; `signoff explain {case_id}` "
+                "lists each action with the state captured before it, to restore by hand")
+    else:
+        then = (f"nothing in it waits for a decision any more (`signoff explain {case_id}` shows how it ended); "
+                "alerts that arrive for it later open a follow-up case")
+    return f"case {case_id} is closed ({detail}): {then}"
 
 
 def _signed_token(case_id: str, step: str, decision: str, user: str) -> str | None:
@@ -633,7 +674,7 @@ async def _close(case_id: str, req: CloseRequest) -> str:
     except RPCError as exc:
         message = exc.message.lower()
         if "not found" in message:
-            fail(f"no case {case_id} on this server: {exc.message}")
+            fail(_no_such_case(case_id, exc.message))
         if "already completed" not in message:
             raise
     view = await _final_or_current_view(client, case_id)
@@ -643,7 +684,7 @@ async def _close(case_id: str, req: CloseRequest) -> str:
             status = view.status.value if view is not None else "ended"
             refusal = f"the case is no longer open (status {status}) and has no analyst's verdict to repeat"
         record_refusal("close", case_id, req.model_dump(mode="json"), refusal)
-        fail(f"refused: {refusal}")
+        fail(f"refused: {refusal}{_refusal_next_step(req, refusal)}")
     at = await _verdict_time(client, handle, prior)
     when = f" at {at}" if at else ""
     if (prior.analyst, prior.verdict) == (req.analyst, req.verdict):

@@ -277,12 +277,24 @@ def list_models(as_json: bool = JSON) -> None:
     from signoff.scoring import model_store
 
     models = model_store.list_models()
+    # QA: from another working directory (another model store) the table starred the shipped model while
+    # the live governance state, which cases score under, had another one active. The live choice wins,
+    # as in `signoff model evaluate`; the local store's record stands only where governance names none.
+    live, source = run(_live_governance())
+    live_active = live.model.active if live is not None else None
+    if live_active:
+        models = [m.model_copy(update={"active": m.model_id == live_active}) for m in models]
     feasible = {m.model_id: _recommendation_feasible(Path(m.path)) for m in models}
     if as_json:
         for m in models:
             _emit({**m.model_dump(), "recommended_threshold_feasible": feasible[m.model_id]})
         return
-    table = Table("active", "model id", "shipped", "incidents", "OOF macro-F1", "ECE", "rec. threshold")
+    table = Table("active")
+    # QA: at 80 columns (any pipe: `signoff model list | less`) the id was cut to "dd959b71a…": the one thing
+    # `signoff model promote ID` needs from this table. It is never cut.
+    table.add_column("model id", no_wrap=True, min_width=16)
+    for name in ("shipped", "incidents", "OOF macro-F1", "ECE", "rec. threshold"):
+        table.add_column(name)
     for m in models:
         if m.recommended_threshold is None:
             rec = ""
@@ -294,6 +306,13 @@ def list_models(as_json: bool = JSON) -> None:
                       f"{m.macro_f1:.3f}" if m.macro_f1 is not None else "", f"{m.ece:.3f}" if m.ece is not None else "",
                       rec)
     out.print(table)
+    if live_active and not any(m.active for m in models):
+        err.print(f"[yellow]active (live governance at {settings.temporal_address()}): {live_active[:16]}, which is "
+                  f"not in this model store ({model_store.store_dir()})[/]: set SIGNOFF_HOME to the workers' state "
+                  "directory, or copy models/<id>/ here (docs/deployment.md §6)", highlight=False)
+    elif live is None and source.startswith("policy file (Temporal"):
+        err.print(f"active: this model store's record (the live governance state was not read: Temporal at "
+                  f"{settings.temporal_address()} not reachable)", highlight=False)
 
 
 def _recommendation_feasible(path: Path) -> bool | None:

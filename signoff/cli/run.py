@@ -201,7 +201,7 @@ def demo(
     require_policy()  # before the server and the background worker start
     home = settings.home()
     data = data or demo_slice()
-    err.print(f"starting the embedded Temporal dev server (state in {home}) ...")
+    _say_which_server(home)
     try:
         address = devserver.start_server(home)
     except devserver.DevServerError as exc:
@@ -236,6 +236,25 @@ def demo(
                    "ui": devserver.ui_address()})
         return
     _print_demo(result)
+
+
+def _say_which_server(home: Path, port: int | None = None) -> None:
+    """Whether `signoff demo` starts the embedded server or uses one already listening on its port.
+
+    QA: a second `signoff demo`, or one with another SIGNOFF_HOME, said "starting the embedded Temporal
+    dev server (state in HOME)" while it used a server started elsewhere: the cases were not in that
+    HOME, and `signoff stop` there said nothing was running."""
+    port = devserver.GRPC_PORT if port is None else port
+    if not devserver.port_open(port):
+        err.print(f"starting the embedded Temporal dev server (state in {home}) ...")
+        return
+    address = f"127.0.0.1:{port}"
+    if devserver.server_pid(home, port) or devserver.dev_pid(home):
+        err.print(f"using the embedded Temporal dev server already running at {address} (state in {home})")
+        return
+    err.print(f"[yellow]using the Temporal server already listening at {address}[/]: it was not started from "
+              f"{home}, so its state is not there and `signoff stop` here stops only this demo's worker "
+              "(set SIGNOFF_DEV_PORT for a server of your own)", highlight=False)
 
 
 async def _settle(client, case_ids: list[str], wait: float) -> Counter:  # type: ignore[no-untyped-def]
