@@ -138,6 +138,9 @@ class Policy(_Model):
     # How many different people with a rollback role must ask before a case's actions are undone:
     # undoing a containment (reconnecting a host, re-enabling an account) is itself high-impact.
     rollback_quorum: int = Field(default=1, ge=1)
+    # How long a case stays open after its verdict while something it executed is still in effect,
+    # so that a rollback stays possible (promise 6) before the case ends. None: it ends at the verdict.
+    rollback_window: str | None = None
     governance_roles: tuple[str, ...] = ()
     on_step_failure: Literal["compensate", "hold"] = "compensate"
     alert_types: dict[str, AlertTypeRule]
@@ -173,6 +176,13 @@ class Policy(_Model):
                 raise ValueError(f"verdict_sla.{severity} is {text!r}: give a duration above zero, like '4h'")
         return sla
 
+    @field_validator("rollback_window")
+    @classmethod
+    def _window_is_a_duration(cls, window: str | None) -> str | None:
+        if window is not None and parse_duration(window) <= timedelta(0):
+            raise ValueError(f"rollback_window is {window!r}: give a duration above zero, like '7d', or leave it out")
+        return window
+
     def verdict_sla_for(self, severity: str) -> timedelta | None:
         """The case's time-to-verdict SLA, or None when its severity has none."""
         text = self.verdict_sla.get(severity)
@@ -191,6 +201,8 @@ class Policy(_Model):
             dumped.pop("rollback_quorum", None)
         if not dumped.get("verdict_sla"):
             dumped.pop("verdict_sla", None)
+        if dumped.get("rollback_window") is None:
+            dumped.pop("rollback_window", None)
         for approver in dumped["approvers"].values():
             if approver.get("slack_user") is None:
                 approver.pop("slack_user", None)

@@ -4,6 +4,11 @@ Case workflows keep counts and a capped timeline; the full alerts live here. The
 primary key: storing an alert twice stores it once (`put_many` returns how many were new), so an
 ingest that is run again counts repeats as duplicates instead of opening cases for them.
 
+GUIDE re-uses an `AlertId` across incidents of one organisation (so the same alert uid belongs
+to two cases, one per incident). `put_assigned(..., per_case=True)` keys such alerts by
+(case, uid): the first case holding a uid keeps it in `alerts`, each further case gets its row in
+`shared_alerts`, and every per-case read (count, uids, alerts, summary) sees both.
+
 One writer at a time (SQLite); readers never block the writer in WAL mode. Open one `AlertStore`
 per thread or process.
 """
@@ -37,6 +42,26 @@ CREATE TABLE IF NOT EXISTS alerts (
     raw TEXT
 );
 CREATE INDEX IF NOT EXISTS alerts_by_case ON alerts (case_id, time_ms, uid);
+-- Alerts whose uid an earlier case already holds in `alerts` (`put_assigned(per_case=True)`: GUIDE
+-- AlertIds re-used by another incident). Empty for OCSF. Added without touching `alerts`, so
+-- stores made before it work unchanged.
+CREATE TABLE IF NOT EXISTS shared_alerts (
+    uid TEXT NOT NULL,
+    case_id TEXT NOT NULL,
+    time_ms INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    joined_because TEXT NOT NULL,
+    alert TEXT NOT NULL,
+    raw TEXT,
+    PRIMARY KEY (case_id, uid)
+);
+CREATE INDEX IF NOT EXISTS shared_alerts_by_case ON shared_alerts (case_id, time_ms, uid);
+CREATE INDEX IF NOT EXISTS shared_alerts_by_uid ON shared_alerts (uid);
+-- Every (case, alert) row: what the per-case counts use (per connection, so always current).
+-- Reads in time order name both tables instead: SQLite then merges the two index orders.
+CREATE TEMP VIEW IF NOT EXISTS case_alerts AS
+    SELECT * FROM main.alerts UNION ALL SELECT * FROM main.shared_alerts;
 CREATE TABLE IF NOT EXISTS state (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -118,8 +143,12 @@ class AlertStore:
             [(case_id, a, None if raw is None else raw[i]) for i, a in enumerate(alerts)]
         )
 
-    def put_assigned(self, items: Sequence[tuple[str, Alert, Raw]]) -> int:
-        """Store (case_id, alert, raw) for many cases in one transaction. Returns how many were new."""
+    def put_assigned(self, items: Sequence[tuple[str, Alert, Raw]], *, per_case: bool = False) -> int:
+        """Store (case_id, alert, raw) for many cases in one transaction. Returns how many were new.
+
+        By default a uid is stored once, under the first case that brings it. With `per_case`
+        (GUIDE: the same AlertId in another incident is that incident's evidence), a uid another
+        case already holds is stored again for this case; the same (case, uid) still only once."""
         rows = [
             (
                 a.uid,
@@ -133,9 +162,9 @@ class AlertStore:
             )
             for case_id, a, r in items
         ]
-        return self._insert(rows)
+        return self._insert(rows, per_case=per_case)
 
-    def _insert(self, rows: list[tuple[Any, ...]]) -> int:
+    def _insert(self, rows: list[tuple[Any, ...]], *, per_case: bool = False) -> int:
         if not rows:
             return 0
         db = self._db
@@ -143,6 +172,13 @@ class AlertStore:
         db.execute("BEGIN IMMEDIATE")
         try:
             db.executemany("INSERT OR IGNORE INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            if per_case and db.total_changes - before < len(rows):
+                # Rows left out because another case holds their uid: this case's own row.
+                db.executemany(
+                    "INSERT OR IGNORE INTO shared_alerts SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 "
+                    "WHERE EXISTS (SELECT 1 FROM alerts WHERE uid = ?1 AND case_id != ?2)",
+                    rows,
+                )
         except BaseException:
             db.execute("ROLLBACK")
             raise
@@ -181,33 +217,52 @@ class AlertStore:
                 out[uid] = case_id
         return out
 
+    def cases_holding(self, uids: Sequence[str]) -> dict[str, set[str]]:
+        """uid → every case holding it, for the uids already stored (`cases_of` gives the first)."""
+        out: dict[str, set[str]] = {}
+        for i in range(0, len(uids), 500):
+            chunk = list(uids[i : i + 500])
+            marks = ",".join("?" * len(chunk))
+            for table in ("alerts", "shared_alerts"):
+                for uid, case_id in self._db.execute(
+                    f"SELECT uid, case_id FROM {table} WHERE uid IN ({marks})", chunk
+                ):
+                    out.setdefault(uid, set()).add(case_id)
+        return out
+
     def known_cases(self, case_ids: Sequence[str]) -> set[str]:
         """The case ids that already have alerts here (one indexed probe each, no counting)."""
-        probe = "SELECT 1 FROM alerts WHERE case_id = ? LIMIT 1"
+        probe = "SELECT 1 FROM case_alerts WHERE case_id = ? LIMIT 1"
         return {case_id for case_id in case_ids if self._db.execute(probe, (case_id,)).fetchone()}
 
     def count(self, case_id: str | None = None) -> int:
+        args: tuple[str, ...] = ()
         if case_id is None:
-            return int(self._db.execute("SELECT count(*) FROM alerts").fetchone()[0])
-        return int(
-            self._db.execute("SELECT count(*) FROM alerts WHERE case_id = ?", (case_id,)).fetchone()[0]
-        )
+            query = "SELECT (SELECT count(*) FROM alerts) + (SELECT count(*) FROM shared_alerts)"
+        else:
+            query = ("SELECT (SELECT count(*) FROM alerts WHERE case_id = ?1) "
+                     "+ (SELECT count(*) FROM shared_alerts WHERE case_id = ?1)")
+            args = (case_id,)
+        return int(self._db.execute(query, args).fetchone()[0])
 
     def case_ids(self) -> list[str]:
-        return [r[0] for r in self._db.execute("SELECT DISTINCT case_id FROM alerts ORDER BY case_id")]
+        return [r[0] for r in self._db.execute("SELECT DISTINCT case_id FROM case_alerts ORDER BY case_id")]
 
     def uids(self, case_id: str) -> list[str]:
         return [
             r[0]
             for r in self._db.execute(
-                "SELECT uid FROM alerts WHERE case_id = ? ORDER BY time_ms, uid", (case_id,)
+                "SELECT uid, time_ms FROM alerts WHERE case_id = ?1 UNION ALL "
+                "SELECT uid, time_ms FROM shared_alerts WHERE case_id = ?1 ORDER BY 2, 1",
+                (case_id,),
             )
         ]
 
     def alerts(self, case_id: str, limit: int = 100, offset: int = 0) -> list[Alert]:
         """A case's alerts in time order, a page at a time."""
         rows = self._db.execute(
-            "SELECT alert FROM alerts WHERE case_id = ? ORDER BY time_ms, uid LIMIT ? OFFSET ?",
+            "SELECT alert, time_ms, uid FROM alerts WHERE case_id = ?1 UNION ALL "
+            "SELECT alert, time_ms, uid FROM shared_alerts WHERE case_id = ?1 ORDER BY 2, 3 LIMIT ?2 OFFSET ?3",
             (case_id, limit, offset),
         )
         return [Alert.model_validate_json(r[0]) for r in rows]
@@ -218,29 +273,29 @@ class AlertStore:
 
     def iter_assignments(self) -> Iterator[tuple[str, str]]:
         """(uid, case_id) of every stored alert: what evaluation and audits read."""
-        yield from self._db.execute("SELECT uid, case_id FROM alerts")
+        yield from self._db.execute("SELECT uid, case_id FROM case_alerts")
 
     def summary(self, case_id: str) -> CaseSummary:
         db = self._db
         count, first, last = db.execute(
-            "SELECT count(*), min(time_ms), max(time_ms) FROM alerts WHERE case_id = ?", (case_id,)
+            "SELECT count(*), min(time_ms), max(time_ms) FROM case_alerts WHERE case_id = ?", (case_id,)
         ).fetchone()
         rules = dict(
             db.execute(
-                "SELECT rule, count(*) FROM alerts WHERE case_id = ? GROUP BY rule ORDER BY count(*) DESC, rule",
+                "SELECT rule, count(*) FROM case_alerts WHERE case_id = ? GROUP BY rule ORDER BY count(*) DESC, rule",
                 (case_id,),
             ).fetchall()
         )
         reasons = dict(
             db.execute(
-                "SELECT joined_because, count(*) FROM alerts WHERE case_id = ? "
+                "SELECT joined_because, count(*) FROM case_alerts WHERE case_id = ? "
                 "GROUP BY joined_because ORDER BY count(*) DESC, joined_because",
                 (case_id,),
             ).fetchall()
         )
         entity_rows = db.execute(
             "SELECT DISTINCT json_extract(e.value, '$.type'), json_extract(e.value, '$.value') "
-            "FROM alerts, json_each(alerts.alert, '$.entities') AS e WHERE alerts.case_id = ? "
+            "FROM case_alerts AS a, json_each(a.alert, '$.entities') AS e WHERE a.case_id = ? "
             "ORDER BY 1, 2",
             (case_id,),
         ).fetchall()

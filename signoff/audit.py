@@ -603,10 +603,36 @@ def _ledger_check(header: dict[str, Any] | None, digest: str | None) -> str:
     return "not_in_ledger" if seen else "unknown"
 
 
+class NotATrail(ValueError):
+    """The file is no audit trail export at all: nothing in it to call tampered."""
+
+
+def is_trail(lines: list[str]) -> bool:
+    """Whether the lines are (what is left of) an export: some record is its header or digest, or is
+    hash-chained (`seq`, `prev`, `hash`). A trail with records edited, deleted or its header cut is
+    still one (verify names the damage); an empty file or someone else's JSON Lines is not (QA5: both
+    were reported TAMPERED, and the governance report showed that as the last verification)."""
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and (rec.get("kind") in ("audit_header", "audit_digest")
+                                      or {"seq", "prev", "hash"} <= rec.keys()):
+            return True
+    return False
+
+
 def verify_file(path: Path) -> Verification:
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; export one with `signoff audit export --out {path}`")
-    result = verify_lines(path.read_text().splitlines(), str(path))
+    lines = path.read_text(errors="replace").splitlines()
+    if not is_trail(lines):
+        # Not recorded in verifications.jsonl: it says nothing about any trail's integrity.
+        what = "it is empty" if not any(line.strip() for line in lines) else "no line is an audit record"
+        raise NotATrail(f"{path} is not an audit trail export (no audit_header record, no hash-chained records: "
+                        f"{what}); export one with `signoff audit export --out FILE`, then verify that file")
+    result = verify_lines(lines, str(path))
     record = {"at": datetime.now(UTC).isoformat(), **result.as_json()}
     record["issues"] = record["issues"][:20]
     with (audit_dir() / "verifications.jsonl").open("a") as fh:

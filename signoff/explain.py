@@ -217,7 +217,7 @@ def _approvals(h: DecodedHistory, view: CaseView | None) -> list[dict[str, Any]]
             "identity": upd.identity, "update_id": upd.update_id,
             "outcome": "refused" if refused else ("accepted" if upd.completed_at else "in progress"),
             "refusal": result.removeprefix("refused: ") if refused and not upd.failure else upd.failure,
-            "result": result,
+            "result": result, "malformed": None,  # an update's payload is validated before it is written
         })
     # Signals are always written; the workflow checks them afterwards and keeps the outcome in state.
     signal_outcomes: list[Any] = []
@@ -233,12 +233,17 @@ def _approvals(h: DecodedHistory, view: CaseView | None) -> list[dict[str, Any]]
             rec = signal_outcomes[i]
             outcome, refusal = ("accepted", "") if rec.accepted else ("refused", rec.refusal)
             channel = rec.channel
+        # A signal is written whatever its payload (`temporal workflow signal --input '{"oops": 1}'`):
+        # without a step or approver, what was sent is kept (clipped, token removed) to be shown as a
+        # malformed signal instead of "step None by None" (QA5).
+        named = all(isinstance(req.get(k), str) and req.get(k) for k in ("step", "approver"))
         records.append({
             "at": _iso(sig.at), "via": "signal", "channel": channel,
             "step": req.get("step"), "approver": req.get("approver"),
             "decision": sig.name.removesuffix("_signal"), "reason": req.get("reason"),
             "signed": req.get("signed", False), "identity": sig.identity, "update_id": None,
             "outcome": outcome, "refusal": refusal, "result": "",
+            "malformed": None if named else _short(json.dumps(raw, sort_keys=True, default=str), 80),
         })
     return sorted(records, key=lambda r: r["at"] or "")
 
@@ -419,8 +424,9 @@ def _timeline(ex: dict[str, Any], h: DecodedHistory) -> list[dict[str, str]]:
         items.append((s["scored_at"], f"scored {s['predicted']} (confidence {s['confidence']:.3f}) "
                                       f"by model {s['model_id'][:12]}"))
     for a in ex["approvals"]:
-        items.append((a["at"], f"{a['decision']} of step {a['step']} by {a['approver']} via {a['via']}: "
-                               f"{a['outcome']}" + (f" ({a['refusal']})" if a["refusal"] else "")))
+        what = (f"malformed {a['decision']} signal (sent {a['malformed']})" if a.get("malformed") else
+                f"{a['decision']} of step {a['step']} by {a['approver']} via {a['via']}")
+        items.append((a["at"], f"{what}: {a['outcome']}" + (f" ({a['refusal']})" if a["refusal"] else "")))
     for r in ex["refused_attempts"]:
         items.append((r.get("at", ""), f"{r.get('kind')} by {refused_actor(r)}"
                                        f" refused before reaching Temporal: {r.get('refusal')}"))
@@ -651,7 +657,9 @@ def render_explanation(ex: dict[str, Any]) -> str:
             + (f" (identity {a['identity']})" if a["identity"] else "")
         entries.append((a["at"] or "", f"  - {a['at']}  {a['decision']} step {a['step']} by {who} via {a['via']}"
                         + (" (signed)" if a["signed"] else "") + f": {a['outcome'].upper()}"
-                        + (f", refused because {a['refusal']}" if a["refusal"] else "") + f"; reason: {a['reason']!r}"))
+                        + (f", refused because {a['refusal']}" if a["refusal"] else "")
+                        + (f"; malformed signal, sent: {a['malformed']}" if a.get("malformed") else
+                           f"; reason: {a['reason']!r}")))
     for r in ex["refused_attempts"]:
         who = refused_actor(r)
         if r.get("via"):  # refused at the chat bridge or by the case, sent from chat

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 from temporalio.client import Client
 
@@ -76,25 +76,31 @@ class IngestSummary:
 
 
 class DeadLetter:
-    """Append-only JSON Lines of rejected records, with their reasons. Nothing is dropped."""
+    """Append-only JSON Lines of rejected records, with their reasons. Nothing is dropped.
+
+    `path` is known from the start (the ingest summary names it), but the file is created with the
+    first rejected record: QA5 found an empty file left behind by every clean ingest."""
 
     def __init__(self, source: str) -> None:
         self.source = source  # the input file as given: each record names it
-        folder = settings.home() / "dead-letter"
-        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = settings.home() / "dead-letter"
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-        self.path = folder / f"{stamp}-{Path(source).name}.jsonl"
-        self._fh = self.path.open("a")
+        self.path = self.folder / f"{stamp}-{Path(source).name}.jsonl"
+        self._fh: IO[str] | None = None
         self.count = 0
 
     def write(self, rejected: Rejected) -> None:
+        if self._fh is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._fh = self.path.open("a")
         record = {"source": self.source, "line": rejected.line, "reason": rejected.reason,
                   "record": rejected.record}
         self._fh.write(json.dumps(record, default=str, ensure_ascii=False) + "\n")
         self.count += 1
 
     def close(self) -> None:
-        self._fh.close()
+        if self._fh is not None:
+            self._fh.close()
 
 
 def _worst(severities: Iterable[str]) -> str:
@@ -103,14 +109,20 @@ def _worst(severities: Iterable[str]) -> str:
 
 
 def guide_chunks(path: Path, store: AlertStore) -> Iterator[Chunk]:
-    """GUIDE: one case per incident (OrgId + IncidentId). Small files: one chunk."""
+    """GUIDE: one case per incident (OrgId + IncidentId). Small files: one chunk.
+
+    An alert is a duplicate when the store holds its uid for this incident's case (or a follow-up
+    of it). GUIDE re-uses an AlertId across incidents of one organisation: in another incident it
+    is that incident's evidence, so it goes to that incident's case, whichever file brought it."""
     from signoff.sources.guide import read_guide
 
     policy = load_policy()
     read = read_guide(path)
     chunk = Chunk(rejected=list(read.rejected))
-    known = store.cases_of([a.uid for i in read.incidents for a in i.alerts])
+    holding = store.cases_holding([a.uid for i in read.incidents for a in i.alerts])
     for incident in read.incidents:
+        known = {a.uid for a in incident.alerts
+                 if any(_same_case(held, incident.case_id) for held in holding.get(a.uid, ()))}
         fresh = [a for a in incident.alerts if a.uid not in known]
         # Already ingested: the evidence rows of every alert of this incident the store knows,
         # also when the incident brings a new alert too.
@@ -125,6 +137,14 @@ def guide_chunks(path: Path, store: AlertStore) -> Iterator[Chunk]:
                 raw=[None] * len(fresh),
             )
     yield chunk
+
+
+def _same_case(held: str, case_id: str) -> bool:
+    """Whether `held` is the case `case_id` or one of its follow-ups (`{case_id}-rN`)."""
+    if held == case_id:
+        return True
+    prefix = f"{case_id}-r"
+    return held.startswith(prefix) and held[len(prefix):].isdigit()
 
 
 def _evidence_rows(alert: Alert) -> int:
@@ -222,6 +242,9 @@ CHUNKERS: dict[str, Callable[[Path, AlertStore], Iterator[Chunk]]] = {
     "guide": guide_chunks,
     "ocsf": ocsf_chunks,
 }
+# Formats whose alert uids name an alert within its case only, so the store keys them by (case, uid):
+# GUIDE re-uses an AlertId across incidents. OCSF uids are global (correlation decides the case).
+UIDS_PER_CASE: frozenset[str] = frozenset({"guide"})
 
 
 async def ingest_path(
@@ -293,6 +316,7 @@ async def ingest_path(
                 store.put_assigned,
                 [(landed[d.case_id], a, r) for d in chunk.drafts.values()
                  for a, r in zip(d.alerts, d.raw, strict=True)],
+                per_case=fmt in UIDS_PER_CASE,
             )
             if chunk.correlator_state is not None:
                 await asyncio.to_thread(store.put_state, CORRELATOR_STATE, chunk.correlator_state)

@@ -146,7 +146,8 @@ def assignee_query(assignee: str | None, unassigned: bool = False) -> str | None
 def overdue_query(extra: str | None = None) -> str:
     """Open cases whose verdict is past due (VerdictDue, published under the policy's verdict_sla)."""
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    clause = f"ExecutionStatus='Running' AND {sa.VERDICT_DUE.name} < '{now}'"
+    # A case with its verdict may still run (its policy rollback_window): it is not overdue.
+    clause = f"ExecutionStatus='Running' AND {sa.VERDICT_DUE.name} < '{now}' AND {sa.CASE_STATUS.name} != 'closed'"
     return f"{clause} AND ({extra})" if extra else clause
 
 

@@ -434,6 +434,9 @@ class CaseView(Frozen):
     notes: tuple[CaseNote, ...] = ()  # the investigation log, oldest first
     retries: tuple[RetryRecord, ...] = ()  # accepted retries of failed attempts, oldest first
     retryable_steps: tuple[str, ...] = ()  # what `signoff retry` would run again (after a failed step)
+    # After the verdict, while what the case executed is still in effect: a rollback is possible until
+    # then (policy rollback_window); the case ends at that time.
+    rollback_open_until: datetime | None = None
 
 
 CaseInput.model_rebuild()

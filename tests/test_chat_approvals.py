@@ -43,6 +43,7 @@ from signoff.models import ApprovalRequest, StepState
 from signoff.worker import build_worker
 from tests.auditkit import cli_process
 from tests.casekit import alert, awaiting, case_input, start_case, step, wait_for
+from tests.policykit import digest_as_before
 from workflows.case import CaseWorkflow
 
 CHANNEL = "C0SOC"
@@ -151,16 +152,9 @@ def test_policy_refuses_a_bad_bridge_key_and_shared_slack_ids(tmp_path: Path) ->
         with pytest.raises(PolicyError, match=expected):
             load_policy(path)
     # A policy that uses neither field hashes as it did before they existed (its version is kept).
-    import hashlib
-
     plain_dict = _policy_dict(None, {k: {"roles": v["roles"]} for k, v in APPROVERS.items()})
     plain = Policy.model_validate(plain_dict)
-    dumped = plain.model_dump(mode="json")
-    del dumped["deployment"]["chat_bridges"]
-    del dumped["rollback_quorum"]  # added later too, hashed only when not 1 (tests/test_rollback_quorum.py)
-    for entry in dumped["approvers"].values():
-        del entry["slack_user"]
-    before = hashlib.sha256(json.dumps(dumped, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    before = digest_as_before(plain.model_dump(mode="json"))
     assert plain.digest() == before
     plain_dict["approvers"]["alice"]["slack_user"] = "U0ALICE"
     assert Policy.model_validate(plain_dict).digest() != before, "a Slack id is part of the policy version"

@@ -132,6 +132,10 @@ def _write_guide(path: Path, cases: list[Case]) -> None:
 
 
 def _dead(path: str) -> list[dict[str, Any]]:
+    # The file is created with the first rejected record: none means nothing was rejected (the callers
+    # compare with the counts, so a missing file where records were rejected still fails).
+    if not Path(path).exists():
+        return []
     # JSON Lines split on "\n" only: str.splitlines() would also split inside U+2028, \x1c, \x85...
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").split("\n") if line]
 

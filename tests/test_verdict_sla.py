@@ -5,7 +5,6 @@ decided or executed by the clock. Real time-skipping server; the policy file is 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,23 +23,13 @@ from signoff.governance_report import _time_to_verdict
 from signoff.history import decode_history
 from signoff.models import CaseInput, CaseStatus, CloseRequest, StepState, Verdict
 from tests.casekit import alert, awaiting, case_input, settled_worker, start_case, step, wait_for
-from tests.conftest import _binary as binary
-from tests.conftest import register_search_attributes
 from tests.replay import recorded_patches
 from workflows.case import VERDICT_SLA, CaseWorkflow
 
 
-@pytest.fixture(scope="module")
-async def time_env() -> AsyncIterator[WorkflowEnvironment]:
-    """A time-skipping server of this module's own. The session's shared one holds other tests'
-    cases still waiting (with their own approval and SLA timers, and no worker any more): skipping
-    its clock past those timers would wait on workflow tasks nobody polls."""
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=binary("temporal-test-server"), data_converter=pydantic_data_converter
-    )
-    await register_search_attributes(env.client)
-    yield env
-    await env.shutdown()
+@pytest.fixture
+def time_env(own_time_env: WorkflowEnvironment) -> WorkflowEnvironment:
+    return own_time_env  # this module skips hours past other tests' timers: a server of its own
 
 
 def _with_sla(policy_file: Path, sla: dict[str, str] | None) -> None:

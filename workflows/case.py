@@ -8,6 +8,7 @@ then checked): approve, reject, rollback, close. `status` returns the whole case
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -89,6 +90,9 @@ CLEARER_REPLIES = "clearer-replies"
 # The policy's time-to-verdict SLA (verdict_sla): a case that goes to a human publishes when its
 # verdict is due (VerdictDue) and escalates once if none came by then. Taken only where an SLA applies.
 VERDICT_SLA = "verdict-sla"
+# The policy's rollback_window: after its verdict a case that still has actions in effect stays open
+# that long for a rollback. Taken only for such a case under a policy that sets a window.
+ROLLBACK_WINDOW = "rollback-window"
 # Alert types the policy marks `scored: false` (the drift check's cases) skip scoring and shadow
 # scoring. Taken only for such a type.
 UNSCORED_TYPES = "unscored-types"
@@ -186,6 +190,7 @@ class CaseWorkflow(CaseLog, CaseRetry):
         self.verdict_due: datetime | None = None
         self.overdue_since: datetime | None = None
         self.verdict_clock: asyncio.Task[None] | None = None
+        self.rollback_open_until: datetime | None = None  # policy rollback_window, after the verdict
         self._init_log()  # owner and investigation log (workflows/case_log.py)
         self._init_retry()  # running a failed attempt again (workflows/case_retry.py)
         self.action_running = False
@@ -262,6 +267,7 @@ class CaseWorkflow(CaseLog, CaseRetry):
         if self.verdict_clock is not None:
             await self.verdict_clock  # done, or finishing an overdue escalation that raced the verdict
         await record_verdict_of(inp, self.gov, self.score, self.decision, self.verdict, self.shadow)
+        await self._hold_for_rollback()
         await self._settle_handlers()
         await self._archive()
         return self.view()
@@ -279,6 +285,22 @@ class CaseWorkflow(CaseLog, CaseRetry):
                 break
             await self._rollback()
         self.finishing = True
+
+    async def _hold_for_rollback(self) -> None:
+        """After the verdict, keep the case open for the policy's rollback_window while a high-impact
+        action it executed can still be undone: closing a case must not end the way back (promise 6). A
+        rollback in the window runs in `_settle_handlers`; the window's end completes the case."""
+        assert self.gov is not None
+        window = self.gov.policy.rollback_window
+        # High-impact actions in effect, that is (a tag or a note alone does not hold a case open).
+        undoable = any(s.state == StepState.executed and not s.auto and s.before is not None
+                       and s.plan.compensation is not None for s in self.steps.values())
+        if not window or not undoable or self._rollback_pending() or not workflow.patched(ROLLBACK_WINDOW):
+            return
+        self.rollback_open_until = workflow.now() + parse_duration(window)
+        with contextlib.suppress(TimeoutError):  # the window's end: the case completes
+            await workflow.wait_condition(self._rollback_pending, timeout=parse_duration(window))
+        self.rollback_open_until = None
 
     def _rollback_pending(self) -> bool:
         return self.rollback_request is not None and not self.rollback_done
@@ -940,6 +962,7 @@ class CaseWorkflow(CaseLog, CaseRetry):
             escalations=tuple(self.escalations), timeline=tuple(self.timeline), shadow_score=self.shadow,
             verdict_sla=self.verdict_sla, verdict_due=self.verdict_due, overdue_since=self.overdue_since,
             **self._log_view(), retries=tuple(self.retries), retryable_steps=self.failed_attempt,
+            rollback_open_until=self.rollback_open_until,
         )
 
     def _stopping(self) -> bool:

@@ -27,6 +27,11 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """A count and its noun: "1 case", "0 cases", "2 cases" (QA5 found "1 cases opened" in summaries)."""
+    return f"{count} {word if count == 1 else many or word + 's'}"
+
+
 def pct(value: float | None) -> str:
     """A share as a percentage for tables ("-" when there is none)."""
     return "-" if value is None else f"{value:.1%}"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from signoff.cli._common import emit_json, err, fail, out, run
+from signoff.cli._common import emit_json, err, fail, out, plural, run
 
 app = typer.Typer(help="The audit trail: export it (hash-chained JSON Lines), verify it, archive histories.",
                   no_args_is_help=True)
@@ -40,8 +40,9 @@ def export_cmd(
     if json_out:
         emit_json(summary)
         return
-    out.print(f"wrote {summary['events']} events ({summary['case_runs']} case runs, {summary['governance_runs']} "
-              f"governance runs; {summary['archived_histories']} from the archive) to {summary['file']}")
+    out.print(f"wrote {plural(summary['events'], 'event')} ({plural(summary['case_runs'], 'case run')}, "
+              f"{plural(summary['governance_runs'], 'governance run')}; {summary['archived_histories']} from the "
+              f"archive) to {summary['file']}")
     out.print(f"digest {summary['digest']}  (recorded in audit/exports.jsonl; check with `signoff audit verify`)")
 
 
@@ -51,16 +52,18 @@ def verify_cmd(
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Check every hash and link; name each edited, deleted, inserted or reordered line. Exit 1 if any."""
-    from signoff.audit import verify_file
+    from signoff.audit import NotATrail, verify_file
 
+    if file.is_dir():
+        fail(f"{file} is a directory: give the exported trail's file")
     try:
         result = verify_file(file)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, NotATrail) as exc:
         fail(str(exc))
     if json_out:
         emit_json(result.as_json())
     elif result.ok:
-        out.print(f"OK: {result.records} records, chain intact, digest {result.digest}"
+        out.print(f"OK: {plural(result.records, 'record')}, chain intact, digest {result.digest}"
                   + ("; matches the digest recorded at export" if result.ledger == "matched" else ""))
     else:
         out.print(f"[bold red]TAMPERED[/]: {len(result.issues)} problem(s) in {file}", highlight=False)
@@ -80,7 +83,7 @@ def archive_cmd() -> None:
 
         return await archive_closed(await connect())
 
-    out.print(f"archived {run(main())} closed case histories")
+    out.print(f"archived {plural(run(main()), 'closed case history', 'closed case histories')}")
 
 
 @app.command("codec-server")

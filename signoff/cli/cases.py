@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from signoff import settings
-from signoff.cli._common import emit_json, emit_json_lines, err, fail, out, run
+from signoff.cli._common import emit_json, emit_json_lines, err, fail, out, plural, run
 from signoff.models import (
     ApprovalRequest,
     CaseStatus,
@@ -79,12 +79,14 @@ def ingest(
         emit_json(summary)
     else:
         out.print(
-            f"{summary['records']} records: {summary['accepted']} accepted, {summary['rejected']} rejected, "
-            f"{summary['duplicates']} already ingested; {summary['cases_opened']} cases opened, "
+            f"{plural(summary['records'], 'record')}: {summary['accepted']} accepted, {summary['rejected']} rejected, "
+            f"{summary['duplicates']} already ingested; {plural(summary['cases_opened'], 'case')} opened, "
             f"{summary['cases_updated']} updated in {summary['seconds']} s"
         )
         if summary["rejected"]:
             out.print(f"rejected records and reasons: {summary['dead_letter']}")
+        else:  # the dead-letter file is only written when a record is rejected
+            out.print("no rejected records (no dead-letter file written)")
     if summary["rejected"] and not summary["accepted"]:
         fail(_nothing_accepted(path, fmt, summary))
 
@@ -128,6 +130,9 @@ def cases(
 
     if limit < 0:
         fail(f"--limit must be 0 (all) or more, not {limit}")
+    if with_alerts and not json_out:
+        # The table has no column for alert uids: said, rather than silently ignored (QA5).
+        fail("--with-alerts adds alert_uids to the JSON rows only: add --json (signoff cases --json --with-alerts)")
     if assignee is not None and unassigned:
         fail("--assignee and --unassigned exclude each other: choose one")
     try:
@@ -149,13 +154,13 @@ def cases(
     home = settings.home_path()  # read only: a listing creates no state directory
     plain = not (query or overdue or owner)
     embedded = embedded_db_of_home(settings.temporal_address(), home) if status and plain else None
-    listing = run(case_rows(visibility_query, limit=limit or None, with_alerts=with_alerts and json_out, each=emit,
+    listing = run(case_rows(visibility_query, limit=limit or None, with_alerts=with_alerts, each=emit,
                             status=status, embedded_db=embedded, home=home, counts_from_cases=FROM_CASES_AT_MOST,
                             total_if_cut=True))
     if not json_out:
         if overdue:  # the queue a lead works from: the longest overdue first
             rows.sort(key=lambda r: r.get("verdict_due") or "")
-        title = f"{len(rows)} {'overdue ' if overdue else ''}cases" + (f" with status {status}" if status else "")
+        title = plural(len(rows), f"{'overdue ' if overdue else ''}case") + (f" with status {status}" if status else "")
         table = Table(title=title)
         for col in ("case", "status", "alert type", "severity", "alerts", "decision", "approval?", "verdict due",
                     "owner"):
@@ -189,7 +194,7 @@ def _no_overdue_note() -> str:
 def _due_cell(row: dict[str, Any], now: datetime) -> str:
     """When an open case's verdict is due, or how long it is overdue ("" without an SLA or once closed)."""
     due = row.get("verdict_due")
-    if not due or row.get("workflow_status") != "RUNNING":
+    if not due or row.get("workflow_status") != "RUNNING" or row.get("status") == CaseStatus.closed.value:
         return ""
     left = datetime.fromisoformat(due) - now
     if left.total_seconds() < 0:
@@ -218,12 +223,12 @@ def _listing_notes(listing: Any, limit: int) -> None:
         err.print(f"[yellow]{listing.uids_partial} cases list only the alert uids their workflow keeps[/] "
                   "(its timeline); the full lists are in the alert store of the ingesting directory")
     if listing.uids_unknown:
-        err.print(f"[yellow]alert uids unknown (null) for {listing.uids_unknown} cases[/] (their counts are "
+        err.print(f"[yellow]alert uids unknown (null) for {plural(listing.uids_unknown, 'case')}[/] (their counts are "
                   "exact): the alert store has no record of them; set SIGNOFF_HOME to the directory that "
                   "ingested them" + (f" ({listing.problem})" if listing.problem else ""))
     failed = listing.counts_unknown - listing.counts_not_asked
     if failed:
-        err.print(f"[yellow]alert count unknown (null) for {failed} cases[/]: {listing.problem}")
+        err.print(f"[yellow]alert count unknown (null) for {plural(failed, 'case')}[/]: {listing.problem}")
     if listing.counts_not_asked:
         err.print(f"[yellow]alert count unknown (null) for {listing.counts_not_asked} more cases[/]: the alert "
                   f"store has no record of them and only {listing.counts_from_cases + failed} case workflows are "
@@ -264,13 +269,34 @@ def show(
     if json_out:
         emit_json(view.model_dump(mode="json"))
         return
-    print_case(view)
+    # QA5: "(not the case's requester)" did not say who that is; the view does not carry it.
+    gated = any(st.state in _GATED for st in view.steps)
+    print_case(view, requester=run(_requester(case_id)) if gated else None)
     if (view.verdict is None and view.status in (CaseStatus.rolled_back, CaseStatus.rollback_failed)
             and run(_still_running(case_id))):
         # QA: after a rollback `show` said nothing more, yet the case waits for the analyst's verdict
         # (the model's feedback) and closes itself without one when idle.
         out.print(escape(f"case {case_id}: rolled back, still waiting for an analyst's verdict: signoff close "
                          f"{case_id} --as USER --verdict TruePositive|BenignPositive|FalsePositive --reason TEXT"))
+
+
+async def _requester(case_id: str) -> str | None:
+    """Who opened the case (`requested_by` of its start input), read from the first event of its
+    latest run; None when it cannot be read (the line then says "the case's requester" unnamed)."""
+    from temporalio.service import RPCError
+
+    from signoff.client import connect
+    from signoff.models import CaseInput
+
+    client = await connect()
+    try:
+        async for event in client.get_workflow_handle(case_id).fetch_history_events(page_size=1):
+            started = event.workflow_execution_started_event_attributes
+            (inp,) = await client.data_converter.decode(started.input.payloads, [CaseInput])
+            return str(inp.requested_by)
+    except (RPCError, ValueError, TypeError) as exc:  # optional detail: the case view stands without it
+        err.print(f"[yellow]could not read who opened {escape(case_id)}:[/] {escape(str(exc))}", highlight=False)
+    return None
 
 
 async def _still_running(case_id: str) -> bool:
@@ -282,7 +308,7 @@ async def _still_running(case_id: str) -> bool:
     return described.status == WorkflowExecutionStatus.RUNNING
 
 
-def print_case(view: CaseView) -> None:
+def print_case(view: CaseView, requester: str | None = None) -> None:
     # Titles, entities, reasons and names come from alerts and from whoever sends a signal: escaped,
     # so "[/oops]" in an alert title is text, never rich markup (which would crash the view).
     e = escape
@@ -322,13 +348,16 @@ def print_case(view: CaseView) -> None:
         for st in view.steps:
             if st.note:
                 out.print(f"[cyan]{e(st.step_id)}[/]: {e(st.note)}")
-    for line in waiting_lines(view):
+    for line in waiting_lines(view, requester=requester):
         out.print(e(line))
     for refusal in view.refusals:
         out.print(f"[red]refused[/] {e(refusal.via)} from {e(repr(refusal.approver))} on {e(repr(refusal.step))}: "
                   f"{e(refusal.refusal)}")
     if line := verdict_due_line(view):
         out.print(e(line))
+    if view.rollback_open_until is not None:
+        out.print(e(f"closed; its actions in effect can still be rolled back until {view.rollback_open_until:%Y-%m-%d %H:%M} "
+                    f"UTC (policy rollback_window): `signoff rollback {view.case_id} --as USER --reason TEXT`"))
     if view.retryable_steps and view.status == CaseStatus.action_failed:
         out.print(e(f"a step failed: once the cause is fixed, `signoff retry {view.case_id} --as YOU --reason TEXT` runs "
                     f"{', '.join(view.retryable_steps)} again in playbook order (gated steps need fresh approval); "
@@ -364,14 +393,15 @@ def verdict_due_line(view: CaseView, now: datetime | None = None) -> str:
     return f"verdict due by {view.verdict_due:%Y-%m-%d %H:%M} UTC, {when} ({sla}); past it the case escalates, it stays open"
 
 
-def waiting_lines(view: CaseView, policy: Policy | None = None) -> list[str]:
+def waiting_lines(view: CaseView, policy: Policy | None = None, requester: str | None = None) -> list[str]:
     """What the case waits for, on whom, until when, and what a timeout does; after a rollback, the
     irreversible actions it could not undo (QA: "rollback rolled_back" hid them). QA: the steps table
     showed every gated step as awaiting_approval, but the workflow gates them one at a time in
     playbook order: a later step approved early does not run, and its timeout has not started).
 
     Mirrors `CaseWorkflow._run_steps`/`_gate`; the tier rules come from the policy file in force now,
-    and say so when the case recorded another policy version."""
+    and say so when the case recorded another policy version. `requester`: who opened the case (its
+    start input's `requested_by`, not in the view), named where the policy bars them from approving."""
     from policies.loader import PolicyError, load_policy
 
     if policy is None:
@@ -387,8 +417,9 @@ def waiting_lines(view: CaseView, policy: Policy | None = None) -> list[str]:
         got = sum(1 for a in gate.approvals if a.decision == "approve")
         needs = f"{max(gate.quorum - got, 0)} more approval(s) (quorum {gate.quorum})"
         if rule is not None:
-            needs += f" from {'/'.join(rule.roles)}" + ("" if rule.requester_may_approve else
-                                                       " (not the case's requester)")
+            needs += f" from {'/'.join(rule.roles)}"
+            if not rule.requester_may_approve:
+                needs += f" (not {requester}, the case's requester)" if requester else " (not the case's requester)"
         if gate.state == StepState.escalated:
             when = ("it timed out and was escalated to a human; it keeps waiting, with no further deadline, "
                     "and never runs on a timeout")
@@ -551,8 +582,9 @@ def _refusal_next_step(arg: Any, reason: str) -> str:
 def _closed_case_line(case_id: str, name: str, detail: str) -> str:
     """A decision sent to a case that has ended: what that means, and where to look next."""
     if name == "rollback":
-        then = (f"a closed case's actions can no longer be rolled back through Signoff; `signoff explain {case_id}` "
-                "lists each action with the state captured before it, to restore by hand")
+        then = (f"its rollback window (policy rollback_window) is over or was not set, so its actions can no longer be "
+                f"rolled back through Signoff; `signoff explain {case_id}` lists each action with the state captured "
+                "before it, to restore by hand")
     else:
         then = (f"nothing in it waits for a decision any more (`signoff explain {case_id}` shows how it ended); "
                 "alerts that arrive for it later open a follow-up case")

@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from signoff import devserver, settings
-from signoff.cli._common import emit_json, err, fail, out, print_error, require_policy
+from signoff.cli._common import emit_json, err, fail, out, plural, print_error, require_policy
 from signoff.cli._common import run as run_async
 
 if TYPE_CHECKING:
@@ -163,17 +163,28 @@ def stop() -> None:
     if stopped:
         out.print("stopped " + ", ".join(stopped))
         return
-    out.print(f"nothing was running from {home} (no live temporal.pid, worker.pid or dev.pid there)")
+    # Stopping nothing is not an error (exit 0: `signoff stop` is safe in cleanup scripts and twice in a
+    # row), but QA5 found it said too little when run from the wrong directory: name the SIGNOFF_HOME it
+    # read, say whether anything was ever started from it, and how to find the right one.
+    if not home.is_dir():
+        which = "" if os.environ.get("SIGNOFF_HOME") else "unset, so ./.signoff of this directory; "
+        out.print(f"nothing was running from {home}: nothing was started from this SIGNOFF_HOME ({which}"
+                  f"{home} does not exist); nothing stopped", highlight=False, soft_wrap=True)
+    else:
+        out.print(f"nothing was running from {home} (no live temporal.pid, worker.pid or dev.pid there)",
+                  highlight=False, soft_wrap=True)
     address = settings.temporal_address()
     if _answers(address):
         err.print(
             f"[yellow]a server still answers at {address}[/]: it was started with another state directory. "
             "Run `signoff stop` in the directory where `signoff demo` or `signoff dev` was started, "
-            "or set SIGNOFF_HOME to that directory's .signoff (the path `signoff dev` printed after \"state in\")."
+            "or set SIGNOFF_HOME to that directory's .signoff (the path `signoff dev` printed after \"state in\").",
+            highlight=False, soft_wrap=True,
         )
-    elif not os.environ.get("SIGNOFF_HOME"):
-        err.print("(state is read from ./.signoff or $SIGNOFF_HOME: if `signoff dev` or `signoff demo` ran "
-                  "in another directory, run `signoff stop` there or set SIGNOFF_HOME)")
+    else:
+        err.print("to stop what `signoff demo` or `signoff dev` started elsewhere: run `signoff stop` in the directory "
+                  "they ran in, or `SIGNOFF_HOME=THAT_DIR/.signoff signoff stop` (the path they printed after "
+                  "\"state in\")", highlight=False, soft_wrap=True, markup=False)
 
 
 def _answers(address: str) -> bool:
@@ -273,7 +284,7 @@ async def _settle(client, case_ids: list[str], wait: float) -> Counter:  # type:
         busy = statuses.get("triage", 0) + statuses.get("open", 0) + (len(wanted) - sum(statuses.values()))
         if busy == 0 or loop.time() > deadline:
             if busy:
-                err.print(f"[yellow]{busy} cases still settling after {wait:.0f} s; see `signoff cases`[/]")
+                err.print(f"[yellow]{plural(busy, 'case')} still settling after {wait:.0f} s; see `signoff cases`[/]")
             return statuses
         await asyncio.sleep(1.0)
 
@@ -330,10 +341,12 @@ def _print_examples(examples: list[dict]) -> None:
 
 def _print_demo(result: dict) -> None:
     ingest = result["ingest"]
+    # The dead-letter file is only written when a record is rejected.
+    rejects = f"dead letter: {escape(ingest['dead_letter'])}" if ingest["rejected"] else "no rejected records"
     out.print(
-        f"\n[bold]Ingested[/] {ingest['records']} alerts from {ingest['source']}: "
-        f"{ingest['accepted']} accepted, {ingest['rejected']} rejected (dead letter: {ingest['dead_letter']}), "
-        f"{ingest['duplicates']} already known; {ingest['cases_opened']} cases opened, "
+        f"\n[bold]Ingested[/] {plural(ingest['records'], 'alert')} from {escape(ingest['source'])}: "
+        f"{ingest['accepted']} accepted, {ingest['rejected']} rejected ({rejects}), "
+        f"{ingest['duplicates']} already known; {plural(ingest['cases_opened'], 'case')} opened, "
         f"{ingest['cases_updated']} updated."
     )
     table = Table(title="Cases by status", show_lines=False)
