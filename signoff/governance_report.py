@@ -218,7 +218,7 @@ def _time_to_verdict(explanations: list[dict[str, Any]], policy: Any, now: datet
         severity = ex["case"].get("severity") or "medium"
         sla = policy.verdict_sla_for(severity)
         row = rows.setdefault(severity, {"seconds": [], "within_sla": 0, "late": 0, "open": 0, "open_overdue": 0,
-                                         "escalated_overdue": 0})
+                                         "closed_without_verdict": 0, "escalated_overdue": 0})
         opened = datetime.fromisoformat(ex["opened_at"])
         row["escalated_overdue"] += any(e.get("kind") == "verdict_overdue" for e in ex["escalations"])
         given = next((v for v in ex["verdicts"] if v["accepted"] is not False and v["at"]), None)
@@ -230,6 +230,9 @@ def _time_to_verdict(explanations: list[dict[str, Any]], policy: Any, now: datet
         elif ex["workflow_status"] == "running":
             row["open"] += 1
             row["open_overdue"] += sla is not None and now - opened > sla
+        else:  # ended with no verdict (idle close, terminated): the worst breach, never "within"
+            row["closed_without_verdict"] += 1
+            row["late"] += sla is not None
     order = {s: i for i, s in enumerate(reversed(SEVERITIES))}
     return [{"severity": severity, "sla": policy.verdict_sla.get(severity), "verdicts": _stats(row.pop("seconds")), **row}
             for severity, row in sorted(rows.items(), key=lambda kv: order.get(kv[0], len(order)))]
@@ -296,6 +299,8 @@ def render_text(r: dict[str, Any]) -> str:
     for v in r["time_to_verdict"]:
         stats = v["verdicts"]
         sla = f"SLA {v['sla']}: {v['within_sla']} within, {v['late']} late" if v["sla"] else "no SLA"
+        if v["closed_without_verdict"]:
+            sla += f" ({v['closed_without_verdict']} closed without a verdict)"
         add(f"   {v['severity']:<13} {stats['count']} verdicts, median {_fmt_span(stats['median'])}, p95 "
             f"{_fmt_span(stats['p95'])}; {sla}; {v['open']} open ({v['open_overdue']} past due); "
             f"{v['escalated_overdue']} escalated as overdue")

@@ -289,9 +289,12 @@ async def ingest_path(
             summary.accepted += chunk.accepted
             summary.duplicates += chunk.duplicates
 
-            async def deliver(draft: CaseDraft) -> tuple[str, bool | None]:
+            held_open = await _closed_but_running(client)
+
+            async def deliver(draft: CaseDraft, closed: frozenset[str] = held_open) -> tuple[str, bool | None]:
                 async with gate:
-                    return await _signal_with_start(client, CaseWorkflow, draft, draft.alerts, requested_by, queue)
+                    return await _signal_with_start(client, CaseWorkflow, draft, draft.alerts, requested_by, queue,
+                                                    closed=closed)
 
             # The case each draft landed in (its own, or the follow-up of a closed one), and whether
             # this delivery started it: Temporal's answer, right also when two ingests run at once.
@@ -396,8 +399,25 @@ def follow_up_id(case_id: str, n: int) -> str:
 ALREADY_TAKEN: Any = "already-taken"
 
 
+async def _closed_but_running(client: Client) -> frozenset[str]:
+    """Cases that have their verdict but still run (policy rollback_window: their actions can still be
+    rolled back). New alerts must open their follow-up, not join a case nobody triages any more.
+    One visibility query per chunk; a server without visibility (the time-skipping test server) has
+    none. A case closed in the last second (visibility lag) can still take a batch: it counts it."""
+    from temporalio.service import RPCError
+
+    from signoff.listing import case_query
+
+    try:
+        query = case_query("closed", "ExecutionStatus='Running'")
+        return frozenset([wf.id async for wf in client.list_workflows(query)])
+    except RPCError:
+        return frozenset()
+
+
 async def _signal_with_start(
     client: Client, workflow_cls: Any, draft: CaseDraft, alerts: list[Alert], requested_by: str, queue: str,
+    *, closed: frozenset[str] = frozenset(),
 ) -> tuple[str, bool | None]:
     """Deliver `alerts` to the draft's case, or to its open follow-up when the case has closed;
     returns the case id they landed in and whether this delivery started that case (None: unknown;
@@ -414,6 +434,9 @@ async def _signal_with_start(
     previous = None
     for n in range(1, FOLLOW_UPS_AT_MOST + 1):
         case_id = draft.case_id if n == 1 else follow_up_id(draft.case_id, n)
+        if case_id in closed:  # closed with its verdict, open only for a rollback: its follow-up takes them
+            previous = case_id
+            continue
         title = draft.title if previous is None else f"follow-up of closed case {previous}: {draft.title}"
         case = CaseInput(case_id=case_id, alert_type=draft.alert_type, severity=_worst(a.severity for a in alerts),
                          title=title[:200], requested_by=requested_by, follows=previous)

@@ -132,6 +132,13 @@ class _Step:
         self.note = ""
         self.waiting_since: datetime | None = None
         self.escalates_at: datetime | None = None
+        self.attempt = 1  # a retry of a failed attempt runs the step again (workflows/case_retry.py)
+
+    def attempt_suffix(self) -> str:
+        """Vendor idempotency keys are per attempt: a vendor that remembers the key of the attempt
+        before would answer the retry with that attempt's outcome instead of acting. The first
+        attempt keeps the key it always had."""
+        return "" if self.attempt == 1 else f":a{self.attempt}"
 
     def start_over(self, attempt: int) -> None:
         """Back to the start of the playbook's flow for a retry: a gated step needs fresh approvals.
@@ -140,6 +147,7 @@ class _Step:
         before = f"; approved by {approved} for the attempt before" if approved else ""
         outcome = self.error or self.state.value
         self.note = f"attempt {attempt} (before: {outcome}{before})"
+        self.attempt = attempt
         self.state = StepState.pending if self.auto else StepState.awaiting_approval
         self.approvals = []
         self.before = self.result = self.compensation = None
@@ -352,8 +360,8 @@ class CaseWorkflow(CaseLog, CaseRetry):
 
     def _unscored(self) -> bool:
         assert self.gov is not None
-        rule = self.gov.policy.alert_types.get(self.inp.alert_type)
-        return rule is not None and not rule.scored and workflow.patched(UNSCORED_TYPES)
+        rule = self.gov.policy.alert_type(self.inp.alert_type)  # unknown types fall back, as for the playbook
+        return not rule.scored and workflow.patched(UNSCORED_TYPES)
 
     async def _score(self) -> tuple[ScoreResult | None, str]:
         """Score the case; a scoring failure sends the case to an analyst, it never fails the case."""
@@ -435,7 +443,7 @@ class CaseWorkflow(CaseLog, CaseRetry):
         plan = step.plan
         request = ActionRequest(
             case_id=self.inp.case_id, step_id=plan.step_id, action=plan.action, target=plan.target,
-            params=plan.params, idempotency_key=f"{self.inp.case_id}:{plan.step_id}",
+            params=plan.params, idempotency_key=f"{self.inp.case_id}:{plan.step_id}{step.attempt_suffix()}",
         )
         step.state = StepState.running
         self.action_running = True
@@ -499,7 +507,7 @@ class CaseWorkflow(CaseLog, CaseRetry):
                     CompensationRequest(
                         case_id=self.inp.case_id, step_id=step.plan.step_id, action=step.plan.compensation,
                         forward_action=step.plan.action, target=step.plan.target, restore_to=step.before,
-                        idempotency_key=f"{self.inp.case_id}:{step.plan.step_id}:undo",
+                        idempotency_key=f"{self.inp.case_id}:{step.plan.step_id}{step.attempt_suffix()}:undo",
                     ),
                     start_to_close_timeout=ACTION_TIMEOUT, heartbeat_timeout=ACTION_HEARTBEAT,
                     retry_policy=ACTION_RETRY,
@@ -602,8 +610,11 @@ class CaseWorkflow(CaseLog, CaseRetry):
                 break
             if self.rollback_request is not None and not self.rollback_done:
                 await self._rollback()
-            if self.retry_pending and self.verdict is None:
-                await self._retry()
+            if self.retry_pending:
+                if self.verdict is None and self.rollback_request is None:
+                    await self._retry()
+                else:  # accepted, then overtaken before it could run: the rollback or the verdict wins
+                    self._supersede_retry("the rollback" if self.rollback_request is not None else "the verdict")
         self.verdict_window_over = True
         if self.case_status not in (CaseStatus.rolled_back, CaseStatus.rollback_failed):
             self._set_status(CaseStatus.closed)

@@ -44,6 +44,7 @@ class CaseRetry:
     finishing: bool
     rollback_request: RollbackRequest | None
     rollback_done: bool
+    escalations: list[str]
 
     def _init_retry(self) -> None:
         self.retries: list[RetryRecord] = []
@@ -103,6 +104,13 @@ class CaseRetry:
         undone = {sid for sid, s in self.steps.items() if s.state == StepState.compensated}
         again = {failed_step, *stopped, *undone}
         self.failed_attempt = tuple(sid for sid in self.steps if sid in again)
+
+    def _supersede_retry(self, by: str) -> None:
+        """A retry accepted, then overtaken by a rollback or a verdict before it ran: it never runs."""
+        self.retry_pending = False
+        self.failed_attempt = ()
+        self.escalations.append(f"retry {len(self.retries)} by {self.retries[-1].requested_by} did not run: "
+                                f"{by} came first")
 
     async def _retry(self) -> None:
         """Run the failed attempt's steps again (an accepted `retry`)."""
