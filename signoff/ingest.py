@@ -435,6 +435,8 @@ async def _signal_with_start(
     for n in range(1, FOLLOW_UPS_AT_MOST + 1):
         case_id = draft.case_id if n == 1 else follow_up_id(draft.case_id, n)
         if case_id in closed:  # closed with its verdict, open only for a rollback: its follow-up takes them
+            if await _closed_case_took(client, case_id, batch, alerts):  # ... unless it had them already
+                return case_id, ALREADY_TAKEN
             previous = case_id
             continue
         title = draft.title if previous is None else f"follow-up of closed case {previous}: {draft.title}"
