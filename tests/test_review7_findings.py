@@ -18,13 +18,10 @@ from temporalio.client import WorkflowUpdateStage
 from temporalio.testing import WorkflowEnvironment
 
 from activities.case import Escalation
-from activities.executors import register, reset_cache
-from activities.executors.base import State
-from activities.executors.lab import LabExecutor
+from activities.executors import reset_cache
 from connectors.lab import lab
 from signoff.ingest import CaseDraft, _closed_but_running, _signal_with_start
 from signoff.models import (
-    ActionTarget,
     ApprovalRequest,
     CaseStatus,
     CloseRequest,
@@ -35,25 +32,10 @@ from signoff.models import (
 )
 from signoff.worker import activities as worker_activities
 from tests.casekit import alert, awaiting, case_input, settled_worker, start_case, step, wait_for
+from tests.test_retry_failed_step import OUTAGE
 from workflows.case import CaseWorkflow
 
-OUTAGE: set[str] = set()
 GATE: dict[str, asyncio.Event] = {}
-
-
-@register("isolate_host", "review7-flaky-edr")
-class _FlakyEdr(LabExecutor):
-    action, kind, keys = "isolate_host", "host", ("network",)
-
-    def goal(self, before: State, params: dict[str, str], idempotency_key: str) -> State:
-        return {"network": "isolated"}
-
-    async def write(self, target: ActionTarget, state: State, idempotency_key: str) -> None:
-        from temporalio.exceptions import ApplicationError
-
-        if target.id in OUTAGE and state.get("network") == "isolated":
-            raise ApplicationError("EDR API: 503 sensor unreachable", type="ActionRefused", non_retryable=True)
-        await super().write(target, state, idempotency_key)
 
 
 @activity.defn(name="escalate")
@@ -76,7 +58,7 @@ def time_env(own_time_env: WorkflowEnvironment) -> WorkflowEnvironment:
 
 @pytest.fixture
 def flaky_edr(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("SIGNOFF_BACKENDS", "isolate_host=review7-flaky-edr")
+    monkeypatch.setenv("SIGNOFF_BACKENDS", "isolate_host=flaky-edr")  # tests/test_retry_failed_step.py
     reset_cache()
     yield
     OUTAGE.clear()

@@ -305,9 +305,10 @@ class CaseWorkflow(CaseLog, CaseRetry):
                        and s.plan.compensation is not None for s in self.steps.values())
         if not window or not undoable or self._rollback_pending() or not workflow.patched(ROLLBACK_WINDOW):
             return
-        self.rollback_open_until = workflow.now() + parse_duration(window)
+        held_for = parse_duration(window)
+        self.rollback_open_until = workflow.now() + held_for
         with contextlib.suppress(TimeoutError):  # the window's end: the case completes
-            await workflow.wait_condition(self._rollback_pending, timeout=parse_duration(window))
+            await workflow.wait_condition(self._rollback_pending, timeout=held_for)
         self.rollback_open_until = None
 
     def _rollback_pending(self) -> bool:
