@@ -129,7 +129,10 @@ async def build_report(client: Client, task_queue: str | None = None) -> dict[st
             "gated_steps": gated, "cases": total, "decisions": counts,
             "human_share": (1 - counts.get("auto_close", 0) / total) if total else None,
         })
-    line_moves = [e for e in events if e["kind"] in LINE_KINDS]
+    # QA5: a kill switch or drift breach that found an alert type already in the loop is recorded (it pins
+    # the level over the policy file) but did not move the line: counted apart, not listed as a move.
+    line_moves = [e for e in events if e["kind"] in LINE_KINDS and not _unchanged(e)]
+    line_pins = sum(1 for e in events if e["kind"] in LINE_KINDS and _unchanged(e))
 
     # 2. traceability
     complete = [ex for ex in explanations if ex["complete_decision_record"]]
@@ -196,12 +199,18 @@ async def build_report(client: Client, task_queue: str | None = None) -> dict[st
         "generated_at": datetime.now(UTC).isoformat(), "namespace": client.namespace,
         "policy_version": policy.digest(), "governance_source": "governance workflow" if state is not None
         else ("governance histories" if gov_histories else "policy file only"),
-        "humans_in_the_loop": {"alert_types": alert_types, "line_moves": line_moves},
+        "humans_in_the_loop": {"alert_types": alert_types, "line_moves": line_moves,
+                              "already_in_the_loop": line_pins},
         "traceability": traceability, "rollback": rollback,
         "approvals": {"tiers": tiers, "irreversible_tier": policy.irreversible_tier.value, "actions": actions},
         "threshold_control": control,
         "time_to_verdict": _time_to_verdict(explanations, policy, datetime.now(UTC)),
     }
+
+
+def _unchanged(event: dict[str, Any]) -> bool:
+    """An accepted autonomy or drift record whose level was already the one it set."""
+    return bool(event["accepted"]) and event["kind"] in ("autonomy", "drift") and event["before"] == event["after"]
 
 
 def _time_to_verdict(explanations: list[dict[str, Any]], policy: Any, now: datetime) -> list[dict[str, Any]]:
@@ -270,6 +279,8 @@ def render_text(r: dict[str, Any]) -> str:
     moves = r["humans_in_the_loop"]["line_moves"]
     if len(moves) > 10:
         add(f"   (the last 10 of {len(moves)} changes of the line; all are in --json and `signoff policy history`)")
+    if pins := r["humans_in_the_loop"].get("already_in_the_loop"):
+        add(f"   ({pins} demotion(s) found the alert type already in the loop: recorded, the line did not move)")
     for m in moves[-10:]:
         add(f"   moved {m['at']}: {m['kind']} {m['alert_type']} {m['before']} -> {m['after']} by {m['by']} ({m['reason']})"
             + ("" if m["accepted"] else " REFUSED"))

@@ -85,3 +85,21 @@ async def test_report_falls_back_to_the_policy_file(dev_env: WorkflowEnvironment
     assert report["humans_in_the_loop"]["line_moves"] == []
     assert report["threshold_control"]["governance_revision"] == 0
     assert "The line has not moved" in render_html(report)
+
+
+async def test_a_demotion_of_types_already_in_the_loop_is_no_move(dev_env: WorkflowEnvironment, task_queue: str) -> None:
+    """QA5: the kill switch pressed while every type is in the loop is recorded (it pins the level) but the
+    report listed it as a change of the line for each type (in_the_loop -> in_the_loop)."""
+    from signoff.autonomy.models import AutonomyChange
+
+    client = dev_env.client
+    async with build_worker(client, task_queue):
+        await governance_update(client, "set_autonomy", AutonomyChange(
+            alert_type="*", level="in_the_loop", by="dave", reason="incident drill"), task_queue=task_queue)
+        await governance_update(client, "set_threshold", ThresholdChange(
+            alert_type="phishing", value=0.97, by="dave", reason="after the drill"), task_queue=task_queue)
+        report = await build_report(client, task_queue)
+    loop = report["humans_in_the_loop"]
+    assert [(m["kind"], m["alert_type"]) for m in loop["line_moves"]] == [("threshold", "phishing")]
+    assert loop["already_in_the_loop"] == len(loop["alert_types"])
+    assert "demotion(s) found the alert type already in the loop" in render_text(report)

@@ -169,6 +169,8 @@ def print_events(events: list[Any], json_out: bool) -> None:
     table = Table("rev", "at (UTC)", "kind", "alert type", "by", "before -> after", "reason")
     for e in events:
         change_text = f"{e.before} -> {e.after}" if e.accepted else f"[red]refused:[/] {e.after}"
+        if e.accepted and e.kind in ("autonomy", "drift") and e.before == e.after:
+            change_text = f"{e.after} (unchanged: already so; recorded)"  # QA5: not a change of the line
         table.add_row(str(e.revision), e.at.strftime("%Y-%m-%d %H:%M:%S"), e.kind, e.alert_type, e.by,
                       change_text, e.reason)
     out.print(table)
