@@ -6,9 +6,10 @@ import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 from temporalio import activity
 
 from activities.enrichers import enrich_entities
@@ -38,6 +39,20 @@ class Escalation(_In):
     reason: str
     step_id: str = ""
     kind: str = "approval_timeout"  # approval_timeout | action_failed | rollback_failed | verdict_overdue | drift
+    # approval_timeout under a tier with an `escalation:` chain: which level (1 = first), the roles it
+    # tells and the approvers holding them. Left out of the payload when unset, so an escalation
+    # without a chain is the same bytes as before (its command in the history, the queue line).
+    level: int = 0
+    notify: tuple[str, ...] = ()
+    people: tuple[str, ...] = ()
+
+    @model_serializer(mode="wrap")
+    def _chain_only_when_set(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        for key in ("level", "notify", "people"):
+            if not data.get(key):
+                data.pop(key, None)
+        return data
 
 
 @activity.defn

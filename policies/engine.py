@@ -7,9 +7,9 @@ import json
 import re
 from collections.abc import Collection
 from datetime import timedelta
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from signoff.models import ApprovalRecord, Decision, Reversibility, RiskTier, StepPlan
 
@@ -67,18 +67,70 @@ class ChatBridge(_Model):
     team_id: str | None = None
 
 
+class EscalationLevel(_Model):
+    """One level of a tier's escalation chain: when a step has waited `after` (from when it started
+    waiting) without its approvals, the people holding the `notify` roles are told. Telling someone
+    never lets them approve: the tier's roles and quorum still decide."""
+
+    after: str
+    notify: tuple[str, ...]
+
+    @field_validator("after")
+    @classmethod
+    def _after_is_a_duration(cls, value: str) -> str:
+        if parse_duration(value) <= timedelta(0):
+            raise ValueError(f"after is {value!r}: give a duration above zero, like '4h'")
+        return value
+
+    @field_validator("notify")
+    @classmethod
+    def _notifies_someone(cls, roles: tuple[str, ...]) -> tuple[str, ...]:
+        if not roles:
+            raise ValueError("notify is empty: name the role(s) whose holders this level tells, like [lead]")
+        return roles
+
+
 class TierRule(_Model):
     auto: bool = False
     quorum: int = 1
     roles: tuple[str, ...] = ()
     requester_may_approve: bool = False
+    # The first (or only) escalation: how long a step waits for its approvals before a human is told.
     timeout: str = "4h"
+    # An escalation chain (docs/playbooks.md): levels with strictly increasing `after`; the first
+    # level's `after` is the timeout (left out, `timeout` is taken from it). Empty: one level at `timeout`.
+    escalation: tuple[EscalationLevel, ...] = ()
 
     @field_validator("timeout")
     @classmethod
     def _valid_timeout(cls, value: str) -> str:
         parse_duration(value)
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _timeout_from_chain(cls, data: Any) -> Any:
+        """`escalation:` without `timeout:`: the first level is the timeout (not the 4h default)."""
+        if isinstance(data, dict) and "timeout" not in data:
+            chain = data.get("escalation")
+            if isinstance(chain, list | tuple) and chain and isinstance(chain[0], dict) and "after" in chain[0]:
+                data = {**data, "timeout": chain[0]["after"]}
+        return data
+
+    @model_validator(mode="after")
+    def _chain_is_ordered(self) -> TierRule:
+        if not self.escalation:
+            return self
+        first = self.escalation[0].after
+        if parse_duration(self.timeout) != parse_duration(first):
+            raise ValueError(f"timeout {self.timeout} and escalation[0].after {first} disagree: the first level is the "
+                             "timeout; drop timeout or give both the same duration")
+        for i in range(1, len(self.escalation)):
+            before, level = self.escalation[i - 1].after, self.escalation[i].after
+            if parse_duration(level) <= parse_duration(before):
+                raise ValueError(f"escalation[{i}].after {level} is not later than escalation[{i - 1}].after {before}: "
+                                 "each level counts from when the step started waiting, so durations must increase")
+        return self
 
 
 class AlertTypeRule(_Model):
@@ -209,6 +261,9 @@ class Policy(_Model):
         for rule in dumped["alert_types"].values():
             if rule.get("scored") is True:
                 rule.pop("scored", None)
+        for tier in dumped["tiers"].values():
+            if not tier.get("escalation"):
+                tier.pop("escalation", None)
         canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -239,6 +294,10 @@ class Policy(_Model):
     def roles_of(self, user: str) -> tuple[str, ...]:
         approver = self.approvers.get(user)
         return approver.roles if approver else ()
+
+    def holders_of(self, roles: Collection[str]) -> tuple[str, ...]:
+        """The approvers holding one of `roles`, by name (who an escalation level tells)."""
+        return tuple(sorted(name for name, a in self.approvers.items() if set(a.roles) & set(roles)))
 
 
 def approval_refusal(
@@ -316,6 +375,9 @@ def promise_violations(policy: Policy, playbooks: Collection[str] | None = None)
                     f"{field}.auto is true: only the low tier (tagging, enrichment, notes) may run without approval; "
                     f"set {field}.auto: false with the roles and quorum that must approve"
                 )
+            elif rule.escalation:
+                problems.append(f"{field}.escalation is set, but the tier is automatic: its steps never wait for "
+                                "approval, so nothing would escalate; drop it")
             continue
         if rule.quorum < 1:
             problems.append(f"{field}.quorum is {rule.quorum}: a tier that needs approval needs a quorum of 1 or more")
@@ -331,6 +393,13 @@ def promise_violations(policy: Policy, playbooks: Collection[str] | None = None)
                 f"{field}.roles names {unheld}, which no approver holds; roles approvers hold: {known_roles}; "
                 "fix the name or give an approver that role"
             )
+        for i, level in enumerate(rule.escalation):
+            nobody = [r for r in level.notify if r not in holders]
+            if nobody:
+                problems.append(
+                    f"{field}.escalation[{i}].notify names {nobody}, which no approver holds: nobody would be told; "
+                    f"roles approvers hold: {known_roles}; fix the name or give an approver that role"
+                )
         eligible = sorted({name for r in rule.roles for name in holders.get(r, ())})
         if rule.quorum > len(eligible):
             problems.append(

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from policies.engine import CHAT_IDENTITY_FIELDS, Policy, parse_duration
 
 CASE_STEP = "(case)"  # the step claim of a token for a case-wide decision: rollback, close, assign, note, retry
-CASE_DECISIONS = ("rollback", "close", "assign", "note", "retry")
+CASE_DECISIONS = ("rollback", "close", "assign", "note", "retry", "detach")
 # How far in the future a token's `iat` may lie (clock skew between the signer and the worker).
 # Without this bound a token issued "in 30 days" with a 10-minute lifetime passed the TTL check now.
 MAX_CLOCK_SKEW = timedelta(minutes=5)
@@ -187,3 +187,78 @@ def _bridge_refusal(policy: Policy, via: object, approver: str, body: bytes, sig
         return (f"token comes from {bridge.capitalize()} user {chat_user}, but policy declares {declared} for "
                 f"{approver!r}")
     return None
+
+
+# ---------------------------------------------------------------- governance changes
+#
+# A governance change (a threshold, autonomy, a model; workflows/governance.py) is signed like an
+# approval, with the claim `scope: "governance"`: `case` is the governance workflow's id, `step` the
+# change's subject (an alert type, a model id, or "*"), `decision` the kind of change and `approver`
+# the person. Case tokens have no scope, so neither kind of token counts as the other.
+
+GOVERNANCE_SCOPE = "governance"
+UNSIGNED_GOVERNANCE = (
+    "unsigned governance changes are not accepted by this deployment's policy: make the change with "
+    "`signoff policy`, `signoff autonomy` or `signoff model` --as YOU on a machine that has your approver key "
+    "(`signoff keys create --as YOU` once, its public key under approvers.YOU.public_key in the policy)")
+
+
+def sign_governance_change(
+    key: Ed25519PrivateKey, *, workflow_id: str, change: str, subject: str, person: str,
+    ttl: timedelta = timedelta(minutes=10), now: datetime | None = None, nonce: str | None = None,
+) -> str:
+    """A token for one governance change by `person`, bound to the governance workflow, the change and its subject."""
+    now = now or datetime.now(UTC)
+    claims: dict[str, object] = {
+        "scope": GOVERNANCE_SCOPE, "case": workflow_id, "step": subject, "decision": change, "approver": person,
+        "exp": int((now + ttl).timestamp()), "iat": int(now.timestamp()), "nonce": nonce or secrets.token_hex(16),
+    }
+    body = json.dumps(claims, sort_keys=True, separators=(",", ":")).encode()
+    return f"{_b64(body)}.{_b64(key.sign(body))}"
+
+
+def token_expiry(token: str) -> int | None:
+    """The `exp` claim of a token (unverified), for keeping a spent nonce only as long as it matters."""
+    claims = token_claims(token)
+    exp = claims.get("exp") if claims else None
+    return exp if isinstance(exp, int) else None
+
+
+def governance_token_refusal(
+    policy: Policy | None, *, workflow_id: str, change: str, subject: str, person: str, token: str | None,
+    now: datetime, used_nonces: set[str],
+) -> str | None:
+    """Why a governance change's token (or its absence) must be refused, or None.
+
+    `policy=None`: only what does not depend on the policy (the claims, the expiry, a replayed
+    nonce); the signature, the key and whether unsigned changes count are then left to a check
+    with the policy.
+    """
+    if token is None:
+        if policy is None or policy.deployment.trust_unsigned_approvals:
+            return None
+        return UNSIGNED_GOVERNANCE
+    claims = token_claims(token)
+    if claims is None or "." not in token:
+        return "malformed governance token: expected base64url(claims).base64url(signature)"
+    if claims.get("scope") != GOVERNANCE_SCOPE:
+        return ("this token is not for a governance change (a case approval's token?): sign the change itself "
+                "with `signoff policy|autonomy|model ... --as YOU`")
+    if "via" in claims:
+        return "governance changes are not taken through a chat bridge: use `signoff policy|autonomy|model` with your key"
+    expected = {"case": workflow_id, "step": subject, "decision": change, "approver": person}
+    for field, value in expected.items():
+        if claims.get(field) != value:
+            label = {"case": "workflow", "step": "subject", "decision": "change", "approver": "person"}[field]
+            return f"token is for {label} {claims.get(field)!r}, not {value!r}: sign this change again"
+    exp = claims.get("exp")
+    if not isinstance(exp, int):
+        return "token has no valid expiry"
+    if now.timestamp() > exp:
+        return f"token expired at {datetime.fromtimestamp(exp, UTC).isoformat()}: sign this change again"
+    if token_nonce(token) in used_nonces:
+        return "token already used (replay): every change needs a token of its own"
+    if policy is None:
+        return None
+    return token_refusal(policy, case_id=workflow_id, step=subject, decision=change, approver=person, token=token,
+                         now=now, used_nonces=used_nonces)

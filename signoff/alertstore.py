@@ -185,6 +185,26 @@ class AlertStore:
         db.execute("COMMIT")
         return db.total_changes - before
 
+    def move_alert(self, uid: str, from_case: str, to_case: str, alert: Alert | None = None) -> bool:
+        """An alert detached from `from_case` into `to_case` (`signoff detach`): its row (with its
+        raw record) now belongs to `to_case`, so re-ingesting it is a duplicate of that case. A store
+        that never had it (ingested elsewhere) gets `alert` under `to_case`. True if anything changed."""
+        db = self._db
+        before = db.total_changes
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for table in ("alerts", "shared_alerts"):
+                db.execute(f"UPDATE OR IGNORE {table} SET case_id = ? WHERE uid = ? AND case_id = ?",
+                           (to_case, uid, from_case))
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        moved = db.total_changes > before
+        if not moved and alert is not None and to_case not in self.cases_holding([uid]).get(uid, set()):
+            return self.put_assigned([(to_case, alert, None)], per_case=True) > 0
+        return moved
+
     def put_state(self, name: str, value: dict[str, Any]) -> None:
         """Keep a small JSON document (e.g. the correlator's snapshot) beside the alerts."""
         self._db.execute(

@@ -111,7 +111,9 @@ def case_events(h: DecodedHistory) -> list[dict[str, Any]]:
     case = ex["case"]
     events = [_event(ex["opened_at"], "case_opened", h, case.get("requested_by"), identity=ex["opened_via"],
                      alert_type=case.get("alert_type"), severity=case.get("severity"), title=case.get("title"),
-                     alerts=ex["alerts"]["count"], alert_uids=[a["uid"] for a in ex["alerts"]["alerts"]])]
+                     alerts=ex["alerts"]["count"],
+                     alert_uids=[a["uid"] for a in ex["alerts"]["alerts"] if not a.get("detached_to")],
+                     **({"detached_from": ex["detached_from"]} if ex.get("detached_from") else {}))]
     if ex["enrichment"] is not None:
         events.append(_event(ex["governance"]["loaded_at"] if ex["governance"] else ex["opened_at"], "enrichment", h,
                              "signoff", summary=ex["enrichment"].get("summary"), sources=ex["enrichment"].get("sources")))
@@ -148,6 +150,11 @@ def case_events(h: DecodedHistory) -> list[dict[str, Any]]:
         events.append(_event(c["completed_at"] or c["started_at"], "compensation" if not c["failure"] else "compensation_failed",
                              h, "signoff", step=c["step_id"], action=c["action"], undoes=c["undoes"], target=c["target"],
                              restored=c["restored"], restore_to=c["restore_to"], outcome=c["outcome"], failure=c["failure"]))
+    # Without the case's state (an open case: its history alone), what the case made of a signal is
+    # unknown: export it as undetermined, never as a rollback or a verdict the case may have refused
+    # (QA6: an unsigned, refused rollback signal was exported as a rollback_request, a refused close
+    # signal as feedback).
+    undetermined = (ex.get("final") or {}).get("status") is None
     for rb in ex["rollbacks"]:
         if rb.get("refusal"):
             events.append(_event(rb["at"], "refusal", h, rb["requested_by"], decision="rollback", via=rb["via"],
@@ -155,6 +162,8 @@ def case_events(h: DecodedHistory) -> list[dict[str, Any]]:
             continue
         # a request counted towards a rollback quorum is its own kind: nothing was undone by it
         kind = "rollback_request" if rb.get("outcome") == "counted" else "rollback"
+        if rb["via"] == "signal" and undetermined:
+            kind = "rollback_signal_undetermined"
         events.append(_event(rb["at"], kind, h, rb["requested_by"], via=rb["via"], reason=rb["reason"],
                              identity=rb["identity"], result=rb["result"],
                              seconds_to_last_compensation=rb["seconds_to_last_compensation"]))
@@ -163,7 +172,13 @@ def case_events(h: DecodedHistory) -> list[dict[str, Any]]:
         events.append(_event(e["at"], "escalation", h, "signoff",
                              **{("escalation_kind" if k == "kind" else k): v for k, v in e.items() if k != "at"}))
     for v in ex["verdicts"]:
-        events.append(_event(v["at"], "feedback", h, v["analyst"], verdict=v["verdict"], reason=v["reason"],
+        if v["accepted"] is False:
+            events.append(_event(v["at"], "refusal", h, v["analyst"], decision="close", via=v["via"],
+                                 verdict=v["verdict"], reason=v["reason"], refusal=v.get("refusal", ""),
+                                 identity=v["identity"]))
+            continue
+        kind = "close_signal_undetermined" if v["accepted"] is None else "feedback"
+        events.append(_event(v["at"], kind, h, v["analyst"], verdict=v["verdict"], reason=v["reason"],
                              via=v["via"], accepted=v["accepted"], identity=v["identity"]))
     for a in ex.get("assignments", []):
         events.append(_event(a["at"], "assignment", h, a["by"], assignee=a["assignee"], reason=a["reason"],
@@ -174,6 +189,12 @@ def case_events(h: DecodedHistory) -> list[dict[str, Any]]:
     for n in ex.get("notes", []):
         events.append(_event(n["at"], "note", h, n["author"], text=n["text"], signed=n["signed"],
                              identity=n["identity"], update_id=n["update_id"]))
+    for d in ex.get("detaches", []):
+        # an alert taken out of the case (workflows/case_detach.py): who, why, where it went
+        events.append(_event(d["at"], "detach", h, d["requested_by"], alert_uid=d["alert_uid"], reason=d["reason"],
+                             new_case=d["new_case"], opened=d["opened"], skipped_steps=d["skipped_steps"],
+                             acted_steps=d["acted_steps"], score_included=d["score_included"], signed=d["signed"],
+                             identity=d["identity"], update_id=d["update_id"]))
     if h.closed_at:
         final = ex.get("final") or {}
         events.append(_event(ex["closed_at"], "case_closed", h, "signoff", workflow=h.close,
@@ -369,13 +390,19 @@ def parse_since(text: str | None, now: datetime | None = None) -> datetime | Non
 
 
 async def collect_events(client: Client, since: datetime | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    collected = await collect_histories(client)
+    from signoff.undo import UNDO_TYPE
+    from signoff.undo_audit import undo_events
+
+    collected = await collect_histories(client, (CASE_TYPE, GOVERNANCE_TYPE, UNDO_TYPE))
     events: list[dict[str, Any]] = []
-    cases = governance = 0
+    cases = governance = undos = 0
     for h in collected.histories:
         if h.workflow_type == CASE_TYPE:
             events += case_events(h)
             cases += 1
+        elif h.workflow_type == UNDO_TYPE:  # a rollback after close: filed under its case's id
+            events += undo_events(h)
+            undos += 1
         else:
             events += governance_events(h)
             governance += 1
@@ -387,7 +414,7 @@ async def collect_events(client: Client, since: datetime | None = None) -> tuple
         cutoff = since.isoformat()
         events = [e for e in events if _norm(e["at"]) >= cutoff]
     events.sort(key=lambda e: (_norm(e["at"]), e["workflow_id"], e["kind"]))
-    sources = {"case_runs": cases, "governance_runs": governance, "live_histories": collected.live,
+    sources = {"case_runs": cases, "governance_runs": governance, "undo_runs": undos, "live_histories": collected.live,
                "archived_histories": collected.archived, "refused_file": str(refused_path)}
     return events, sources
 

@@ -180,6 +180,9 @@ def _decision(h: DecodedHistory, score: ScoreResult | None, problem: str) -> tup
         "governance_revision": gov.governance_revision,
         "model_requested": gov.model_id or "the active model",
         "loaded_at": _iso(runs[-1].completed_at),
+        # The time-to-verdict SLA of the policy the case decided under (the governance report judges
+        # each case by it, not by whatever policy file the reader has).
+        "verdict_sla": dict(gov.policy.verdict_sla),
     }
     if score is None and problem == "scoring has not finished":
         return {"governance": governance, "decision": None}, gov
@@ -376,14 +379,22 @@ def _verdicts(h: DecodedHistory, view: CaseView | None) -> list[dict[str, Any]]:
         req = upd.args[0] if upd.args else {}
         out.append({"at": _iso(upd.accepted_at), "via": "update", "analyst": req.get("analyst"),
                     "verdict": req.get("verdict"), "reason": req.get("reason"), "identity": upd.identity,
-                    "accepted": True})
+                    "accepted": True, "refusal": ""})
+    # The case keeps its refusals of close signals (via "close_signal"): matched in order by who sent them.
+    refused = [r for r in view.refusals if r.via == "close_signal"] if view else []
     for sig in h.signals_named("close_signal"):
         req = sig.args[0] if sig.args and isinstance(sig.args[0], dict) else {}
         accepted = bool(view and view.verdict and view.verdict.analyst == req.get("analyst")
                         and view.verdict.reason == req.get("reason"))
+        refusal = ""
+        if view and not accepted:
+            match = next((r for r in refused if r.approver == str(req.get("analyst"))[:80]), None)
+            if match is not None:
+                refused.remove(match)
+                refusal = str(match.refusal)
         out.append({"at": _iso(sig.at), "via": "signal", "analyst": req.get("analyst"),
                     "verdict": req.get("verdict"), "reason": req.get("reason"), "identity": sig.identity,
-                    "accepted": accepted if view else None})
+                    "accepted": accepted if view else None, "refusal": refusal})
     return sorted(out, key=lambda r: r["at"] or "")
 
 
@@ -413,6 +424,59 @@ def _case_log(h: DecodedHistory) -> dict[str, list[dict[str, Any]]]:
             "retries": rows("retry", ("requested_by", "reason"))}
 
 
+def _detaches(h: DecodedHistory, view: CaseView | None) -> list[dict[str, Any]]:
+    """Alerts taken out of the case (`detach_alert`, workflows/case_detach.py), from the history: who,
+    when, why, the case opened for the alert (the `open_detached_case` activity), and whether the
+    case's score was computed while the alert was in it. A repeat of the same alert is not a second
+    detach (the case answered with the first). Refused ones are in `refused_attempts`."""
+    opened: dict[str, Any] = {}
+    for run in h.activities_named("open_detached_case"):
+        uid = ((run.input or {}).get("alert") or {}).get("uid")
+        if uid:
+            opened[uid] = run
+    scored = h.activities_named("score_case")
+    scored_at = scored[0].event_id if scored and scored[0].result is not None else None
+    arrived = _arrival(h)
+    records = {r.alert_uid: r for r in view.detached_alerts} if view else {}
+    out: list[dict[str, Any]] = []
+    for u in h.updates_named("detach_alert"):
+        req = u.args[0] if u.args and isinstance(u.args[0], dict) else {}
+        uid = req.get("alert_uid")
+        if u.failure or not uid or any(r["alert_uid"] == uid for r in out):
+            continue
+        opening = opened.get(uid)
+        record = records.get(uid)
+        new_case, outcome = (record.new_case, record.opened) if record else (None, "")
+        if opening is not None:
+            new_case = (opening.result or {}).get("case_id") or (opening.input or {}).get("case_id") or new_case
+            outcome = f"failed: {opening.failure}" if opening.failure else (opening.result or {}).get("outcome") or outcome
+        when = arrived.get(uid)
+        out.append({
+            "at": _iso(u.accepted_at), "alert_uid": uid, "requested_by": req.get("requested_by"),
+            "reason": req.get("reason"), "signed": bool(req.get("token")), "identity": u.identity,
+            "update_id": u.update_id, "result": u.result,
+            "new_case": new_case, "opened": outcome,
+            "score_included": scored_at is not None and when is not None and when < scored_at,
+            "skipped_steps": list(record.skipped_steps) if record else [],
+            "acted_steps": list(record.acted_steps) if record else [],
+        })
+    return out
+
+
+def _arrival(h: DecodedHistory) -> dict[str, int]:
+    """The event id at which each alert carried in full reached the case (0: in its start input)."""
+    seen: dict[str, int] = {}
+    for a in (h.start_args[0] or {}).get("alerts", ()) if h.start_args and isinstance(h.start_args[0], dict) else ():
+        if isinstance(a, dict) and "uid" in a:
+            seen.setdefault(a["uid"], 0)
+    for sig in h.signals_named("add_alerts"):
+        batch = sig.args[0] if sig.args and isinstance(sig.args[0], dict) else {}
+        for a in batch.get("alerts") or () if isinstance(batch.get("alerts"), list) else ():
+            if isinstance(a, dict) and "uid" in a:
+                seen.setdefault(a["uid"], sig.event_id)
+    return seen
+
+
 def _timeline(ex: dict[str, Any], h: DecodedHistory) -> list[dict[str, str]]:
     items: list[tuple[str, str]] = [(_iso(h.started_at) or "", f"case opened by {ex['opened_by']}")]
     gov = (ex.get("governance") or {})
@@ -437,17 +501,23 @@ def _timeline(ex: dict[str, Any], h: DecodedHistory) -> list[dict[str, str]]:
         items.append((c["completed_at"] or c["started_at"], f"{c['action']} (undo {c['undoes']}) on "
                                                             f"{c['target']['kind']} {c['target']['id']}: {c['outcome']}"))
     for rb in ex["rollbacks"]:
-        items.append((rb["at"], f"rollback requested by {rb['requested_by']} via {rb['via']}: {rb['reason']}"))
+        # QA6: a refused rollback or verdict read in the timeline as if it had been taken.
+        refused = f" (refused: {rb['refusal']})" if rb.get("refusal") else ""
+        items.append((rb["at"], f"rollback requested by {rb['requested_by']} via {rb['via']}: {rb['reason']}{refused}"))
     for e in ex["escalations"]:
         items.append((e["at"], f"escalated ({e['kind']}): {e['reason']}"))
     for v in ex["verdicts"]:
-        items.append((v["at"], f"verdict {v['verdict']} by {v['analyst']}: {v['reason']}"))
+        refused = "" if v["accepted"] is not False else f" (refused{': ' + v['refusal'] if v.get('refusal') else ''})"
+        items.append((v["at"], f"verdict {v['verdict']} by {v['analyst']}: {v['reason']}{refused}"))
     for a in ex.get("assignments", []):
         items.append((a["at"], f"assigned to {a['assignee']} by {a['by']}" + (f": {a['reason']}" if a["reason"] else "")))
     for r in ex.get("retries", []):
         items.append((r["at"], f"retry by {r['requested_by']}: {r['reason']} ({r['result']})"))
     for n in ex.get("notes", []):
         items.append((n["at"], f"note by {n['author']}: {_short(str(n['text']))}"))
+    for d in ex.get("detaches", []):
+        items.append((d["at"], f"alert {d['alert_uid']} detached by {d['requested_by']} into case {d['new_case']}: "
+                               f"{_short(str(d['reason']))}"))
     if h.closed_at:
         items.append((_iso(h.closed_at) or "", f"workflow {h.close}" + (f": {h.failure}" if h.failure else "")))
     return [{"at": at, "what": what} for at, what in sorted(items, key=lambda kv: kv[0] or "")]
@@ -512,16 +582,20 @@ def _explain(h: DecodedHistory, live_view: CaseView | None = None) -> dict[str, 
                         for r in h.activities_named("escalate")],
         "verdicts": _verdicts(h, view),
         **_case_log(h),
+        "detaches": _detaches(h, view),
+        "detached_from": start.get("detached_from"),
         "final": {
             "status": view.status.value if view else None,
             "steps": [{"step_id": s.step_id, "action": s.action, "tier": s.tier.value,
                        "reversibility": s.reversibility.value, "state": s.state.value,
-                       "target": s.target.model_dump(), "quorum": s.quorum, "error": s.error}
+                       "target": s.target.model_dump(), "quorum": s.quorum, "error": s.error,
+                       "escalation_level": s.escalation_level}
                       for s in view.steps] if view else [],
             "escalations": list(view.escalations) if view else [],
             "from": "final result" if h.result is not None else "live status query",
         } if view else None,
     }
+    _without_detached(ex)
     ex["undecodable"] = list(h.undecodable)
     ex["complete_decision_record"] = bool(
         ex["governance"] and ex["decision"] and (ex["score"] or problem) and ex["alerts"]["count"]
@@ -529,6 +603,22 @@ def _explain(h: DecodedHistory, live_view: CaseView | None = None) -> dict[str, 
     )
     ex["timeline"] = _timeline(ex, h)
     return ex
+
+
+def _without_detached(ex: dict[str, Any]) -> None:
+    """Alerts detached from the case no longer count as its alerts: each stays listed, marked with the
+    case it went to, and the score says when it was computed with one of them."""
+    gone = {d["alert_uid"]: d for d in ex["detaches"]}
+    if not gone:
+        return
+    alerts = ex["alerts"]
+    for a in alerts["alerts"]:
+        if a["uid"] in gone:
+            a["detached_to"] = gone[a["uid"]]["new_case"]
+    alerts["count"] -= sum(1 for a in alerts["alerts"] if a["uid"] in gone)
+    alerts["detached"] = sorted(gone)
+    if ex["score"]:
+        ex["score"]["included_detached"] = sorted(uid for uid, d in gone.items() if d["score_included"])
 
 
 def _unreachable(exc: BaseException) -> bool:
@@ -567,14 +657,22 @@ async def explain_case(case_id: str) -> dict[str, Any]:
         if not _unreachable(exc):
             raise
         archived, note = await _from_archive(case_id, exc)
-        return {**explanation_from_history(archived), "note": note}
+        from signoff.undo_audit import archived_undo_explanation
+
+        return {**explanation_from_history(archived), "note": note,
+                "rollback_after_close": await archived_undo_explanation(case_id)}
     live_view = None
     if history.close == "running" and history.signals_named(*CHECKED_SIGNALS):
         try:
             live_view = await client.get_workflow_handle(case_id).query("status", result_type=CaseView)
         except Exception:  # no worker to answer: the outcomes of approval signals stay "recorded"
             live_view = None
-    return explanation_from_history(history, live_view)
+    ex = explanation_from_history(history, live_view)
+    if history.close != "running":  # an ended case may have been rolled back since (signoff/undo_audit.py)
+        from signoff.undo_audit import undo_explanation
+
+        ex["rollback_after_close"] = await undo_explanation(client, case_id)
+    return ex
 
 
 # ---------------------------------------------------------------- rendering for people
@@ -611,12 +709,24 @@ def render_explanation(ex: dict[str, Any]) -> str:
         add(f"  CANNOT DECODE some payloads: {problem}")
     add("")
     alerts = ex["alerts"]
-    add(f"Alerts: {alerts['count']} ({alerts['recorded_in_history']} recorded in full in the history)")
+    add(f"Alerts: {alerts['count']} ({alerts['recorded_in_history']} recorded in full in the history"
+        + (f", {len(alerts['detached'])} since detached)" if alerts.get("detached") else ")"))
     for a in alerts["alerts"][:10]:
         add(f"  - {a['time']}  {a['title']}  ({a['source']} alert {a['uid']})" + (
-            f"  entities {', '.join(a['entities'][:4])}" if a["entities"] else ""))
+            f"  entities {', '.join(a['entities'][:4])}" if a["entities"] else "")
+            + (f"  DETACHED into case {a['detached_to']}" if a.get("detached_to") else ""))
     if len(alerts["alerts"]) > 10:
         add(f"  ... and {len(alerts['alerts']) - 10} more (use --json)")
+    if d := ex.get("detached_from"):
+        add(f"  Detached from case {d.get('case_id')}: alert {d.get('alert_uid')} taken out by {d.get('by')} at "
+            f"{d.get('at')} ({d.get('reason')!r})")
+    for d in ex.get("detaches", []):
+        add(f"  Detached: {d['at']} alert {d['alert_uid']} by {d['requested_by']}{' (signed)' if d['signed'] else ''} "
+            f"({d['reason']!r}) into case {d['new_case']}" + (f" ({d['opened']})" if d["opened"] else ""))
+        if d["skipped_steps"]:
+            add(f"    skipped, their target came only from it: {', '.join(d['skipped_steps'])}")
+        if d["acted_steps"]:
+            add(f"    executed on a target that came from it (still in effect): {', '.join(d['acted_steps'])}")
     if ex["enrichment"]:
         add(f"Enrichment: {ex['enrichment'].get('summary') or '(no summary)'}")
         for k, v in sorted((ex["enrichment"].get("facts") or {}).items())[:8]:
@@ -638,6 +748,9 @@ def render_explanation(ex: dict[str, Any]) -> str:
             add("  Top contributions:")
             for c in s["contributions"]:
                 add(f"    - {c['text']}")
+        if s.get("included_detached"):
+            add(f"  This score was computed with alert(s) since detached: {', '.join(s['included_detached'])} "
+                "(the case is not rescored)")
         for sh in s.get("shadow", []):
             add(f"  Shadow: candidate model {sh['model_id'][:16]} predicted {sh['predicted']} "
                 f"(confidence {sh['confidence']:.3f}); it never decides")
@@ -697,7 +810,8 @@ def render_explanation(ex: dict[str, Any]) -> str:
     for e in ex["escalations"]:
         add(f"Escalation: {e['at']} ({e.get('kind')}): {e.get('reason')}")
     for v in ex["verdicts"]:
-        state = "" if v["accepted"] in (True, None) else " (refused)"
+        state = "" if v["accepted"] in (True, None) else (
+            f" (refused: {v['refusal']})" if v.get("refusal") else " (refused)")
         add(f"Verdict: {v['verdict']} by {v['analyst']} at {v['at']} via {v['via']}{state}: {v['reason']!r}")
     for r in ex.get("retries", []):
         add(f"Retry: {r['at']} by {r['requested_by']} ({r['reason']!r}): {r['result']}")
@@ -713,6 +827,11 @@ def render_explanation(ex: dict[str, Any]) -> str:
         for st in ex["final"]["steps"]:
             add(f"  - {st['step_id']}: {st['action']} on {_target(st['target'])} (tier {st['tier']}, "
                 f"{st['reversibility']}) -> {st['state']}" + (f": {st['error']}" if st["error"] else ""))
+    if ex.get("rollback_after_close"):
+        from signoff.undo_audit import render_undo
+
+        add("")
+        lines.extend(render_undo(ex["rollback_after_close"]))
     add("")
     add("Timeline:")
     for item in ex["timeline"]:

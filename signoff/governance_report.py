@@ -217,7 +217,7 @@ def _time_to_verdict(explanations: list[dict[str, Any]], policy: Any, now: datet
     """Per severity, for cases that went to a human: open to verdict (seconds), verdicts within the
     policy's verdict_sla or late, the open ones and how many of them are past it, and how many
     escalated as overdue (the case's own record, under the policy it decided under)."""
-    from policies.engine import SEVERITIES
+    from policies.engine import SEVERITIES, parse_duration
 
     rows: dict[str, dict[str, Any]] = {}
     for ex in explanations:
@@ -225,9 +225,16 @@ def _time_to_verdict(explanations: list[dict[str, Any]], policy: Any, now: datet
         if kind in (None, "auto_close") or not ex.get("opened_at"):
             continue  # still in triage, or closed by the model: nothing waited on a verdict
         severity = ex["case"].get("severity") or "medium"
-        sla = policy.verdict_sla_for(severity)
+        # QA6: each case is judged by the SLA of the policy it decided under (recorded in its history),
+        # not by the reader's policy file: a report run with another file called 77 escalated cases
+        # "0 past due", or 360 cases under a 24h SLA past a 1m one.
+        recorded = (ex.get("governance") or {}).get("verdict_sla")
+        sla_text = recorded.get(severity) if isinstance(recorded, dict) else policy.verdict_sla.get(severity)
+        sla = parse_duration(sla_text) if sla_text else None
         row = rows.setdefault(severity, {"seconds": [], "within_sla": 0, "late": 0, "open": 0, "open_overdue": 0,
-                                         "closed_without_verdict": 0, "escalated_overdue": 0})
+                                         "closed_without_verdict": 0, "escalated_overdue": 0, "slas": set()})
+        if sla_text:
+            row["slas"].add(sla_text)
         opened = datetime.fromisoformat(ex["opened_at"])
         row["escalated_overdue"] += any(e.get("kind") == "verdict_overdue" for e in ex["escalations"])
         given = next((v for v in ex["verdicts"] if v["accepted"] is not False and v["at"]), None)
@@ -243,8 +250,20 @@ def _time_to_verdict(explanations: list[dict[str, Any]], policy: Any, now: datet
             row["closed_without_verdict"] += 1
             row["late"] += sla is not None
     order = {s: i for i, s in enumerate(reversed(SEVERITIES))}
-    return [{"severity": severity, "sla": policy.verdict_sla.get(severity), "verdicts": _stats(row.pop("seconds")), **row}
+    return [{"severity": severity, "sla": _sla_label(row.pop("slas"), policy.verdict_sla.get(severity)),
+             "verdicts": _stats(row.pop("seconds")), **row}
             for severity, row in sorted(rows.items(), key=lambda kv: order.get(kv[0], len(order)))]
+
+
+def _sla_label(recorded: set[str], in_file: str | None) -> str | None:
+    """The SLA the cases of a severity were judged by: one value, or each one when policies changed."""
+    from policies.engine import parse_duration
+
+    if not recorded:
+        return in_file
+    if len(recorded) == 1:
+        return next(iter(recorded))
+    return " / ".join(sorted(recorded, key=parse_duration)) + " (by the policy each case decided under)"
 
 
 def _effective(policy: Any, action: str) -> Any:

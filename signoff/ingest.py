@@ -24,7 +24,7 @@ from policies.engine import SEVERITIES
 from policies.loader import load_policy
 from signoff import settings
 from signoff.alertstore import AlertStore
-from signoff.models import Alert, AlertBatch, CaseInput
+from signoff.models import Alert, AlertBatch, CaseInput, DetachedFrom
 from signoff.sources import Rejected
 
 Format = Literal["guide", "ocsf"]
@@ -140,11 +140,14 @@ def guide_chunks(path: Path, store: AlertStore) -> Iterator[Chunk]:
 
 
 def _same_case(held: str, case_id: str) -> bool:
-    """Whether `held` is the case `case_id` or one of its follow-ups (`{case_id}-rN`)."""
+    """Whether `held` is the case `case_id`, one of its follow-ups (`{case_id}-rN`) or a case opened
+    for an alert detached from it (`{case_id}-dN`, workflows/case_detach.py), or theirs in turn."""
     if held == case_id:
         return True
-    prefix = f"{case_id}-r"
-    return held.startswith(prefix) and held[len(prefix):].isdigit()
+    rest = held.removeprefix(f"{case_id}-")
+    if rest == held:
+        return False
+    return all(len(part) > 1 and part[0] in "rd" and part[1:].isdigit() for part in rest.split("-"))
 
 
 def _evidence_rows(alert: Alert) -> int:
@@ -417,7 +420,7 @@ async def _closed_but_running(client: Client) -> frozenset[str]:
 
 async def _signal_with_start(
     client: Client, workflow_cls: Any, draft: CaseDraft, alerts: list[Alert], requested_by: str, queue: str,
-    *, closed: frozenset[str] = frozenset(),
+    *, closed: frozenset[str] = frozenset(), detached_from: DetachedFrom | None = None,
 ) -> tuple[str, bool | None]:
     """Deliver `alerts` to the draft's case, or to its open follow-up when the case has closed;
     returns the case id they landed in and whether this delivery started that case (None: unknown;
@@ -441,7 +444,7 @@ async def _signal_with_start(
             continue
         title = draft.title if previous is None else f"follow-up of closed case {previous}: {draft.title}"
         case = CaseInput(case_id=case_id, alert_type=draft.alert_type, severity=_worst(a.severity for a in alerts),
-                         title=title[:200], requested_by=requested_by, follows=previous)
+                         title=title[:200], requested_by=requested_by, follows=previous, detached_from=detached_from)
         try:
             handle = await client.start_workflow(
                 workflow_cls.run,
@@ -454,7 +457,9 @@ async def _signal_with_start(
                 static_summary=f"{case.alert_type} · {case.severity} · {case.title}"[:200],
                 static_details=(
                     f"Opened by {requested_by} from {draft.case_id.split('-', 1)[0]} alerts"
-                    + (f", after case {previous} had closed" if previous else "") + ". "
+                    + (f", after case {previous} had closed" if previous else "")
+                    + (f", for the alert {detached_from.by} detached from case {detached_from.case_id}"
+                       if detached_from else "") + ". "
                     "Send the `approve` update to sign off a step; the `status` query shows the whole case."
                 ),
             )

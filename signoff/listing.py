@@ -87,6 +87,7 @@ def _value(fields: MessageMap[str, Payload], key: str) -> object:
 
 
 _LITERALS: dict[bytes, object] = {b"true": True, b"false": False, b"null": None}
+visibility_value = _value  # for other listings of visibility records (`signoff related`)
 
 
 def _keyword(value: object) -> str | None:

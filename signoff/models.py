@@ -92,6 +92,16 @@ class Verdict(StrEnum):
     false_positive = "FalsePositive"
 
 
+class DetachedFrom(Frozen):
+    """Why a case was opened for one alert: it was taken out of another case (`signoff detach`)."""
+
+    case_id: str  # the case the alert was wrongly correlated into
+    alert_uid: str
+    by: str
+    reason: str
+    at: datetime
+
+
 class CaseInput(Frozen):
     """Start argument of a case workflow. The case id is also the workflow id."""
 
@@ -106,6 +116,8 @@ class CaseInput(Frozen):
     carried: CaseCarry | None = None
     # The closed case whose alerts went on after it closed (this case is its follow-up).
     follows: str | None = None
+    # The case this case's alert was detached from (workflows/case_detach.py).
+    detached_from: DetachedFrom | None = None
 
 
 class CaseCarry(Frozen):
@@ -212,6 +224,7 @@ class Decision(StrEnum):
     assign = "assign"  # case-wide: who owns the case (signed like a verdict where the policy says so)
     retry = "retry"  # case-wide: run the steps of a failed attempt again (gated ones need fresh approval)
     note = "note"  # case-wide: an entry in the investigation log
+    detach = "detach"  # case-wide: take a wrongly correlated alert out of the case into a case of its own
 
 
 class ApprovalRequest(Frozen):
@@ -318,6 +331,32 @@ class CaseNote(Frozen):
     signed: bool = False
 
 
+class DetachRequest(Frozen):
+    """Take an alert out of the case (`detach_alert` update): correlated wrongly, it gets a case of its own."""
+
+    alert_uid: str
+    requested_by: str
+    reason: str
+    token: str | None = None  # `signoff detach` signs (case, "detach", requested_by) when they have a key
+
+
+class DetachRecord(Frozen):
+    """An alert taken out of the case: who, when, why, and where it went (workflows/case_detach.py)."""
+
+    alert_uid: str
+    requested_by: str
+    reason: str
+    at: datetime
+    new_case: str  # the case opened for it (`<case>-dN`; its follow-up if that one had closed)
+    opened: str = ""  # "opened" | "joined" (it was open already) | "had it" | "failed: ..." ("" while opening)
+    signed: bool = False
+    alert_title: str = ""
+    entities_removed: tuple[str, ...] = ()  # "type:value" only this alert brought to the case
+    skipped_steps: tuple[str, ...] = ()  # waiting steps whose target came only from this alert
+    acted_steps: tuple[str, ...] = ()  # steps executed (or running) on a target that came only from it
+    score_included: bool = False  # the case's score was computed while the alert was in it (not rescored)
+
+
 # ---------------------------------------------------------------- enrichment, scoring, decision
 
 
@@ -362,6 +401,17 @@ class CaseDecision(Frozen):
 # ---------------------------------------------------------------- status query
 
 
+class EscalationStage(Frozen):
+    """One level of a waiting step's escalation chain (policy `tiers.X.escalation`)."""
+
+    level: int  # 1 = first
+    after: str  # from when the step started waiting (the policy's duration)
+    notify: tuple[str, ...]  # roles told
+    people: tuple[str, ...]  # approvers holding those roles (told; they may approve only if the tier lets them)
+    due: datetime
+    at: datetime | None = None  # when it escalated; None: not yet
+
+
 class StepView(Frozen):
     step_id: str
     action: str
@@ -379,6 +429,10 @@ class StepView(Frozen):
     # (steps are gated one at a time: a later step has neither yet).
     waiting_since: datetime | None = None
     escalates_at: datetime | None = None
+    # How many escalations this wait has made (the tier's chain, or its single timeout), and, under
+    # a tier with an `escalation:` chain, each level: who it tells, when it is due, when it fired.
+    escalation_level: int = 0
+    escalation_chain: tuple[EscalationStage, ...] = ()
 
 
 class HoldersRequest(Frozen):
@@ -434,6 +488,8 @@ class CaseView(Frozen):
     notes: tuple[CaseNote, ...] = ()  # the investigation log, oldest first
     retries: tuple[RetryRecord, ...] = ()  # accepted retries of failed attempts, oldest first
     retryable_steps: tuple[str, ...] = ()  # what `signoff retry` would run again (after a failed step)
+    detached_alerts: tuple[DetachRecord, ...] = ()  # alerts taken out of this case, oldest first
+    detached_from: DetachedFrom | None = None  # this case was opened for an alert taken out of that case
     # After the verdict, while what the case executed is still in effect: a rollback is possible until
     # then (policy rollback_window); the case ends at that time.
     rollback_open_until: datetime | None = None

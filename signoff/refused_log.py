@@ -20,3 +20,10 @@ def record_refusal(kind: str, case_id: str, payload: dict[str, Any], reason: str
               "refusal": reason}
     with (folder / "refused.jsonl").open("a") as fh:
         fh.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def record_governance_refusal(kind: str, workflow_id: str, payload: dict[str, Any], reason: str) -> None:
+    """Append one governance change ("set_threshold", "set_autonomy", "promote_model", ...) that the
+    governance workflow `workflow_id` refused in its validator (a missing or bad token): such a refusal
+    is never written to its history. Filed under the workflow's id, like a case's refusals."""
+    record_refusal(kind, workflow_id, {**payload, "governance": True}, reason)

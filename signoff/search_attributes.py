@@ -1,7 +1,7 @@
 """Custom search attributes: how the queue, the UI and auditors find cases.
 
-SQL visibility allows 10 Keyword, 3 KeywordList, 3 Bool, 3 Double, 3 Int and 3 Datetime attributes per
-namespace.
+SQL visibility allows 10 Keyword, 3 KeywordList, 3 Bool, 3 Double, 3 Int, 3 Datetime and 3 Text
+attributes per namespace.
 Values are stored unencrypted: never put personal data or secrets in them.
 """
 
@@ -32,9 +32,13 @@ HELD_TARGETS = SearchAttributeKey.for_keyword_list("HeldTargets")
 VERDICT_DUE = SearchAttributeKey.for_datetime("VerdictDue")
 # Who owns the case (an approver's policy name): `signoff cases --assignee bob` / `--unassigned`.
 ASSIGNEE = SearchAttributeKey.for_keyword("Assignee")
+# Digests of the entity values the case holds (signoff.entity_index): `signoff cases --entity VALUE`
+# and `signoff related CASE` find the cases that share a host, an account, an IP, ... A Text
+# attribute: the store tokenises it, so one digest matches.
+CASE_ENTITIES = SearchAttributeKey.for_text("CaseEntities")
 
 ALL = (
     CASE_STATUS, ALERT_TYPE, CASE_SEVERITY, PLAYBOOK, MODEL_VERSION, POLICY_VERSION, DECISION,
     APPROVERS, EXECUTED_ACTIONS, AWAITING_APPROVAL, ROLLED_BACK, CONFIDENCE, ALERT_COUNT, HELD_TARGETS,
-    VERDICT_DUE, ASSIGNEE,
+    VERDICT_DUE, ASSIGNEE, CASE_ENTITIES,
 )

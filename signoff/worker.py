@@ -20,9 +20,12 @@ from signoff import settings
 _CONTRIBUTORS = (
     "workflows.governance",
     "workflows.siem_pull",
+    "workflows.case_undo",  # rolling back a case after it ended (signoff/undo.py)
     "activities.governance",
+    "activities.case_undo",
     "activities.audit",
     "activities.siem",
+    "activities.detach",
 )
 
 

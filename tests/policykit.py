@@ -30,4 +30,7 @@ def digest_as_before(dumped: dict[str, Any]) -> str:
     for rule in dumped["alert_types"].values():
         if rule.get("scored") is True:
             rule.pop("scored")
+    for tier in dumped["tiers"].values():
+        if not tier.get("escalation"):
+            tier.pop("escalation", None)
     return hashlib.sha256(json.dumps(dumped, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

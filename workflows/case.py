@@ -61,6 +61,7 @@ with workflow.unsafe.imports_passed_through():
         DecisionKind,
         Enrichment,
         Entity,
+        EscalationStage,
         HoldersRequest,
         HoldHandover,
         Reversibility,
@@ -70,10 +71,15 @@ with workflow.unsafe.imports_passed_through():
         StepState,
         StepView,
     )
+    from workflows.case_detach import CaseDetach
+    from workflows.case_entities import CaseEntities
+    from workflows.case_escalation import CaseEscalation
     from workflows.case_log import CaseLog
+    from workflows.case_recheck import CaseRecheck
     from workflows.case_retry import CaseRetry
     from workflows.decide import decide
     from workflows.feedback import recheck_governance, record_verdict_of, shadow_score
+    from workflows.handover import tell_holders
 
 TIMELINE_CAP = 50
 ENTITY_CAP = 200
@@ -132,6 +138,8 @@ class _Step:
         self.note = ""
         self.waiting_since: datetime | None = None
         self.escalates_at: datetime | None = None
+        self.escalation_level = 0  # escalations of this wait (workflows/case_escalation.py)
+        self.chain: tuple[EscalationStage, ...] = ()  # its tier's escalation chain, as it runs
         self.attempt = 1  # a retry of a failed attempt runs the step again (workflows/case_retry.py)
 
     def attempt_suffix(self) -> str:
@@ -153,6 +161,7 @@ class _Step:
         self.before = self.result = self.compensation = None
         self.error = ""
         self.waiting_since = self.escalates_at = None
+        self.escalation_level, self.chain = 0, ()
 
     def view(self) -> StepView:
         return StepView(
@@ -161,11 +170,12 @@ class _Step:
             approvals=tuple(self.approvals), quorum=self.quorum, result=self.result,
             compensation=self.compensation, error=self.error, note=self.note,
             waiting_since=self.waiting_since, escalates_at=self.escalates_at,
+            escalation_level=self.escalation_level, escalation_chain=self.chain,
         )
 
 
 @workflow.defn(name="CaseWorkflow")
-class CaseWorkflow(CaseLog, CaseRetry):
+class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities, CaseRecheck):
     @workflow.init
     def __init__(self, inp: CaseInput) -> None:
         self.inp = inp
@@ -201,6 +211,7 @@ class CaseWorkflow(CaseLog, CaseRetry):
         self.rollback_open_until: datetime | None = None  # policy rollback_window, after the verdict
         self._init_log()  # owner and investigation log (workflows/case_log.py)
         self._init_retry()  # running a failed attempt again (workflows/case_retry.py)
+        self._init_detach()  # alerts taken out of the case (workflows/case_detach.py)
         self.action_running = False
         self.search_attributes: dict[str, Any] = {}  # last value upserted, per attribute
         self.deferred_upserts: dict[str, SearchAttributeUpdate[Any]] = {}
@@ -221,6 +232,7 @@ class CaseWorkflow(CaseLog, CaseRetry):
         self.faster_triage = workflow.patched("faster-triage")
         self._set_status(CaseStatus.triage, defer=True)
         self._publish_alert_count(defer=True)
+        self._publish_entities(defer=True)
         self._upsert(
             [sa.ALERT_TYPE.value_set(inp.alert_type), sa.CASE_SEVERITY.value_set(inp.severity)]
         )
@@ -403,6 +415,8 @@ class CaseWorkflow(CaseLog, CaseRetry):
                 continue  # still in effect from the attempt before (or rejected then): left as it is
             if not step.auto:
                 await self._gate(step)
+                while not self._stopping() and not await self._approvals_still_count(step):
+                    await self._gate(step)  # an identity behind its quorum was revoked meanwhile
             if step.state not in (StepState.pending, StepState.approved) or self._stopping():
                 continue
             ok = await self._execute(step)
@@ -426,18 +440,13 @@ class CaseWorkflow(CaseLog, CaseRetry):
         # State only (workflow time, no command): `signoff show` and the chat say until when it waits.
         step.waiting_since = workflow.now()
         step.escalates_at = step.waiting_since + timeout
+        step.chain = self._escalation_chain(step.waiting_since, step)  # a tier's `escalation:` levels
         decided = lambda: step.state in (StepState.approved, StepState.skipped) or self._stopping()  # noqa: E731
         try:
             await workflow.wait_condition(decided, timeout=timeout)
         except TimeoutError:
-            step.state = StepState.escalated
-            message = (f"step {step.plan.step_id} ({step.plan.action} on {step.plan.target.kind} "
-                       f"{step.plan.target.id}) waited {timeout} without the approvals its tier needs")
-            self.escalations.append(message)
-            self._set_status(CaseStatus.escalated)
-            await self._escalate(Escalation(case_id=self.inp.case_id, reason=message, step_id=step.plan.step_id))
-            # Escalation never executes: the step keeps waiting for a human decision.
-            await workflow.wait_condition(decided)
+            # Escalates (each level of the tier's chain in turn) and keeps waiting: it never executes.
+            await self._escalate_waiting(step, timeout, decided)
         self._refresh_awaiting()
 
     async def _execute(self, step: _Step) -> bool:
@@ -546,13 +555,7 @@ class CaseWorkflow(CaseLog, CaseRetry):
             return False
         handover = HoldHandover(from_case=self.inp.case_id, action=plan.action, target=plan.target,
                                 before=step.before, after=step.result.after)
-        told = []
-        for holder in holders:
-            try:
-                await workflow.get_external_workflow_handle(holder).signal("take_over_hold", handover)
-                told.append(holder)
-            except Exception:  # it closed meanwhile: it no longer holds the target
-                continue
+        told = await tell_holders(holders, handover)
         if not told:
             return False
         step.state = StepState.kept
@@ -626,7 +629,7 @@ class CaseWorkflow(CaseLog, CaseRetry):
 
     @workflow.update(description='Approve a high-impact step: {"step": "disable_account", "approver": "alice", "reason": "C2 confirmed"}')
     async def approve(self, req: ApprovalRequest) -> str:
-        return self._record(req, Decision.approve, via="update")
+        return await self._decide_update(req, Decision.approve)
 
     @approve.validator
     def _validate_approve(self, req: ApprovalRequest) -> None:
@@ -634,7 +637,7 @@ class CaseWorkflow(CaseLog, CaseRetry):
 
     @workflow.update(description='Reject a high-impact step (it is skipped): {"step": "disable_account", "approver": "alice", "reason": "false positive"}')
     async def reject(self, req: ApprovalRequest) -> str:
-        return self._record(req, Decision.reject, via="update")
+        return await self._decide_update(req, Decision.reject)
 
     @reject.validator
     def _validate_reject(self, req: ApprovalRequest) -> None:
@@ -677,8 +680,19 @@ class CaseWorkflow(CaseLog, CaseRetry):
 
     def _validate(self, req: ApprovalRequest, decision: Decision) -> None:
         refusal = self._refusal(req, decision)
+        if refusal and self._identity_unknown_to_case(req.token, req.approver, req.step, decision.value):
+            return  # signed by someone the case's policy does not know yet: the handler checks the policy in force
         if refusal:
             raise ApplicationError(refusal, type="ApprovalRefused", non_retryable=True)
+
+    async def _decide_update(self, req: ApprovalRequest, decision: Decision) -> str:
+        deferred = self._identity_unknown_to_case(req.token, req.approver, req.step, decision.value)
+        await self._refresh_identities_for(req.token, req.approver, req.step, decision.value)
+        answer = self._record(req, decision, via="update")
+        if answer.startswith("refused: ") and deferred:
+            # Let through by the validator for the policy in force, which refuses it too: refused and recorded.
+            raise ApplicationError(answer.removeprefix("refused: "), type="ApprovalRefused", non_retryable=True)
+        return answer
 
     def _record(self, req: ApprovalRequest, decision: Decision, via: str) -> str:
         # Re-checked: state may have moved since validation (and signals have no validator).
@@ -934,7 +948,10 @@ class CaseWorkflow(CaseLog, CaseRetry):
         if self.running:  # the first batch (signal-with-start) is published by `run`'s first upsert
             # Joins a pending deferred upsert (triage, where nothing waits on a human) instead of
             # flushing it early; otherwise its own upsert, only when the count changed.
-            self._publish_alert_count(defer=bool(self.deferred_upserts))
+            defer = bool(self.deferred_upserts)
+            self._publish_entities(defer=True)  # sent with the count's upsert: one history event
+            self._publish_alert_count(defer=defer)
+            self._upsert([], defer=defer)  # flushes the digests if the count alone did not change
 
     def _add_alerts(self, alerts: tuple[Alert, ...]) -> None:
         for alert in alerts:
@@ -974,6 +991,7 @@ class CaseWorkflow(CaseLog, CaseRetry):
             escalations=tuple(self.escalations), timeline=tuple(self.timeline), shadow_score=self.shadow,
             verdict_sla=self.verdict_sla, verdict_due=self.verdict_due, overdue_since=self.overdue_since,
             **self._log_view(), retries=tuple(self.retries), retryable_steps=self.failed_attempt,
+            **self._detach_view(),
             rollback_open_until=self.rollback_open_until,
         )
 

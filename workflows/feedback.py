@@ -44,12 +44,11 @@ async def shadow_score(inp: CaseInput, gov: GovernanceSnapshot, alerts: tuple[Al
         return None
 
 
-async def recheck_governance(inp: CaseInput) -> GovernanceSnapshot:
+async def recheck_governance(inp: CaseInput, why: str = "re-read governance before an automatic close") -> GovernanceSnapshot:
     # A local activity like the case's first read (a marker in history, no extra server round trip).
     return await workflow.execute_local_activity(
         load_governance, GovernanceRequest(alert_type=inp.alert_type, case_id=inp.case_id, fresh=True),
-        start_to_close_timeout=timedelta(seconds=30), retry_policy=QUICK,
-        summary="re-read governance before an automatic close",
+        start_to_close_timeout=timedelta(seconds=30), retry_policy=QUICK, summary=why,
     )
 
 

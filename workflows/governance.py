@@ -11,6 +11,11 @@ Demoting (the kill switch) and rolling back a model act at once. The drift check
 things safer: it demotes, it never promotes.
 
 Nothing anyone can send is taken on trust or kept unbounded:
+* a person's change (threshold, autonomy, model promotion or rollback) carries a token signed with
+  that person's key (policies/signing.py, `sign_governance_change`), bound to this workflow, the
+  change and its subject; where the policy does not trust unsigned requests, the update's validator
+  refuses a missing or bad one (nothing written) and the handler checks it again against the policy
+  it has just read (recorded when refused) and spends its nonce;
 * a verdict (`record_verdict` signal) counts only after an activity has checked it against its case
   (the case exists, is a CaseWorkflow on this task queue and carries that verdict by that analyst,
   who is a person in the policy); the record counted is built from the case itself, one per case
@@ -24,7 +29,7 @@ Nothing anyone can send is taken on trust or kept unbounded:
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -41,10 +46,12 @@ with workflow.unsafe.imports_passed_through():
         verify_verdicts,
     )
     from policies.engine import Policy
+    from policies.signing import governance_token_refusal, token_expiry, token_nonce
     from signoff.autonomy.evidence import evidence
     from signoff.autonomy.models import (
         MAX_NAME_CHARS,
         SYSTEM_DRIFT,
+        TOKEN_REFUSED,
         AlertTypeState,
         AutonomyChange,
         DriftReport,
@@ -55,6 +62,7 @@ with workflow.unsafe.imports_passed_through():
         ModelChange,
         ModelRollback,
         ModelState,
+        SignedRequest,
         ThresholdChange,
         ThresholdRevert,
         VerdictBatch,
@@ -63,6 +71,7 @@ with workflow.unsafe.imports_passed_through():
         VerdictCounts,
         VerdictRecord,
         clip,
+        signed_change,
     )
     from signoff.models import Verdict
 
@@ -71,6 +80,14 @@ LIVE_MEMO = "live"  # memo key of the live state (what cases decide under)
 # Patches (workflow.patched): histories recorded before each rule replay as they ran.
 CHECK_VERDICTS = "verdicts-checked-against-cases"
 CHECK_DRIFT_REPORTS = "drift-reports-checked-against-the-check"
+# A person's change (threshold, autonomy, model) carries their signed token where the policy does
+# not trust unsigned requests: the update's validator refuses a bad one (nothing is written), the
+# handler checks it again against the policy it has just read and spends its nonce.
+SIGNED_CHANGES = "governance-changes-signed"
+# How long the policy read for the last change is trusted by the validators: an older copy (a key
+# rotated, trust changed since) only screens what does not depend on it and leaves the rest to the
+# handler, which reads the policy again (a refusal there is recorded).
+VALIDATOR_POLICY_FRESH = timedelta(minutes=5)
 VERIFY_BATCH = 100  # verdicts checked per activity
 MAX_PENDING = 20_000  # verdicts waiting for their check; beyond it a verdict is refused (recorded)
 PENDING_CARRY_CHARS = 64_000  # unchecked verdicts carried through continue-as-new, at most
@@ -103,10 +120,18 @@ class GovernanceWorkflow:
         self.events_budget = inp.events_budget
         self.events_chars = sum(_event_chars(e) for e in inp.state.events)
         self.pending: list[VerdictClaim] = list(inp.pending)  # verdicts waiting for their check
+        self.used_nonces: dict[str, int] = dict(inp.used_nonces)  # spent governance tokens -> expiry
+        self.policy: Policy | None = None  # the policy read for the last change (what validators check against)
+        self.policy_at: datetime | None = None
 
     @workflow.run
     async def run(self, inp: GovernanceInput) -> None:
         self._publish()
+        if workflow.patched(SIGNED_CHANGES):
+            try:  # the validators' copy of the policy (a change reads it again)
+                await self._policy()
+            except ActivityError:
+                workflow.logger.warning("could not read the policy; the next change reads it")
         if inp.ensure_schedule:
             try:
                 await workflow.execute_activity(
@@ -134,7 +159,7 @@ class GovernanceWorkflow:
         workflow.continue_as_new(GovernanceInput(
             state=self.state, max_events=self.max_events, evidence_window=self.evidence_window,
             ensure_schedule=False, history_limit=inp.history_limit, pending=self._carried_pending(),
-            events_budget=self.events_budget))
+            events_budget=self.events_budget, used_nonces=self._live_nonces()))
 
     # ------------------------------------------------------------------ queries
 
@@ -152,6 +177,7 @@ class GovernanceWorkflow:
     @workflow.update(description='Promote or demote an alert type: {"alert_type": "phishing", "level": "in_the_loop", "by": "carol", "reason": "..."}')
     async def set_autonomy(self, req: AutonomyChange) -> str:
         policy = await self._policy()
+        self._check_token(policy, "set_autonomy", req, req.alert_type)
         if req.level == "in_the_loop":
             return self._demote(policy, req)
         return self._promote(policy, req)
@@ -162,6 +188,7 @@ class GovernanceWorkflow:
         if req.alert_type == "*" and req.level != "in_the_loop":
             raise ApplicationError("only a demotion may target every alert type", type="GovernanceRefused",
                                    non_retryable=True)
+        self._validate_token("set_autonomy", req)
 
     def _demote(self, policy: Policy, req: AutonomyChange) -> str:
         allowed = set(policy.governance_roles) | set(policy.autonomy.kill_switch_roles)
@@ -222,6 +249,7 @@ class GovernanceWorkflow:
     @workflow.update(description='Set an auto-close threshold: {"alert_type": "phishing", "value": 0.97, "by": "carol", "reason": "..."}')
     async def set_threshold(self, req: ThresholdChange) -> str:
         policy = await self._policy()
+        self._check_token(policy, "set_threshold", req, req.alert_type)
         self._check_role(policy, req.by, set(policy.governance_roles), "set thresholds", req.alert_type, req.reason)
         name = self._known(policy, req.alert_type, req)
         return self._apply_threshold(policy, name, req.value, req.by, req.reason, to_policy=req.value is None)
@@ -229,10 +257,12 @@ class GovernanceWorkflow:
     @set_threshold.validator
     def _validate_threshold(self, req: ThresholdChange) -> None:
         _require_reason(req.reason, req.by)
+        self._validate_token("set_threshold", req)
 
     @workflow.update(description='Undo the last threshold change of an alert type: {"alert_type": "phishing", "by": "carol", "reason": "..."}')
     async def revert_threshold(self, req: ThresholdRevert) -> str:
         policy = await self._policy()
+        self._check_token(policy, "revert_threshold", req, req.alert_type)
         self._check_role(policy, req.by, set(policy.governance_roles), "revert thresholds", req.alert_type, req.reason)
         name = self._known(policy, req.alert_type, req)
         stack: list[Event] = []  # threshold changes not yet reverted, oldest first
@@ -252,6 +282,7 @@ class GovernanceWorkflow:
     @revert_threshold.validator
     def _validate_revert(self, req: ThresholdRevert) -> None:
         _require_reason(req.reason, req.by)
+        self._validate_token("revert_threshold", req)
 
     def _apply_threshold(self, policy: Policy, name: str, value: float | None, by: str, reason: str,
                          reverts: int | None = None, to_policy: bool = False) -> str:
@@ -278,6 +309,7 @@ class GovernanceWorkflow:
     @workflow.update(description='Approve activating a model (quorum of governance roles): {"model_id": "...", "by": "carol", "reason": "..."}')
     async def promote_model(self, req: ModelChange) -> str:
         policy = await self._policy()
+        self._check_token(policy, "promote_model", req, "")
         self._check_role(policy, req.by, set(policy.governance_roles), "promote models", "", req.reason)
         model_id = await self._resolve(req)
         model = self.state.model
@@ -309,10 +341,12 @@ class GovernanceWorkflow:
     @promote_model.validator
     def _validate_promote_model(self, req: ModelChange) -> None:
         _require_reason(req.reason, req.by)
+        self._validate_token("promote_model", req)
 
     @workflow.update(description='Roll back to the model active before the last promotion: {"by": "carol", "reason": "..."}')
     async def rollback_model(self, req: ModelRollback) -> str:
         policy = await self._policy()
+        self._check_token(policy, "rollback_model", req, "")
         self._check_role(policy, req.by, set(policy.governance_roles), "roll back models", "", req.reason)
         model = self.state.model
         if not model.history:
@@ -332,6 +366,7 @@ class GovernanceWorkflow:
     @rollback_model.validator
     def _validate_rollback_model(self, req: ModelRollback) -> None:
         _require_reason(req.reason, req.by)
+        self._validate_token("rollback_model", req)
 
     @workflow.update(description='Score new cases with a candidate model in shadow (recorded, never decides): {"model_id": "...", "by": "erin", "reason": "..."}; model_id "" clears it')
     async def set_candidate(self, req: ModelChange) -> str:
@@ -483,9 +518,56 @@ class GovernanceWorkflow:
     # ------------------------------------------------------------------ helpers
 
     async def _policy(self) -> Policy:
-        return await workflow.execute_activity(
+        policy: Policy = await workflow.execute_activity(
             governance_policy, start_to_close_timeout=timedelta(seconds=30), retry_policy=QUICK,
         )
+        self.policy, self.policy_at = policy, workflow.now()
+        return policy
+
+    # ------------------------------------------------------------------ signed changes
+
+    def _token_refusal(self, policy: Policy | None, update_name: str, req: SignedRequest) -> str | None:
+        scope = signed_change(update_name, req)
+        if scope is None:
+            return None
+        change, subject = scope
+        now = workflow.now()
+        used = {n for n, exp in self.used_nonces.items() if exp >= now.timestamp()}
+        # `cryptography` imports its OpenSSL backend lazily; re-imported inside the sandbox, its Rust
+        # module aborts the worker (as in workflows/case.py). Verification is pure and deterministic.
+        with workflow.unsafe.imports_passed_through():
+            return governance_token_refusal(policy, workflow_id=workflow.info().workflow_id, change=change,
+                                            subject=subject, person=req.by, token=req.token, now=now,
+                                            used_nonces=used)
+
+    def _validate_token(self, update_name: str, req: SignedRequest) -> None:
+        """Refuse a change whose token does not prove the person's intent, before anything is written
+        (validators do not run on replay: recorded histories replay as they ran)."""
+        policy = self.policy
+        if policy is not None and (self.policy_at is None or workflow.now() - self.policy_at > VALIDATOR_POLICY_FRESH):
+            policy = None  # an old copy: the handler decides with the policy it reads
+        refusal = self._token_refusal(policy, update_name, req)
+        if refusal:
+            raise ApplicationError(refusal, type=TOKEN_REFUSED, non_retryable=True)
+
+    def _check_token(self, policy: Policy, update_name: str, req: SignedRequest, alert_type: str) -> None:
+        """The handler's check, against the policy just read (recorded when refused); spends the nonce."""
+        # A patch marker of each change's own (its update id): a long-lived run recorded before tokens
+        # were checked replays its old changes as they ran, and still checks every new one (one
+        # patch id for the whole run would stay off for the rest of that run once replayed off).
+        update = workflow.current_update_info()
+        if not workflow.patched(f"{SIGNED_CHANGES}:{update.id if update else ''}"):
+            return
+        refusal = self._token_refusal(policy, update_name, req)
+        if refusal:
+            self._refuse(req.by, req.reason, alert_type, refusal)
+        if req.token:
+            self.used_nonces = {**self._live_nonces(), token_nonce(req.token): token_expiry(req.token) or 0}
+
+    def _live_nonces(self) -> dict[str, int]:
+        """Spent nonces whose tokens have not expired yet (an expired token is refused anyway)."""
+        now = workflow.now().timestamp()
+        return {n: exp for n, exp in self.used_nonces.items() if exp >= now}
 
     async def _resolve(self, req: ModelChange) -> str:
         try:

@@ -16,6 +16,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from signoff import settings
 from signoff.autonomy.models import (
     GOVERNANCE_WORKFLOW_ID,
+    TOKEN_REFUSED,
     DriftReport,
     GovernanceInput,
     GovernanceState,
@@ -102,7 +103,13 @@ async def read_live(client: Client, task_queue: str | None = None) -> Governance
 
 
 class GovernanceRefused(Exception):
-    """A governance change was refused (the refusal is recorded in the governance workflow)."""
+    """A governance change was refused. `recorded`: the governance workflow recorded the refusal
+    (its handler refused); False when its validator refused (a bad or missing token), which leaves
+    nothing in Temporal: the sender records it (`signoff/refused_log.py`)."""
+
+    def __init__(self, message: str, recorded: bool = True) -> None:
+        super().__init__(message)
+        self.recorded = recorded
 
 
 class NoWorker(Exception):
@@ -121,7 +128,8 @@ async def govern(client: Client, update_name: str, arg: Any, task_queue: str | N
         return await asyncio.wait_for(update(client, update_name, arg, queue), timeout)
     except WorkflowUpdateFailedError as exc:
         cause = exc.cause
-        raise GovernanceRefused(str(getattr(cause, "message", cause))) from exc
+        raise GovernanceRefused(str(getattr(cause, "message", cause)),
+                                recorded=getattr(cause, "type", None) != TOKEN_REFUSED) from exc
     except TimeoutError as exc:
         raise NoWorker(
             f"no worker answered on task queue {queue!r} within {timeout:.0f} s: start one with "

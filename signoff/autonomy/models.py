@@ -25,6 +25,7 @@ GOVERNANCE_WORKFLOW_ID = "signoff-governance"
 DRIFT_WORKFLOW_ID = "signoff-drift-check"
 DRIFT_SCHEDULE_ID = "signoff-drift-schedule"
 SYSTEM_DRIFT = "signoff-drift"
+TOKEN_REFUSED = "GovernanceTokenRefused"  # failure type of a governance validator's token refusal (nothing recorded)
 CASE_WORKFLOW_TYPE = "CaseWorkflow"
 DRIFT_CHECK_WORKFLOW_TYPE = "DriftCheckWorkflow"
 MAX_TEXT_CHARS = 1000  # free text (reasons, refusals) kept in the governance state, per field
@@ -55,6 +56,7 @@ class AutonomyChange(_Request):
     level: Autonomy
     by: str
     reason: str
+    token: str | None = None  # the person's signed token (policies/signing.py, sign_governance_change)
 
 
 class ThresholdChange(_Request):
@@ -64,12 +66,14 @@ class ThresholdChange(_Request):
     value: float | None = Field(default=None, ge=0.0, le=1.0)
     by: str
     reason: str
+    token: str | None = None
 
 
 class ThresholdRevert(_Request):
     alert_type: str
     by: str
     reason: str
+    token: str | None = None
 
 
 class ModelChange(_Request):
@@ -78,11 +82,37 @@ class ModelChange(_Request):
     model_id: str
     by: str
     reason: str
+    token: str | None = None
 
 
 class ModelRollback(_Request):
     by: str
     reason: str
+    token: str | None = None
+
+
+SignedRequest = AutonomyChange | ThresholdChange | ThresholdRevert | ModelChange | ModelRollback
+ANY_SUBJECT = "*"
+
+
+def signed_change(update_name: str, req: SignedRequest) -> tuple[str, str] | None:
+    """What a person's token for this governance update is bound to: (change, subject), or None for
+    an update that needs no token (`set_candidate`: a shadow model scores, it never decides).
+
+    The threshold value is part of the change ("set_threshold=0.97", "set_threshold=policy"), so a
+    token for one value does not set another.
+    """
+    if update_name == "set_threshold" and isinstance(req, ThresholdChange):
+        return f"set_threshold={'policy' if req.value is None else repr(float(req.value))}", req.alert_type
+    if update_name == "revert_threshold" and isinstance(req, ThresholdRevert):
+        return "revert_threshold", req.alert_type
+    if update_name == "set_autonomy" and isinstance(req, AutonomyChange):
+        return ("demote" if req.level == "in_the_loop" else "promote"), req.alert_type
+    if update_name == "promote_model" and isinstance(req, ModelChange):
+        return "promote_model", req.model_id
+    if update_name == "rollback_model" and isinstance(req, ModelRollback):
+        return "rollback_model", ANY_SUBJECT
+    return None
 
 
 class VerdictRecord(_M):
@@ -398,3 +428,4 @@ class GovernanceInput(_M):
     history_limit: int = 10_000  # continue-as-new beyond this many history events (or when Temporal suggests it)
     pending: tuple[VerdictClaim, ...] = ()  # verdicts not yet checked when the previous run continued as new
     events_budget: int = 64_000  # characters of events kept in the state (newest first; max_events at most)
+    used_nonces: dict[str, int] = {}  # nonces of governance tokens spent, with their expiry (epoch seconds)

@@ -84,7 +84,22 @@ def context_lines(view: CaseView, step: StepView, policy: Policy) -> list[str]:
     target = "the case itself" if step.target.kind == "case" else f"{step.target.kind} `{escape(step.target.id)}`"
     lines.append(f"*Touches* {target}")
     lines.append(f"*Undo* {_undo(step)}")
-    if step.state == StepState.escalated:
+    if step.escalation_chain:  # the tier's escalation chain: who was told, who is next and when
+        from signoff.escalation_text import next_stage, reached_text, told
+
+        done, coming = reached_text(step), next_stage(step)
+        if done:
+            lines.append(f"*Escalated* {escape(done)}")
+        if coming is None:
+            lines.append("*No further level*: it keeps waiting (it never runs on a timeout; being told lets nobody "
+                         "approve)")
+        else:
+            later = "".join(f", then to {told(s)} at {s.due.strftime('%Y-%m-%d %H:%M UTC')}"
+                            for s in step.escalation_chain if s.level > coming.level)
+            lines.append(f"*{'Next' if done else 'Deadline'}* escalates to a human at "
+                         f"{coming.due.strftime('%Y-%m-%d %H:%M UTC')} if not decided (it never runs on a timeout; "
+                         f"being told lets nobody approve): to {escape(told(coming) + later)}")
+    elif step.state == StepState.escalated:
         lines.append("*Escalated*: it waited longer than its tier's timeout")
     elif step.escalates_at is not None:
         lines.append(f"*Deadline* escalates to a human at {step.escalates_at.strftime('%Y-%m-%d %H:%M UTC')} if not "

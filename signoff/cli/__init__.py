@@ -10,7 +10,7 @@ import traceback
 
 import typer
 
-from signoff.cli import caselog, cases, run
+from signoff.cli import caselog, cases, related, run
 
 app = typer.Typer(
     name="signoff",
@@ -22,6 +22,7 @@ app = typer.Typer(
 run.register(app)
 cases.register(app)
 caselog.register(app)
+related.register(app)
 
 # Command groups, each in its own module: `signoff <group> ...`.
 for module, name in (

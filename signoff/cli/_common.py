@@ -87,9 +87,26 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     except ConnectionError as exc:
         fail(str(exc))
     except RPCError as exc:
-        fail(f"Temporal refused the request: {exc.message}")
+        fail(f"Temporal refused the request: {exc.message}{_rpc_hint(exc.message)}")
     except (FileNotFoundError, ValueError, KeyError) as exc:
-        fail(str(exc).strip("'\""))
+        message = str(exc).strip("'\"")
+        fail(message + _codec_hint(message))
+
+
+def _rpc_hint(message: str) -> str:
+    """What to do about a refusal that means nobody serves the task queue."""
+    if "no poller" not in message.lower():
+        return ""
+    return "; start a worker against this cluster (`signoff worker`; on the embedded server `signoff dev`)"
+
+
+def _codec_hint(message: str) -> str:
+    """QA6: without the deployment's payload key, reading a case failed with the SDK's bare
+    "Unknown payload encoding binary/encrypted" and no word on what to set."""
+    if "binary/encrypted" not in message:
+        return ""
+    return (": this cluster's workflow payloads are encrypted and this machine has no key for them; set "
+            "SIGNOFF_CODEC_KEY_FILE (or SIGNOFF_CODEC_KEY) to the workers' codec key (docs/deployment.md section 5)")
 
 
 def emit_json(obj: Any) -> None:

@@ -17,16 +17,68 @@ REASON = typer.Option(..., "--reason", help="why (recorded)")
 
 
 async def change(update_name: str, arg: Any) -> str:
-    from signoff.autonomy.client import GovernanceRefused, NoWorker, govern
+    """Send a governance change, signed with the person's approver key when they have one (like
+    `signoff approve`); a refusal the workflow could not record (its validator's) goes to refused.jsonl."""
+    from signoff.autonomy.client import GovernanceRefused, NoWorker, govern, governance_id
     from signoff.client import connect
+    from signoff.refused_log import record_governance_refusal
 
+    arg = sign_change(update_name, arg)
     client = await connect()
     try:
         return str(await govern(client, update_name, arg))
     except GovernanceRefused as exc:
-        fail(f"refused: {exc}")
+        if not exc.recorded:
+            record_governance_refusal(update_name, governance_id(), arg.model_dump(mode="json"), str(exc))
+        fail(f"refused: {exc}{_next_step(arg, str(exc))}")
     except NoWorker as exc:
         fail(str(exc))
+
+
+def sign_change(update_name: str, arg: Any) -> Any:
+    """`arg` with the person's token for this change (policies/signing.py), or as it is when they have
+    no key file (counted only where the policy trusts unsigned changes) or the change needs no token."""
+    from signoff.autonomy.client import governance_id
+    from signoff.autonomy.models import signed_change
+    from signoff.keys import ApproverKeyError, load_private_key
+
+    scope = signed_change(update_name, arg)
+    if scope is None or getattr(arg, "token", None):
+        return arg
+    try:
+        key = load_private_key(arg.by)
+    except ApproverKeyError as exc:
+        fail(str(exc))
+    if key is None:
+        return arg
+    from policies.signing import sign_governance_change
+
+    change_kind, subject = scope
+    token = sign_governance_change(key, workflow_id=governance_id(), change=change_kind, subject=subject,
+                                   person=arg.by)
+    return arg.model_copy(update=dict(token=token))
+
+
+def _next_step(arg: Any, reason: str) -> str:
+    """What the person can do about a token refusal on their side (empty when there is nothing to add)."""
+    from signoff.keys import ApproverKeyError, key_path
+
+    user = getattr(arg, "by", "")
+    try:
+        path = key_path(user)
+    except ApproverKeyError:
+        return ""
+    if getattr(arg, "token", None) is None and "unsigned governance" in reason:
+        return (f". No approver key for {user!r} on this machine ({path}): `signoff keys create --as {user}`, "
+                f"then the line `signoff keys show --as {user}` prints goes under `approvers:` in the policy the "
+                "workers run (by pull request)")
+    if "no public key for" in reason:
+        return (f". This change was signed with {path}: add the line `signoff keys show --as {user}` prints under "
+                "`approvers:` in the policy the workers run (then restart them)")
+    if "does not verify" in reason:
+        return (f". The key in {path} is not the one the policy holds for {user!r}: use the key whose public key "
+                f"is in the policy, or put the line `signoff keys show --as {user}` prints in the policy")
+    return ""
 
 
 async def load_state() -> Any:

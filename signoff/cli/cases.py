@@ -27,6 +27,7 @@ from signoff.models import (
     Verdict,
 )
 from signoff.refused_log import record_refusal
+from signoff.undo import UndoView, describe_undo
 
 if TYPE_CHECKING:
     from policies.engine import Policy
@@ -123,8 +124,11 @@ def cases(
                                  help="only open cases past their verdict SLA (policy verdict_sla), most overdue first"),
     assignee: str = typer.Option(None, "--assignee", help="only cases assigned to this person (`signoff assign`)"),
     unassigned: bool = typer.Option(False, "--unassigned", help="only cases nobody is assigned to"),
+    entity: list[str] = typer.Option([], "--entity", help="only cases holding this entity value (a host, account, "
+                                     "IP, file hash, URL, ...; repeat for any of several); see `signoff related CASE`"),
 ) -> None:
     """List cases from Temporal visibility (the same list the UI and `temporal workflow list` show)."""
+    from signoff.cli.related import entity_filter
     from signoff.embedded_visibility import embedded_db_of_home
     from signoff.listing import FROM_CASES_AT_MOST, assignee_query, case_query, case_rows, overdue_query
 
@@ -137,7 +141,10 @@ def cases(
         fail("--assignee and --unassigned exclude each other: choose one")
     try:
         owner = assignee_query(assignee, unassigned)
-        extra = " AND ".join(f"({q})" for q in (query, owner) if q) or None
+        holding = entity_filter([v for v in entity if v.strip()]) if entity else None
+        if entity and holding is None:
+            fail("--entity needs a value (a host name, an account, an IP, a file hash, ...)")
+        extra = " AND ".join(f"({q})" for q in (query, owner, holding) if q) or None
         visibility_query = case_query(status, overdue_query(extra) if overdue else extra)
     except ValueError as exc:
         fail(str(exc))
@@ -152,7 +159,7 @@ def cases(
     # On `signoff dev`'s own server the rows can be read from its visibility table (checked
     # against the API on each run: signoff.listing.case_rows); elsewhere from the API.
     home = settings.home_path()  # read only: a listing creates no state directory
-    plain = not (query or overdue or owner)
+    plain = not (query or overdue or owner or holding)
     embedded = embedded_db_of_home(settings.temporal_address(), home) if status and plain else None
     listing = run(case_rows(visibility_query, limit=limit or None, with_alerts=with_alerts, each=emit,
                             status=status, embedded_db=embedded, home=home, counts_from_cases=FROM_CASES_AT_MOST,
@@ -266,8 +273,10 @@ def show(
 ) -> None:
     """One case: alerts, entities, enrichment, score, decision, steps, approvals, compensations."""
     view = run(case_view(case_id))
+    undo = run(_undo_of(case_id))
     if json_out:
-        emit_json(view.model_dump(mode="json"))
+        emit_json({**view.model_dump(mode="json"),
+                   **({"rollback_after_close": undo.model_dump(mode="json")} if undo else {})})
         return
     # QA5: "(not the case's requester)" did not say who that is; the view does not carry it.
     gated = any(st.state in _GATED for st in view.steps)
@@ -278,6 +287,28 @@ def show(
         # (the model's feedback) and closes itself without one when idle.
         out.print(escape(f"case {case_id}: rolled back, still waiting for an analyst's verdict: signoff close "
                          f"{case_id} --as USER --verdict TruePositive|BenignPositive|FalsePositive --reason TEXT"))
+    if undo is not None:
+        for line in describe_undo(undo):
+            out.print(escape(line))
+    elif any(st.state == StepState.executed and st.result is not None and st.reversibility != Reversibility.irreversible
+             for st in view.steps) and not run(_still_running(case_id)):
+        out.print(escape(f"case {case_id} has ended with actions still in effect: `signoff rollback {case_id} --as USER "
+                         "--reason TEXT` restores what has not changed since (its undo workflow)"))
+
+
+async def _undo_of(case_id: str) -> UndoView | None:
+    """The rollback after close of the case (`<case>-undo`), if one was ever asked for."""
+    from temporalio.service import RPCError
+
+    from signoff.client import connect
+    from signoff.undo import read_undo
+
+    try:
+        return await read_undo(await connect(), case_id)
+    except RPCError as exc:  # optional detail: the case view stands without it
+        err.print(f"[yellow]could not read the rollback after close of {escape(case_id)}:[/] {escape(exc.message)}",
+                  highlight=False)
+        return None
 
 
 async def _requester(case_id: str) -> str | None:
@@ -316,6 +347,8 @@ def print_case(view: CaseView, requester: str | None = None) -> None:
     out.print(f"status [bold]{e(view.status.value)}[/]  type {e(view.alert_type)}  severity {e(view.severity)}  "
               f"playbook {e(view.playbook)}  policy {e(view.policy_version[:12])}")
     out.print(f"alerts {view.alert_count}  first seen {view.first_seen}  last seen {view.last_seen}")
+    for line in detach_lines(view):
+        out.print(e(line))
     if view.rules:
         top = sorted(view.rules.items(), key=lambda kv: -kv[1])[:8]
         out.print(e("rules fired: " + ", ".join(f"{r or '?'} x{n}" for r, n in top)))
@@ -376,6 +409,26 @@ def print_case(view: CaseView, requester: str | None = None) -> None:
         out.print(e(f"verdict: {view.verdict.verdict.value} by {view.verdict.analyst} ({view.verdict.reason})"))
 
 
+def detach_lines(view: CaseView) -> list[str]:
+    """Alerts taken out of this case (workflows/case_detach.py), or the case this one was opened from."""
+    lines = []
+    if (d := view.detached_from) is not None:
+        lines.append(f"detached from case {d.case_id}: alert {d.alert_uid} taken out by {d.by} at "
+                     f"{d.at:%Y-%m-%d %H:%M} UTC ({d.reason})")
+    for r in view.detached_alerts:
+        where = (f"its case {r.new_case} could not be opened ({r.opened.removeprefix('failed: ')})"
+                 if r.opened.startswith("failed") else f"now in case {r.new_case}")
+        lines.append(f"detached: alert {r.alert_uid} by {r.requested_by} at {r.at:%Y-%m-%d %H:%M} UTC ({r.reason}); {where}")
+        if r.skipped_steps:
+            lines.append(f"  skipped, their target came only from it: {', '.join(r.skipped_steps)}")
+        if r.acted_steps:
+            lines.append(f"  executed on a target that came from it: {', '.join(r.acted_steps)} (still in effect; "
+                         f"`signoff rollback {view.case_id}` undoes the case's actions)")
+        if r.score_included:
+            lines.append(f"  the case's score included alert {r.alert_uid}, since detached (the case is not rescored)")
+    return lines
+
+
 _GATED = (StepState.awaiting_approval, StepState.escalated)
 _SETTLED = (CaseStatus.closed, CaseStatus.auto_closed)
 
@@ -420,7 +473,11 @@ def waiting_lines(view: CaseView, policy: Policy | None = None, requester: str |
             needs += f" from {'/'.join(rule.roles)}"
             if not rule.requester_may_approve:
                 needs += f" (not {requester}, the case's requester)" if requester else " (not the case's requester)"
-        if gate.state == StepState.escalated:
+        if gate.escalation_chain:  # the tier's escalation chain: levels reached, the next one due
+            from signoff.escalation_text import chain_summary
+
+            when = chain_summary(gate)
+        elif gate.state == StepState.escalated:
             when = ("it timed out and was escalated to a human; it keeps waiting, with no further deadline, "
                     "and never runs on a timeout")
         elif gate.escalates_at is not None:
@@ -582,9 +639,9 @@ def _refusal_next_step(arg: Any, reason: str) -> str:
 def _closed_case_line(case_id: str, name: str, detail: str) -> str:
     """A decision sent to a case that has ended: what that means, and where to look next."""
     if name == "rollback":
-        then = (f"its rollback window (policy rollback_window) is over or was not set, so its actions can no longer be "
-                f"rolled back through Signoff; `signoff explain {case_id}` lists each action with the state captured "
-                "before it, to restore by hand")
+        then = (f"it ended while this request was on its way; run the same `signoff rollback {case_id}` again: on an "
+                f"ended case it runs through the case's undo workflow ({case_id}-undo), which restores what has not "
+                "changed since")
     else:
         then = (f"nothing in it waits for a decision any more (`signoff explain {case_id}` shows how it ended); "
                 "alerts that arrive for it later open a follow-up case")
@@ -655,7 +712,71 @@ def rollback(
     from policies.signing import CASE_STEP
 
     req = RollbackRequest(requested_by=user, reason=reason, token=_signed_token(case_id, CASE_STEP, "rollback", user))
-    out.print(escape(run(_update(case_id, "rollback", req, update_id=_attempt_id("rollback", case_id, user)))))
+    out.print(escape(run(_rollback(case_id, req, update_id=_attempt_id("rollback", case_id, user)))))
+
+
+async def _rollback(case_id: str, req: RollbackRequest, update_id: str) -> str:
+    """A running case rolls itself back (its `rollback` update, as always); an ended one through its undo
+    workflow `<case>-undo` (workflows/case_undo.py), which restores what has not changed since."""
+    task_queue = await _ended_case_queue(case_id)
+    if task_queue is None:
+        return await _update(case_id, "rollback", req, update_id)
+    return await _rollback_after_close(case_id, req, update_id, task_queue)
+
+
+async def _ended_case_queue(case_id: str) -> str | None:
+    """None while the case runs; once it has ended, the task queue its undo runs on (the case's own,
+    or this worker's default for a case Temporal no longer has but the archive keeps)."""
+    from temporalio.client import WorkflowExecutionStatus
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from signoff.client import connect
+    from signoff.history import archived_runs
+
+    try:
+        described = await (await connect()).get_workflow_handle(case_id).describe()
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise
+        if not archived_runs(case_id):
+            fail(_no_such_case(case_id, exc.message))
+        return settings.task_queue()
+    if described.status == WorkflowExecutionStatus.RUNNING:
+        return None
+    return described.task_queue or settings.task_queue()
+
+
+async def _rollback_after_close(case_id: str, req: RollbackRequest, update_id: str, task_queue: str) -> str:
+    from datetime import timedelta
+
+    from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
+    from temporalio.service import RPCError
+
+    from signoff.client import connect
+    from signoff.undo import UndoRefused, request_undo, undo_id
+
+    client = await connect()
+    try:  # a worker must run the undo: the ended case answers its query only through one
+        await client.get_workflow_handle(case_id).query("status", rpc_timeout=timedelta(seconds=WORKER_CHECK_SECONDS))
+    except RPCError as exc:
+        if "not found" not in exc.message.lower():
+            fail(f"no worker answered case {case_id} within {WORKER_CHECK_SECONDS:g} s ({exc.message}); nothing was "
+                 f"sent. Start a worker on task queue {task_queue!r} (`signoff worker`, or `signoff dev`), then run "
+                 "this command again")
+    refused = {**req.model_dump(mode="json"), "undo_workflow": undo_id(case_id)}
+    try:
+        reply = await request_undo(client, case_id, req, task_queue=task_queue, update_id=update_id)
+    except WorkflowUpdateFailedError as exc:
+        reason = str(exc.cause.message if hasattr(exc.cause, "message") else exc.cause)
+        record_refusal("rollback", case_id, refused, reason)
+        fail(f"refused: {reason}{_refusal_next_step(req, reason)}")
+    except UndoRefused as exc:
+        record_refusal("rollback", case_id, refused, str(exc))
+        fail(f"refused: {exc}")
+    except (WorkflowUpdateRPCTimeoutOrCancelledError, asyncio.CancelledError):
+        fail(f"interrupted before {undo_id(case_id)} answered: this rollback request was sent and may still be "
+             f"counted (it cannot be withdrawn); check `signoff show {case_id}` before asking again", code=130)
+    return f"case {case_id} has ended; rollback after close ({undo_id(case_id)}): {reply}"
 
 
 def retry(

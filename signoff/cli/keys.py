@@ -32,9 +32,10 @@ def create(
 @app.command()
 def show(
     user: str = typer.Option(..., "--as", help="the approver"),
+    roles: str = typer.Option("analyst", help="comma-separated roles for the printed policy line"),
 ) -> None:
     """Print USER's public key line for the policy (never the private key)."""
-    from signoff.keys import ApproverKeyError, key_path, load_private_key, public_key_text
+    from signoff.keys import ApproverKeyError, key_path, load_private_key, policy_line
 
     try:
         key = load_private_key(user)
@@ -42,4 +43,7 @@ def show(
         fail(str(exc))
     if key is None:
         fail(f"no key for {user!r} at {key_path(user)}; create one with `signoff keys create --as {user}`")
-    typer.echo(f"{user} public_key: {public_key_text(key)}")
+    # QA6: this printed `USER public_key: KEY`, which does not paste under `approvers:`; the same line as
+    # `keys create` does (the roles are for the line only: the policy decides them).
+    typer.echo("# paste under `approvers:` in the policy (check the roles):", err=True)
+    typer.echo(policy_line(user, key, tuple(r.strip() for r in roles.split(",") if r.strip())))

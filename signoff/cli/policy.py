@@ -15,7 +15,11 @@ app = typer.Typer(help="Policy as versioned code: show it, set and revert thresh
 
 
 @app.command()
-def show(json_out: bool = typer.Option(False, "--json", help="one JSON object")) -> None:
+def show(
+    json_out: bool = typer.Option(False, "--json", help="one JSON object"),
+    file_only: bool = typer.Option(False, "--file", help="the policy file alone, without Temporal or a worker: "
+                                                         "check a policy before deploying it"),
+) -> None:
     """The effective policy: the file (its hash) overlaid with the live governance state."""
     from policies.loader import PolicyError, load_policy, policy_path
     from signoff.cli._common import fail_policy
@@ -26,7 +30,8 @@ def show(json_out: bool = typer.Option(False, "--json", help="one JSON object"))
         policy = load_policy()
     except PolicyError as exc:  # a bad file: one line saying what to fix, not a traceback
         fail_policy(exc)
-    state = run(load_state())
+    # QA6: checking a policy before deploying it needed a cluster and a worker; `--file` needs neither.
+    state = None if file_only else _live_state(load_state)
     types: dict[str, dict[str, Any]] = {}
     for name in sorted(policy.alert_types):
         snap = snapshot(policy, name, state)
@@ -37,10 +42,19 @@ def show(json_out: bool = typer.Option(False, "--json", help="one JSON object"))
     doc: dict[str, Any] = {
         "policy_file": str(policy_path()),
         "policy_file_sha256": policy.digest(),
-        "policy_version": any_snap.policy_version,
-        "governance_revision": any_snap.governance_revision,
-        "active_model": any_snap.model_id,
-        "candidate_model": any_snap.candidate_model_id,
+        # Without the live state there is no policy version or revision to tell (the file's hash is above).
+        "policy_version": None if file_only else any_snap.policy_version,
+        "governance_revision": None if file_only else any_snap.governance_revision,
+        "active_model": None if file_only else any_snap.model_id,
+        "candidate_model": None if file_only else any_snap.candidate_model_id,
+        "deployment": {"trust_unsigned_approvals": policy.deployment.trust_unsigned_approvals,
+                       "approval_token_max_ttl": policy.deployment.approval_token_max_ttl,
+                       "chat_bridges": sorted(policy.deployment.chat_bridges)},
+        "approvers": {name: {"roles": list(a.roles), "public_key": a.public_key, "slack_user": a.slack_user}
+                      for name, a in sorted(policy.approvers.items())},
+        "verdict_sla": dict(policy.verdict_sla),
+        "rollback_window": policy.rollback_window,
+        "irreversible_tier": policy.irreversible_tier.value,
         "alert_types": types,
         "tiers": {k.value: v.model_dump(mode="json") for k, v in policy.tiers.items()},
         "governance_roles": list(policy.governance_roles),
@@ -54,8 +68,12 @@ def show(json_out: bool = typer.Option(False, "--json", help="one JSON object"))
         emit_json(doc)
         return
     out.print(f"policy file {doc['policy_file']} (sha256 {policy.digest()[:16]})", highlight=False)
-    out.print(f"policy version {doc['policy_version'][:16]} = file + governance revision {doc['governance_revision']}",
-              highlight=False)
+    if file_only:
+        out.print("live governance state not read (--file): thresholds and autonomy below are the file's; "
+                  "`signoff policy show` without --file adds the changes recorded since", highlight=False)
+    else:
+        out.print(f"policy version {doc['policy_version'][:16]} = file + governance revision "
+                  f"{doc['governance_revision']}", highlight=False)
     table = Table("alert type", "playbook", "autonomy", "set by", "threshold", "set by")
     for name, t in types.items():
         table.add_row(name, t["playbook"], t["autonomy"], t["autonomy_set_by"],
@@ -68,7 +86,30 @@ def show(json_out: bool = typer.Option(False, "--json", help="one JSON object"))
     tiers = ", ".join(f"{k}: {'auto' if v['auto'] else str(v['quorum']) + ' of ' + '/'.join(v['roles'])}"
                       for k, v in doc["tiers"].items())
     out.print(f"tiers: {tiers}", highlight=False)
-    out.print(f"rollback: {policy.rollback_quorum} of {'/'.join(policy.rollback_roles)} must ask", highlight=False)
+    window = (f"; rollback window {policy.rollback_window} after the verdict" if policy.rollback_window
+              else "; no rollback window: a case ends at its verdict")
+    out.print(f"rollback: {policy.rollback_quorum} of {'/'.join(policy.rollback_roles)} must ask{window}", highlight=False)
+    trust = policy.deployment.trust_unsigned_approvals
+    out.print(f"unsigned approvals: {'counted (lab: trust_unsigned_approvals true)' if trust else 'refused'}; "
+              f"signed tokens live at most {policy.deployment.approval_token_max_ttl}", highlight=False)
+    approvers = Table("approver", "roles", "public key", "slack user")
+    for name, a in doc["approvers"].items():
+        key = a["public_key"][:12] + "..." if a["public_key"] else ("NO public key" + ("" if trust else ": cannot approve"))
+        approvers.add_row(name, ", ".join(a["roles"]), key, a["slack_user"] or "-")
+    out.print(approvers)
+    sla = ", ".join(f"{k} {v}" for k, v in policy.verdict_sla.items()) or "none"
+    out.print(f"verdict SLA: {sla}; irreversible actions need tier {policy.irreversible_tier.value}", highlight=False)
+
+
+def _live_state(load_state: Any) -> Any:
+    """The governance state from the cluster; when it cannot be read, one line that also says how to
+    check the file alone."""
+    try:
+        return run(load_state())
+    except typer.Exit:
+        err.print("to check the policy file alone (no Temporal, no worker): `signoff policy show --file`",
+                  highlight=False, soft_wrap=True)
+        raise
 
 
 @app.command("set-threshold", context_settings={"ignore_unknown_options": True})  # "-0.1" is a value, not an option

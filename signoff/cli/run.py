@@ -33,6 +33,23 @@ def register(app: typer.Typer) -> None:
     app.command()(setup)
 
 
+def dev_banner(address: str) -> list[str]:
+    """What a production dry run on the embedded server must know: which policy the worker runs (and
+    whether it counts unsigned approvals), and, with payloads encrypted, how the UI and the `temporal`
+    CLI read them (QA6: nothing said so; `temporal workflow update` showed refusals as "Encoded failure")."""
+    from policies.loader import load_policy, policy_path
+
+    policy = load_policy()
+    trust = policy.deployment.trust_unsigned_approvals
+    lines = [f"policy {policy_path()} (sha256 {policy.digest()[:12]}): unsigned approvals "
+             + ("counted (lab)" if trust else "refused: decide with `signoff approve` and an approver key")]
+    if devserver._encryption_on():
+        codec = f"http://127.0.0.1:{devserver.CODEC_PORT}"
+        lines.append(f"payloads encrypted: the UI decodes them through the codec server at {codec}; the temporal "
+                     f"CLI needs --address {address} --codec-endpoint {codec}")
+    return lines
+
+
 def dev(
     port: int = typer.Option(devserver.GRPC_PORT, help="Temporal frontend port"),
     ui_port: int = typer.Option(devserver.UI_PORT, help="Temporal Web UI port"),
@@ -62,6 +79,8 @@ def dev(
                 out.print(f"Temporal at [bold]{address}[/], UI at [bold]{devserver.ui_address(ui_port)}[/]")
                 out.print(f"state in {home}; worker on task queue {settings.task_queue()} "
                           "(Ctrl-C stops the worker, the server keeps running; `signoff stop` stops both)")
+                for line in dev_banner(address):
+                    out.print(line, highlight=False, markup=False, soft_wrap=True)
                 return await _work_until_stopped(build_worker(client), server, server_pid)
 
             try:

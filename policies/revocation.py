@@ -1,0 +1,60 @@
+"""Identity changes reach running cases: an approval counts when its step runs only if the policy in
+force then still stands behind the person who gave it.
+
+A case loads its policy when it opens and checks each approval against that copy. Cases wait for
+hours or weeks; meanwhile a laptop is stolen and its key removed, someone leaves the team, or the
+deployment moves from the lab (unsigned approvals trusted) to production (signed only). Before a
+gated step runs, the case re-reads the policy in force (workflows/case_recheck.py) and this module
+says which of the step's approvals no longer count, and why. Trust only tightens for a running
+case: a policy that trusts unsigned requests again does not make a refused one count.
+
+Pure and deterministic (it runs in workflow code).
+"""
+
+from __future__ import annotations
+
+from policies.engine import Approver, Policy
+from signoff.models import ApprovalRecord, Decision, StepPlan
+
+
+def void_reason(case_policy: Policy, current: Policy, plan: StepPlan, record: ApprovalRecord) -> str | None:
+    """Why `record` (accepted under `case_policy`) no longer counts under `current`, or None."""
+    if not record.accepted or record.decision != Decision.approve:
+        return None
+    who = record.approver
+    then, now = case_policy.approvers.get(who), current.approvers.get(who)
+    if now is None:
+        return f"{who!r} is no longer an approver in the policy in force"
+    rule = case_policy.rule_for(plan)
+    if not set(now.roles) & set(rule.roles):
+        return (f"{who!r} no longer has a role that may approve this tier (roles now {list(now.roles)}, "
+                f"tier needs one of {list(rule.roles)})")
+    if not record.signed:
+        if not current.deployment.trust_unsigned_approvals:
+            return "unsigned approvals are no longer accepted by the policy in force: approve again, signed"
+        return None
+    if record.channel:
+        return _channel_change(case_policy, current, record.channel, then, now)
+    if then is None or then.public_key != now.public_key:
+        return (f"the key {who!r} signed with was revoked or replaced in the policy in force: "
+                "approve again with the current key")
+    return None
+
+
+def _channel_change(case_policy: Policy, current: Policy, channel: str, then: Approver | None,
+                    now: Approver) -> str | None:
+    bridge, _, chat_user = channel.partition(":")
+    was, is_ = case_policy.deployment.chat_bridges.get(bridge), current.deployment.chat_bridges.get(bridge)
+    if is_ is None or was is None or was.public_key != is_.public_key:
+        return f"the {bridge} chat bridge's key was revoked or replaced in the policy in force: approve again"
+    if bridge == "slack" and now.slack_user != chat_user:
+        return f"{bridge.capitalize()} user {chat_user} is no longer this approver's in the policy in force"
+    return None
+
+
+def tightened(case_policy: Policy, current: Policy) -> Policy:
+    """The case's policy with the identities in force now (approvers, keys, chat bridges) and the
+    stricter of the two trust settings; its tiers, playbooks and thresholds stay those it opened under."""
+    trust = case_policy.deployment.trust_unsigned_approvals and current.deployment.trust_unsigned_approvals
+    deployment = current.deployment.model_copy(update={"trust_unsigned_approvals": trust})
+    return case_policy.model_copy(update={"approvers": current.approvers, "deployment": deployment})
