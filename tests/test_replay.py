@@ -28,7 +28,7 @@ HISTORIES = Path(__file__).parent / "replay" / "histories"
 PLAYBOOKS = [p.name for p in (COMPROMISED_ACCOUNT, MALWARE_ON_HOST, PHISHING, NETWORK_INTRUSION, TRIAGE_ONLY)]
 # Histories recorded before a patched change stay here and keep replaying: cases that were running
 # when the change shipped must go on with the code path they started on.
-GENERATIONS = ["", "before-verdict-sla", "before-clearer-replies", "before-shared-targets", "before-alert-count", "before-faster-triage"]
+GENERATIONS = ["", "before-entity-index", "before-verdict-sla", "before-clearer-replies", "before-shared-targets", "before-alert-count", "before-faster-triage"]
 # Playbooks added after the shipped five (`record_histories --playbook NAME`): their histories sit
 # in the current folder only and replay like the shipped ones.
 ADDED = sorted(p.stem for p in HISTORIES.glob("*.json") if p.stem not in PLAYBOOKS)
@@ -56,9 +56,20 @@ def test_current_histories_take_the_patched_path() -> None:
     shared targets (what a case holds is published; a rollback asks who else holds it), then
     clearer replies (only where there was something to add: the compromised-account rollback leaves
     its irreversible revoke_sessions in effect), then the verdict SLA (every recorded case goes to a
-    human and its severity has an SLA in the lab policy: a timer, cancelled by the verdict)."""
+    human and its severity has an SLA in the lab policy: a timer, cancelled by the verdict), then the
+    entity index (its digests go out with upserts the case makes anyway) and the re-check of approvals
+    against the identities in force (a local activity before each gated step runs; triage_only has
+    none)."""
     for playbook in PLAYBOOKS:
-        new, before_sla, before_replies, before_shared, before_count, old = (_history(playbook, g) for g in GENERATIONS)
+        new, before_index, before_sla, before_replies, before_shared, before_count, old = (
+            _history(playbook, g) for g in GENERATIONS)
+        assert "entity-index" in recorded_patches(new) and "entity-index" not in recorded_patches(before_index)
+        assert ("recheck-approvals" in recorded_patches(new)) == (playbook != "triage_only"), playbook
+        assert "recheck-approvals" not in recorded_patches(before_index)
+        # The digests ride on upserts the case makes anyway (the SDK's own patch-marker upserts aside).
+        assert _upserts(new, of_case=True) == _upserts(before_index, of_case=True), playbook
+        assert _entity_digests(new) and not _entity_digests(before_index)
+        new = before_index  # the older generations' checks below, as they were
         assert "verdict-sla" in recorded_patches(new) and "verdict-sla" not in recorded_patches(before_sla)
         # One timer more (the SLA's), cancelled: the verdict came in time. None fired.
         for kind in (EventType.EVENT_TYPE_TIMER_STARTED, EventType.EVENT_TYPE_TIMER_CANCELED):
@@ -79,6 +90,14 @@ def test_current_histories_take_the_patched_path() -> None:
         assert _alert_counts(new) == [1, 2] and _alert_counts(before_count) == []
 
 
+def _entity_digests(history: WorkflowHistory) -> list[str]:
+    """The CaseEntities values the case upserted, in order."""
+    return [json.loads(fields["CaseEntities"].data) for e in history.events
+            if e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
+            and "CaseEntities" in (fields := e.upsert_workflow_search_attributes_event_attributes
+                                   .search_attributes.indexed_fields)]
+
+
 def _alert_counts(history: WorkflowHistory) -> list[int]:
     """The AlertCount values the case upserted, in order."""
     return [json.loads(fields["AlertCount"].data) for e in history.events
@@ -91,8 +110,11 @@ def _timers(history: WorkflowHistory, kind: EventType.ValueType) -> int:
     return sum(1 for e in history.events if e.event_type == kind)
 
 
-def _upserts(history: WorkflowHistory) -> int:
-    return sum(1 for e in history.events if e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES)
+def _upserts(history: WorkflowHistory, *, of_case: bool = False) -> int:
+    """Upsert events; `of_case`: those carrying a case attribute (not only the SDK's TemporalChangeVersion)."""
+    return sum(1 for e in history.events if e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
+               and (not of_case or set(e.upsert_workflow_search_attributes_event_attributes.search_attributes
+                                       .indexed_fields) - {"TemporalChangeVersion"}))
 
 
 
