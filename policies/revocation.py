@@ -16,6 +16,9 @@ from __future__ import annotations
 from policies.engine import Approver, Policy
 from signoff.models import ApprovalRecord, Decision, StepPlan
 
+# The refusal of an approval voided before its step ran (signoff/explain.py and the audit export read it).
+VOIDED = "voided before the step ran"
+
 
 def void_reason(case_policy: Policy, current: Policy, plan: StepPlan, record: ApprovalRecord) -> str | None:
     """Why `record` (accepted under `case_policy`) no longer counts under `current`, or None."""

@@ -133,7 +133,9 @@ def case_events(h: DecodedHistory) -> list[dict[str, Any]]:
                              scoring_problem=ex["scoring_problem"]))
     for a in ex["approvals"]:
         kind = ("approval" if a["decision"] == "approve" else "rejection") if a["outcome"] != "refused" else "refusal"
-        if a["via"] == "signal" and a["outcome"] not in ("accepted", "refused"):
+        if a["outcome"] == "voided":  # accepted, then voided before its step ran: it did not count
+            kind = "approval_voided"
+        if a["via"] == "signal" and a["outcome"] not in ("accepted", "refused", "voided"):
             # An open case's signal: the workflow has judged it, but only its state (not the history)
             # says how; never export it as an approval that may have been refused.
             kind = f"{a['decision']}_signal_undetermined"

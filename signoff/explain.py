@@ -18,11 +18,12 @@ from typing import Any
 from pydantic import ValidationError
 from rich.markup import escape
 
+from policies.revocation import VOIDED
 from policies.signing import channel_text, token_channel
 from signoff import settings
 from signoff.autonomy.models import DRIFT_WORKFLOW_ID, SYSTEM_DRIFT
 from signoff.history import DecodedHistory, load_history
-from signoff.models import CaseView, Contribution, RollbackRequest, ScoreResult
+from signoff.models import CaseView, Contribution, Decision, RollbackRequest, ScoreResult
 
 APPROVAL_UPDATES = ("approve", "reject")
 APPROVAL_SIGNALS = ("approve_signal", "reject_signal")
@@ -222,6 +223,7 @@ def _approvals(h: DecodedHistory, view: CaseView | None) -> list[dict[str, Any]]
             "refusal": result.removeprefix("refused: ") if refused and not upd.failure else upd.failure,
             "result": result, "malformed": None,  # an update's payload is validated before it is written
         })
+    _mark_voided(records, view)
     # Signals are always written; the workflow checks them afterwards and keeps the outcome in state.
     signal_outcomes: list[Any] = []
     if view is not None:
@@ -234,7 +236,8 @@ def _approvals(h: DecodedHistory, view: CaseView | None) -> list[dict[str, Any]]
         outcome, refusal, channel = "recorded (outcome kept in workflow state)", "", None
         if i < len(signal_outcomes):
             rec = signal_outcomes[i]
-            outcome, refusal = ("accepted", "") if rec.accepted else ("refused", rec.refusal)
+            outcome, refusal = ("accepted", "") if rec.accepted else (
+                "voided" if rec.refusal.startswith(VOIDED) else "refused", rec.refusal)
             channel = rec.channel
         # A signal is written whatever its payload (`temporal workflow signal --input '{"oops": 1}'`):
         # without a step or approver, what was sent is kept (clipped, token removed) to be shown as a
@@ -249,6 +252,27 @@ def _approvals(h: DecodedHistory, view: CaseView | None) -> list[dict[str, Any]]
             "malformed": None if named else _short(json.dumps(raw, sort_keys=True, default=str), 80),
         })
     return sorted(records, key=lambda r: r["at"] or "")
+
+
+def _mark_voided(records: list[dict[str, Any]], view: CaseView | None) -> None:
+    """An approval accepted by update that the case voided before its step ran (workflows/case_recheck.py:
+    its approver, key or trust no longer in the policy in force) did not count: say so, and why. The
+    case's state keeps the approvals of each step's last attempt in order; they are the last ones sent."""
+    if view is None:
+        return
+    kept: dict[tuple[str, str], list[Any]] = {}
+    for s in view.steps:
+        for a in s.approvals:
+            if a.via == "update" and a.decision == Decision.approve and (a.accepted or a.refusal.startswith(VOIDED)):
+                kept.setdefault((a.step, a.approver), []).append(a)
+    sent: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in records:
+        if r["decision"] == "approve" and r["outcome"] == "accepted":
+            sent.setdefault((str(r["step"]), str(r["approver"])), []).append(r)
+    for key, rows in sent.items():
+        for row, state in zip(reversed(rows), reversed(kept.get(key, [])), strict=False):
+            if not state.accepted:
+                row["outcome"], row["refusal"] = "voided", state.refusal
 
 
 def _actions(h: DecodedHistory) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -770,7 +794,8 @@ def render_explanation(ex: dict[str, Any]) -> str:
             + (f" (identity {a['identity']})" if a["identity"] else "")
         entries.append((a["at"] or "", f"  - {a['at']}  {a['decision']} step {a['step']} by {who} via {a['via']}"
                         + (" (signed)" if a["signed"] else "") + f": {a['outcome'].upper()}"
-                        + (f", refused because {a['refusal']}" if a["refusal"] else "")
+                        + ((f" ({a['refusal']})" if a["outcome"] == "voided" else f", refused because {a['refusal']}")
+                           if a["refusal"] else "")
                         + (f"; malformed signal, sent: {a['malformed']}" if a.get("malformed") else
                            f"; reason: {a['reason']!r}")))
     for r in ex["refused_attempts"]:

@@ -206,7 +206,7 @@ async def read_undo(client: Any, case_id: str) -> UndoView | None:
         described = await handle.describe()
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
-            return None
+            return archived_undo(case_id)  # deleted by retention: its archive, if it ran
         raise
     if described.status == WorkflowExecutionStatus.RUNNING:
         view: UndoView = await handle.query("status", result_type=UndoView)
@@ -215,6 +215,22 @@ async def read_undo(client: Any, case_id: str) -> UndoView | None:
         ended: UndoView = await handle.result(follow_runs=False)
         return ended
     return None
+
+
+def archived_undo(case_id: str) -> UndoView | None:
+    """The final view of the newest archived undo of `case_id` that ran (it archives itself when it
+    ends, as a case does): what a request must be told once Temporal's retention has deleted it."""
+    from signoff.history import archived_runs, read_archive
+
+    views = []
+    for path in archived_runs(undo_id(case_id)):
+        try:
+            _, record = read_archive(path)
+            views.append(UndoView.model_validate(record["final_view"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    ran = [v for v in views if v.runs]
+    return max(ran, key=lambda v: v.runs[-1].started_at) if ran else None
 
 
 async def _until_loaded(handle: Any, attempts: int = 300) -> None:
@@ -257,6 +273,9 @@ async def request_undo(client: Any, case_id: str, request: Any, *, task_queue: s
             if exc.status != RPCStatusCode.NOT_FOUND:
                 raise
             status = None
+            archived = archived_undo(case_id)  # retention deleted a finished undo: it ran, never again
+            if archived is not None and archived.status in (UndoStatus.rolled_back, UndoStatus.partly_rolled_back):
+                return finished_text(archived)
         if status == WorkflowExecutionStatus.COMPLETED:
             ended: UndoView = await handle.result(follow_runs=False)
             if ended.status in (UndoStatus.rolled_back, UndoStatus.partly_rolled_back):

@@ -53,6 +53,9 @@ if TYPE_CHECKING:
 OPEN_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30),
                          maximum_attempts=20)
 MAX_DETACHES = 100  # per case: past it, the correlation rule is wrong; fix it and re-ingest
+# A detach after a failed attempt also takes the steps aimed only at the alert out of what a retry runs
+# again (histories recorded before replay without it: the marker is taken only when there is one).
+DETACH_LEAVES_RETRY = "detach-leaves-retry"
 # Steps not yet run: the ones a detach may skip.
 _NOT_RUN = (StepState.pending, StepState.awaiting_approval, StepState.approved, StepState.escalated)
 
@@ -84,6 +87,7 @@ class CaseDetach:
     case_status: CaseStatus
     escalations: list[str]
     deferred_upserts: dict[str, Any]
+    failed_attempt: tuple[str, ...]  # workflows/case_retry.py
 
     def _init_detach(self) -> None:
         self.detached: list[DetachRecord] = []
@@ -219,6 +223,17 @@ class CaseDetach:
                 note = (f"acted on {step.plan.target.kind} {step.plan.target.id}, which came from alert {alert.uid}, "
                         f"since detached by {by}; `signoff rollback {self.inp.case_id}` is the way back")
                 step.note = f"{step.note}; {note}" if step.note else note
+        # The failed attempt a retry would run again: a step aimed only at this alert is not run again.
+        dropped = [sid for sid in self.failed_attempt if (self.steps[sid].plan.target.kind,
+                                                          self.steps[sid].plan.target.id) in only_here]
+        if dropped and workflow.patched(DETACH_LEAVES_RETRY):
+            self.failed_attempt = tuple(sid for sid in self.failed_attempt if sid not in dropped)
+            for step_id in dropped:
+                step = self.steps[step_id]
+                note = f"not retried: {why}"
+                step.note = f"{step.note}; {note}" if step.note else note
+                if step_id not in skipped:
+                    skipped.append(step_id)
         defer = bool(self.deferred_upserts)
         self._publish_entities(defer=True)  # type: ignore[attr-defined]  # CaseEntities' (a stub here would shadow it)
         self._publish_alert_count(defer=defer)

@@ -13,7 +13,7 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from activities.case import Escalation
     from policies.engine import quorum_met
-    from policies.revocation import tightened, void_reason
+    from policies.revocation import VOIDED, tightened, void_reason
     from policies.signing import token_channel, token_claims
     from signoff import search_attributes as sa
     from signoff.models import StepState
@@ -101,7 +101,7 @@ class CaseRecheck:
                 reason = void_reason(case_policy, fresh.policy, other.plan, record)
                 if reason:
                     other.approvals[i] = record.model_copy(update={
-                        "accepted": False, "refusal": f"voided before the step ran: {reason}"})
+                        "accepted": False, "refusal": f"{VOIDED}: {reason}"})
                     voided.setdefault(other.plan.step_id, []).append(f"{record.approver}: {reason}")
         self.gov = self.gov.model_copy(update={"policy": tightened(case_policy, fresh.policy)})
         if voided:
