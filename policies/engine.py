@@ -140,6 +140,17 @@ class AlertTypeRule(_Model):
     # False for alert types the triage model was not trained on (the drift check's own cases): no
     # score, no explanation from it; an analyst decides. A score there would only look like evidence.
     scored: bool = True
+    # Who may decide a case of this type as a whole (close, retry, detach), instead of the approving
+    # tiers' roles (`close_roles`): the drift check's cases are for detection engineers. None: the default.
+    close_roles: tuple[str, ...] | None = None
+
+    @field_validator("close_roles")
+    @classmethod
+    def _some_close_role(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None and not value:
+            raise ValueError("close_roles is empty: nobody could close these cases; leave it out for the default "
+                             "(the roles of the tiers that need an approval)")
+        return value
 
 
 class Deployment(_Model):
@@ -261,6 +272,8 @@ class Policy(_Model):
         for rule in dumped["alert_types"].values():
             if rule.get("scored") is True:
                 rule.pop("scored", None)
+            if rule.get("close_roles") is None:
+                rule.pop("close_roles", None)
         for tier in dumped["tiers"].values():
             if not tier.get("escalation"):
                 tier.pop("escalation", None)
@@ -414,6 +427,11 @@ def promise_violations(policy: Policy, playbooks: Collection[str] | None = None)
             what = "roll back a case" if field == "rollback_roles" else "change governance"
             problems.append(f"{field} is {list(roles)}, which no approver holds: nobody could {what}; name the roles "
                             f"that may (roles approvers hold: {known_roles}) or give an approver one of them")
+    for name, type_rule in sorted(policy.alert_types.items()):
+        if type_rule.close_roles is not None and not any(r in holders for r in type_rule.close_roles):
+            problems.append(f"alert_types.{name}.close_roles is {list(type_rule.close_roles)}, which no approver "
+                            f"holds: nobody could close a {name} case; name the roles that may (roles approvers "
+                            f"hold: {known_roles}) or leave it out for the approving tiers' roles")
     may_roll_back = sorted({name for r in policy.rollback_roles for name in holders.get(r, ())})
     if may_roll_back and policy.rollback_quorum > len(may_roll_back):
         problems.append(
@@ -527,9 +545,14 @@ class GovernanceSnapshot(_Model):
     review_sampled: bool = False  # on the loop: this case is in the analysts' review sample
 
 
-def close_roles(policy: Policy) -> tuple[str, ...]:
-    """Who may decide a case as a whole (close it with a verdict, retry a failed attempt): the
-    roles that may approve a gated step (every non-automatic tier's roles)."""
+def close_roles(policy: Policy, alert_type: str | None = None) -> tuple[str, ...]:
+    """Who may decide a case as a whole (close it with a verdict, retry a failed attempt, detach an
+    alert): the alert type's own `close_roles` when the policy sets them, else the roles that may
+    approve a gated step (every non-automatic tier's roles)."""
+    if alert_type is not None:
+        own = policy.alert_type(alert_type).close_roles
+        if own is not None:
+            return own
     roles: list[str] = []
     for rule in (policy.tiers[tier] for tier in RiskTier):  # lowest tier first, whatever the file's order
         if not rule.auto:

@@ -294,7 +294,8 @@ def render_text(r: dict[str, Any]) -> str:
     for a in r["humans_in_the_loop"]["alert_types"]:
         thr = "none" if a["threshold"] is None else f"{a['threshold']:.4f}"
         add(f"   {a['alert_type']:<22} {a['autonomy']:<12} threshold {thr:<8} (autonomy by {a['autonomy_by']}, "
-            f"threshold by {a['threshold_by']}); {a['cases']} cases; gated steps: {', '.join(a['gated_steps']) or '-'}")
+            f"threshold by {a['threshold_by']}); {a['cases']} case{'' if a['cases'] == 1 else 's'}; "
+            f"gated steps: {', '.join(a['gated_steps']) or '-'}")
     moves = r["humans_in_the_loop"]["line_moves"]
     if len(moves) > 10:
         add(f"   (the last 10 of {len(moves)} changes of the line; all are in --json and `signoff policy history`)")

@@ -30,6 +30,8 @@ def digest_as_before(dumped: dict[str, Any]) -> str:
     for rule in dumped["alert_types"].values():
         if rule.get("scored") is True:
             rule.pop("scored")
+        if rule.get("close_roles") is None:
+            rule.pop("close_roles", None)
     for tier in dumped["tiers"].values():
         if not tier.get("escalation"):
             tier.pop("escalation", None)

@@ -77,7 +77,7 @@ async def test_cli_approval_and_ui_signal_each_advance_a_case(dev_env: WorkflowE
         code, out, err = await _run(*_signoff("rollback", inp.case_id, "--as", "carol", "--reason", "FP"),
                                     env_extra=env)
         assert code == 0, err
-        assert "rolled_back" in out
+        assert "rolled back: " in out
         assert lab().read("host", host)["network"] == "connected"
         assert lab().read("account", account)["enabled"] is True
         await handle.terminate("test done")

@@ -261,7 +261,7 @@ async def test_a_quorum_of_two_different_people_through_the_cli_and_a_repeat_run
 
         second = await acli(address, "rollback", case.id, "--as", "dave", "--reason", "agreed")
         assert second.exit_code == 0, second.output
-        assert "rolled_back" in _text(second) and "isolate_host=restored" in _text(second)
+        assert "rolled back: " in _text(second) and "isolate_host=restored" in _text(second)
         assert lab().read("host", host)["network"] == "connected" and lab().read("account", account)["enabled"]
         undo = client.get_workflow_handle(undo_id(case.id), result_type=UndoView)
         view: UndoView = await undo.result()
@@ -352,7 +352,7 @@ async def test_the_running_case_path_is_unchanged_and_show_reads_no_undo_for_it(
         await wait_for(handle, lambda v: step(v, "isolate_host").state == StepState.executed, "isolated",
                        attempts=PATIENCE)
         result = await acli(address_of(client), "rollback", inp.case_id, "--as", "carol", "--reason", "FP")
-        assert result.exit_code == 0 and _text(result).startswith("rollback rolled_back"), result.output
+        assert result.exit_code == 0 and _text(result).startswith("rolled back: "), result.output
         assert lab().read("host", host)["network"] == "connected"
         assert await read_undo(client, inp.case_id) is None  # the case rolled itself back: no undo workflow
         await handle.execute_update(CaseWorkflow.close, CloseRequest(analyst="alice", verdict=Verdict.false_positive,

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
@@ -57,3 +58,23 @@ async def test_a_drift_case_is_not_scored_and_goes_to_an_analyst(
         assert UNSCORED_TYPES not in recorded_patches(await other.fetch_history())
         replayer = Replayer(workflows=[CaseWorkflow], data_converter=pydantic_data_converter)
         assert (await replayer.replay_workflow(history)).replay_failure is None
+
+
+async def test_a_drift_case_whose_first_task_was_split_replays() -> None:
+    """QA6: a drift case's first workflow task can end with its first local activity's result (the task
+    was heartbeated, core keeps a local activity running past 80% of the task timeout) while the case
+    goes on in the next task. On replay that result arrives in the first task, so a `patched()` asked
+    right after it answered False and scheduled the scoring the history never had (a stuck case).
+    The change is now a deprecated patch (the recorded policy decides: histories from before `scored`
+    existed carry a policy without it). The history below was recorded in that state (up to the case
+    waiting for its verdict); its marker is the deprecated one the current code writes."""
+    split = Path(__file__).parent / "replay" / "histories" / "split" / "model_drift.json"
+    history = WorkflowHistory.from_json("drift-split", split.read_text())
+    events = list(history.events)
+    la_marker = next(e for e in events if e.marker_recorded_event_attributes.marker_name == "core_local_activity")
+    patch = next(e for e in events if b"unscored-types" in b"".join(
+        p.data for v in e.marker_recorded_event_attributes.details.values() for p in v.payloads))
+    assert patch.marker_recorded_event_attributes.workflow_task_completed_event_id > \
+        la_marker.marker_recorded_event_attributes.workflow_task_completed_event_id  # the split
+    replayer = Replayer(workflows=[CaseWorkflow], data_converter=pydantic_data_converter)
+    assert (await replayer.replay_workflow(history, raise_on_replay_failure=False)).replay_failure is None

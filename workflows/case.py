@@ -38,7 +38,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.scoring import ScoreRequest, score_case
     from playbooks import get_playbook
-    from policies.engine import GovernanceSnapshot, approval_refusal, close_roles, parse_duration, quorum_met
+    from policies.engine import GovernanceSnapshot, approval_refusal, parse_duration, quorum_met
     from policies.signing import CASE_STEP, MAX_CLOCK_SKEW, token_channel, token_nonce, token_refusal
     from signoff import search_attributes as sa
     from signoff.holds import hold_key
@@ -77,6 +77,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.case_log import CaseLog
     from workflows.case_recheck import CaseRecheck
     from workflows.case_retry import CaseRetry
+    from workflows.case_roles import decider_roles
     from workflows.decide import decide
     from workflows.feedback import recheck_governance, record_verdict_of, shadow_score
     from workflows.handover import tell_holders
@@ -374,7 +375,15 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
     def _unscored(self) -> bool:
         assert self.gov is not None
         rule = self.gov.policy.alert_type(self.inp.alert_type)  # unknown types fall back, as for the playbook
-        return not rule.scored and workflow.patched(UNSCORED_TYPES)
+        # The recorded policy decides (histories from before `scored` existed carry a policy without it:
+        # scored, as they ran), so the patch is a deprecated one. `patched()` here, right after the case's
+        # first local activity, did not replay when that activity's result ended a heartbeated first task
+        # and the case went on in the next (QA6): the marker was in the next task, replay answered False
+        # and scheduled a scoring the history never had. A deprecated marker may be missing on replay.
+        if rule.scored:
+            return False
+        workflow.deprecate_patch(UNSCORED_TYPES)
+        return True
 
     async def _score(self) -> tuple[ScoreResult | None, str]:
         """Score the case; a scoring failure sends the case to an analyst, it never fails the case."""
@@ -861,7 +870,8 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
         except ValidationError as exc:
             self.escalations.append(f"refused close signal: malformed: {_first_error(exc)}")
             return
-        refusal = self._replay_safe(self._close_refusal(req), lambda: self._close_refusal(req, hardened=False))
+        refusal = self._replay_safe(self._close_refusal(req, in_handler=True),
+                                    lambda: self._close_refusal(req, hardened=False))
         if refusal:
             self._refuse_case_decision(Decision.close, req.analyst, req.reason, req.token, refusal)
             return
@@ -872,11 +882,12 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
             self.used_nonces.add(token_nonce(req.token))
         self.verdict = req
 
-    def _close_refusal(self, req: CloseRequest, *, hardened: bool = True) -> str | None:
+    def _close_refusal(self, req: CloseRequest, *, hardened: bool = True, in_handler: bool = False) -> str | None:
         """Why this verdict must be refused, or None when it closes the case.
 
         With `trust_unsigned_approvals: false` a verdict needs a role that may close
-        (`close_roles`) and a token signed for (case, "close", analyst).
+        (`decider_roles`: the alert type's `close_roles`, else the approving tiers' roles) and a
+        token signed for (case, "close", analyst).
         """
         if self.gov is None:
             return "the case is still being triaged"
@@ -892,7 +903,7 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
         if hardened and self.verdict_window_over:
             return f"the case already closed without a verdict (status {self.case_status.value}); it takes none now"
         if hardened and not policy.deployment.trust_unsigned_approvals:
-            allowed = close_roles(policy)
+            allowed = decider_roles(self.gov, in_handler=in_handler)
             roles = policy.roles_of(req.analyst)
             if not set(roles) & set(allowed):
                 return f"{req.analyst!r} has roles {list(roles)}; closing a case needs one of {list(allowed)}"

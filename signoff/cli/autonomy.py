@@ -60,9 +60,14 @@ def sign_change(update_name: str, arg: Any) -> Any:
 
 
 def _next_step(arg: Any, reason: str) -> str:
-    """What the person can do about a token refusal on their side (empty when there is nothing to add)."""
+    """What the person can do about a refusal on their side (empty when there is nothing to add)."""
     from signoff.keys import ApproverKeyError, key_path
 
+    if "not enough evidence" in reason:  # QA6 L11: the refusal said how much, not how it is earned
+        name = getattr(arg, "alert_type", "") or "ALERT_TYPE"
+        return (f". Evidence is earned by analysts' verdicts (`signoff close CASE --verdict ...`) on {name} cases "
+                "the model scored at or above the threshold while they were in the loop (the cases it would have "
+                f"closed on its own); `signoff autonomy status` shows how many there are and what is missing")
     user = getattr(arg, "by", "")
     try:
         path = key_path(user)

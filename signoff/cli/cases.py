@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -383,7 +384,16 @@ def print_case(view: CaseView, requester: str | None = None) -> None:
                 out.print(f"[cyan]{e(st.step_id)}[/]: {e(st.note)}")
     for line in waiting_lines(view, requester=requester):
         out.print(e(line))
+    from policies.signing import CASE_STEP
+
+    shown_refusals: set[str] = set()
     for refusal in view.refusals:
+        if refusal.step == CASE_STEP:  # a refused close / rollback signal: the case as a whole, no step
+            # The case also keeps it among its escalations, in these words: listed once (QA6 L9).
+            shown_refusals.add(f"refused {refusal.decision.value} signal from {refusal.approver!r}: {refusal.refusal}")
+            out.print(f"[red]refused[/] {e(refusal.decision.value)} signal from {e(repr(refusal.approver))}: "
+                      f"{e(refusal.refusal)}")
+            continue
         out.print(f"[red]refused[/] {e(refusal.via)} from {e(repr(refusal.approver))} on {e(repr(refusal.step))}: "
                   f"{e(refusal.refusal)}")
     if line := verdict_due_line(view):
@@ -404,7 +414,8 @@ def print_case(view: CaseView, requester: str | None = None) -> None:
     for n in view.notes:
         out.print(f"[cyan]note[/] {n.at:%Y-%m-%d %H:%M} {e(n.author)}: {e(n.text)}")
     for note in view.escalations:
-        out.print(f"[yellow]escalation[/] {e(note)}")
+        if note not in shown_refusals:
+            out.print(f"[yellow]escalation[/] {e(note)}")
     if view.verdict:
         out.print(e(f"verdict: {view.verdict.verdict.value} by {view.verdict.analyst} ({view.verdict.reason})"))
 
@@ -617,7 +628,11 @@ async def _update(case_id: str, name: str, arg: Any, update_id: str) -> str:
         if "not found" in exc.message.lower():
             fail(_no_such_case(case_id, exc.message))
         if "already completed" in exc.message.lower():
-            fail(_closed_case_line(case_id, name, exc.message))
+            # Refused like any other decision (QA6 M4: an approval on a closed case, a rollback that
+            # arrived as the case ended were in no trail); Temporal keeps no trace of it.
+            line = _closed_case_line(case_id, name, exc.message)
+            record_refusal(name, case_id, arg.model_dump(mode="json"), line)
+            fail(line)
         raise
 
 
@@ -625,15 +640,67 @@ def _refusal_next_step(arg: Any, reason: str) -> str:
     """What to do about a refusal the person can fix on their side (empty when there is nothing to add).
 
     QA: after `signoff keys create --as bob` (as README's signed approvals suggest), every `signoff approve
-    --as bob` was refused "no public key for 'bob' in policy" with no word on the two ways out."""
+    --as bob` was refused "no public key for 'bob' in policy" with no word on the two ways out. QA6 M3:
+    someone with no key (and not in the policy) was told to "approve with `signoff approve` and your
+    approver key", which they had just done; a rotated key was refused "does not verify" with no way out."""
     user = getattr(arg, "approver", None) or getattr(arg, "requested_by", None) or getattr(arg, "analyst", None)
-    if not user or not getattr(arg, "token", None) or "no public key for" not in reason:
+    if not user:
         return ""
-    from signoff.keys import key_path
+    from signoff.keys import KEY_FILE_ENV, key_path
 
-    return (f". Your decisions are signed with {key_path(user)}: add the line `signoff keys show --as {user}` prints "
-            "under `approvers:` in the policy the workers run (then restart them), or move that key file away to "
-            "send unsigned decisions (counted only where the policy sets deployment.trust_unsigned_approvals)")
+    if not getattr(arg, "token", None):
+        if not reason.startswith("unsigned "):
+            return ""
+        where = _key_file_hint(user)
+        outsider = _not_in_local_policy(user)
+        if outsider:
+            return (f". {outsider}: an approver in that policy must decide, or get {user!r} added to it (roles, "
+                    f"and the public key line of `signoff keys create --as {user}`) by pull request")
+        return (f". No approver key for {user!r} was found ({where}): create one with `signoff keys create --as "
+                f"{user}` and get the line it prints under `approvers:` in the policy the workers run")
+    if "no public key for" in reason:
+        return (f". Your decisions are signed with {key_path(user)}: add the line `signoff keys show --as {user}` "
+                "prints under `approvers:` in the policy the workers run (then restart them), or move that key file "
+                "away to send unsigned decisions (counted only where the policy sets "
+                "deployment.trust_unsigned_approvals)")
+    if "does not verify" in reason:
+        return (f". The case checked the signature against the key it knows for {user!r}, and {key_path(user)} is "
+                f"not that key. If it is someone else's key, point {KEY_FILE_ENV} at yours. If your key was "
+                "rotated (the policy has your new key and this case opened before the change): the case re-reads "
+                "approvers and keys when one of its steps is next checked; until then another approver can decide, "
+                f"or keep your old key in the policy until such cases end and sign with it ({KEY_FILE_ENV}) "
+                "(docs/deployment.md section 1, \"Who may approve follows the policy in force\")")
+    return ""
+
+
+def _key_file_hint(user: str) -> str:
+    """Where `signoff` looked for `user`'s approver key, said the way the person can act on it."""
+    from signoff.keys import KEY_FILE_ENV, ApproverKeyError, key_path
+
+    try:
+        path = key_path(user)
+    except ApproverKeyError:
+        return f"no key file for that name; {KEY_FILE_ENV} is not set"
+    if os.environ.get(KEY_FILE_ENV, "").strip():
+        return f"{KEY_FILE_ENV} names {path}, which does not exist"
+    return f"looked for {path}; {KEY_FILE_ENV} is not set"
+
+
+def _not_in_local_policy(user: str) -> str | None:
+    """"'frank' is not in the policy (PATH)" when this machine's policy file ($SIGNOFF_POLICY) has no
+    approver `user`, else None: also without $SIGNOFF_POLICY (the shipped lab policy says nothing about
+    the workers' one) or when the file cannot be read (the case's own refusal then stands alone)."""
+    from policies.loader import POLICY_ENV, PolicyError, load_policy, policy_path
+
+    if not os.environ.get(POLICY_ENV):
+        return None
+    try:
+        policy = load_policy()
+    except (PolicyError, OSError):
+        return None
+    if user in policy.approvers:
+        return None
+    return f"{user!r} is not an approver in the policy ({policy_path()})"
 
 
 def _closed_case_line(case_id: str, name: str, detail: str) -> str:
@@ -720,8 +787,19 @@ async def _rollback(case_id: str, req: RollbackRequest, update_id: str) -> str:
     workflow `<case>-undo` (workflows/case_undo.py), which restores what has not changed since."""
     task_queue = await _ended_case_queue(case_id)
     if task_queue is None:
-        return await _update(case_id, "rollback", req, update_id)
+        return _rollback_reply_text(await _update(case_id, "rollback", req, update_id))
     return await _rollback_after_close(case_id, req, update_id, task_queue)
+
+
+def _rollback_reply_text(reply: str) -> str:
+    """A rollback's reply in words: "rolled back: ..." for the case's "rollback rolled_back: ..." or the
+    undo workflow's "rollback after close rolled_back: ..." (QA6 L10)."""
+    for prefix in ("rollback after close ", "rollback "):
+        for status, words in (("rolled_back", "rolled back"), ("partly_rolled_back", "partly rolled back"),
+                              ("rollback_failed", "rollback failed")):
+            if reply.startswith(f"{prefix}{status}"):
+                return words + reply.removeprefix(f"{prefix}{status}")
+    return reply
 
 
 async def _ended_case_queue(case_id: str) -> str | None:
@@ -776,7 +854,7 @@ async def _rollback_after_close(case_id: str, req: RollbackRequest, update_id: s
     except (WorkflowUpdateRPCTimeoutOrCancelledError, asyncio.CancelledError):
         fail(f"interrupted before {undo_id(case_id)} answered: this rollback request was sent and may still be "
              f"counted (it cannot be withdrawn); check `signoff show {case_id}` before asking again", code=130)
-    return f"case {case_id} has ended; rollback after close ({undo_id(case_id)}): {reply}"
+    return f"case {case_id} has ended; rollback after close ({undo_id(case_id)}): {_rollback_reply_text(reply)}"
 
 
 def retry(
