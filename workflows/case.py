@@ -345,8 +345,12 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
         when the verdict is due and watch for it (concurrently with the playbook and its gates)."""
         assert self.gov is not None
         sla = self.gov.policy.verdict_sla_for(self.inp.severity)
-        if sla is None or not workflow.patched(VERDICT_SLA):
+        if sla is None:
             return
+        # A deprecated patch, like `unscored-types`: the recorded policy decides (one from before the SLA has
+        # none), and `patched()` asked right after a local activity whose result ended a heartbeated task
+        # would answer False on replay.
+        workflow.deprecate_patch(VERDICT_SLA)
         self.verdict_sla = self.gov.policy.verdict_sla[self.inp.severity]
         self.verdict_due = workflow.info().workflow_start_time + sla
         self._upsert([sa.VERDICT_DUE.value_set(self.verdict_due)], defer=True)  # flushed by _plan_steps
