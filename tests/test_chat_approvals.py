@@ -542,6 +542,12 @@ async def test_concurrent_clicks_count_each_approver_once(rig: Rig, task_queue: 
     view = await wait_for(handle, lambda v: step(v, "disable_account").state == StepState.skipped, "rejected")
     assert [(a.approver, a.decision.value, a.channel) for a in step(view, "disable_account").approvals] == [
         ("dave", "reject", "slack:U0DAVE")]
+    # The decision is answered first and the message refreshed behind it (test_chat_security): poll, as above.
+    for _ in range(100):
+        if "*Rejected* by" in rig.message(cid, "disable_account")["text"]:
+            break
+        await rig.bridge.notify_once()
+        await asyncio.sleep(0.05)
     text = rig.message(cid, "disable_account")["text"]
     assert "*Rejected* by dave via Slack U0DAVE: a service account" in text, text
     await handle.terminate("test done")
