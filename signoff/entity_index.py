@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 # Visibility keeps at most 2 KB per search attribute value by default: 100 digests of 16 hex
 # characters and their separators stay under it.
@@ -31,13 +34,19 @@ def entity_key(value: str) -> str:
     return hashlib.sha256(b"signoff-entity\x1f" + normalise(value).encode()).hexdigest()[:16]
 
 
+def keyed(items: Iterable[tuple[str, T]]) -> dict[str, T]:
+    """The first MAX_INDEXED distinct non-empty values of (value, item) pairs, by digest, each with the
+    first item that carried it: what a case publishes, and what `signoff related` looks for."""
+    first: dict[str, T] = {}
+    for value, item in items:
+        if normalise(value) and len(first) < MAX_INDEXED:
+            first.setdefault(entity_key(value), item)
+    return first
+
+
 def index_keys(values: Iterable[str]) -> list[str]:
-    """The digests a case publishes: its first MAX_INDEXED distinct non-empty values, sorted."""
-    keys: dict[str, None] = {}
-    for value in values:
-        if normalise(value) and len(keys) < MAX_INDEXED:
-            keys.setdefault(entity_key(value), None)
-    return sorted(keys)
+    """The digests a case publishes, sorted."""
+    return sorted(keyed((value, None) for value in values))
 
 
 def index_text(values: Iterable[str]) -> str:

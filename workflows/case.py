@@ -38,7 +38,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.scoring import ScoreRequest, score_case
     from playbooks import get_playbook
-    from policies.engine import GovernanceSnapshot, approval_refusal, parse_duration, quorum_met
+    from policies.engine import GovernanceSnapshot, approval_refusal, close_roles, parse_duration, quorum_met
     from policies.signing import CASE_STEP, MAX_CLOCK_SKEW, token_channel, token_nonce, token_refusal
     from signoff import search_attributes as sa
     from signoff.holds import hold_key
@@ -77,7 +77,6 @@ with workflow.unsafe.imports_passed_through():
     from workflows.case_log import CaseLog
     from workflows.case_recheck import CaseRecheck
     from workflows.case_retry import CaseRetry
-    from workflows.case_roles import decider_roles
     from workflows.decide import decide
     from workflows.feedback import recheck_governance, record_verdict_of, shadow_score
     from workflows.handover import tell_holders
@@ -700,7 +699,8 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
 
     async def _decide_update(self, req: ApprovalRequest, decision: Decision) -> str:
         deferred = self._identity_unknown_to_case(req.token, req.approver, req.step, decision.value)
-        await self._refresh_identities_for(req.token, req.approver, req.step, decision.value)
+        if deferred:
+            await self._refresh_identities(req.approver)
         answer = self._record(req, decision, via="update")
         if answer.startswith("refused: ") and deferred:
             # Let through by the validator for the policy in force, which refuses it too: refused and recorded.
@@ -874,8 +874,7 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
         except ValidationError as exc:
             self.escalations.append(f"refused close signal: malformed: {_first_error(exc)}")
             return
-        refusal = self._replay_safe(self._close_refusal(req, in_handler=True),
-                                    lambda: self._close_refusal(req, hardened=False))
+        refusal = self._replay_safe(self._close_refusal(req), lambda: self._close_refusal(req, hardened=False))
         if refusal:
             self._refuse_case_decision(Decision.close, req.analyst, req.reason, req.token, refusal)
             return
@@ -886,11 +885,11 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
             self.used_nonces.add(token_nonce(req.token))
         self.verdict = req
 
-    def _close_refusal(self, req: CloseRequest, *, hardened: bool = True, in_handler: bool = False) -> str | None:
+    def _close_refusal(self, req: CloseRequest, *, hardened: bool = True) -> str | None:
         """Why this verdict must be refused, or None when it closes the case.
 
         With `trust_unsigned_approvals: false` a verdict needs a role that may close
-        (`decider_roles`: the alert type's `close_roles`, else the approving tiers' roles) and a
+        (`close_roles`: the alert type's own, else the approving tiers' roles) and a
         token signed for (case, "close", analyst).
         """
         if self.gov is None:
@@ -907,7 +906,7 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
         if hardened and self.verdict_window_over:
             return f"the case already closed without a verdict (status {self.case_status.value}); it takes none now"
         if hardened and not policy.deployment.trust_unsigned_approvals:
-            allowed = decider_roles(self.gov, in_handler=in_handler)
+            allowed = close_roles(policy, self.gov.alert_type)
             roles = policy.roles_of(req.analyst)
             if not set(roles) & set(allowed):
                 return f"{req.analyst!r} has roles {list(roles)}; closing a case needs one of {list(allowed)}"
@@ -963,10 +962,11 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
         if self.running:  # the first batch (signal-with-start) is published by `run`'s first upsert
             # Joins a pending deferred upsert (triage, where nothing waits on a human) instead of
             # flushing it early; otherwise its own upsert, only when the count changed.
+            # The digests and the count go out together: one history event.
             defer = bool(self.deferred_upserts)
-            self._publish_entities(defer=True)  # sent with the count's upsert: one history event
-            self._publish_alert_count(defer=defer)
-            self._upsert([], defer=defer)  # flushes the digests if the count alone did not change
+            self._publish_entities(defer=True)
+            self._publish_alert_count(defer=True)
+            self._upsert([], defer=defer)
 
     def _add_alerts(self, alerts: tuple[Alert, ...]) -> None:
         for alert in alerts:

@@ -32,6 +32,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.detach import OpenDetachedRequest, open_detached_case
+    from policies.engine import close_roles
     from policies.signing import token_nonce
     from signoff.models import (
         MAX_REASON_CHARS,
@@ -42,7 +43,6 @@ with workflow.unsafe.imports_passed_through():
         DetachRequest,
         StepState,
     )
-    from workflows.case_roles import decider_roles
 
 if TYPE_CHECKING:
     from policies.engine import GovernanceSnapshot
@@ -102,7 +102,7 @@ class CaseDetach:
             return self._detach_reply(done, again=True)
         # Checked again: another detach accepted in the same workflow task may have taken the case's
         # other alert meanwhile (validators of one task all run before its handlers).
-        refusal = self._detach_refusal(req, in_handler=True)
+        refusal = self._detach_refusal(req)
         if refusal:
             raise ApplicationError(refusal, type="DetachRefused", non_retryable=True)
         if req.token:
@@ -140,7 +140,7 @@ class CaseDetach:
         if refusal:
             raise ApplicationError(refusal, type="DetachRefused", non_retryable=True)
 
-    def _detach_refusal(self, req: DetachRequest, *, in_handler: bool = False) -> str | None:
+    def _detach_refusal(self, req: DetachRequest) -> str | None:
         case_id = self.inp.case_id
         if self.gov is None:
             return "the case is still being triaged; try again in a moment"
@@ -148,7 +148,7 @@ class CaseDetach:
         who = req.requested_by
         if who not in policy.approvers:
             return f"{who!r} is not in policy; people in policy: {sorted(policy.approvers)}"
-        allowed = decider_roles(self.gov, in_handler=in_handler)
+        allowed = close_roles(policy, self.gov.alert_type)
         roles = policy.roles_of(who)
         if not set(roles) & set(allowed):
             return (f"{who!r} has roles {list(roles)}; detaching an alert from a case needs one of {list(allowed)} "
@@ -236,7 +236,7 @@ class CaseDetach:
                     skipped.append(step_id)
         defer = bool(self.deferred_upserts)
         self._publish_entities(defer=True)  # type: ignore[attr-defined]  # CaseEntities' (a stub here would shadow it)
-        self._publish_alert_count(defer=defer)
+        self._publish_alert_count(defer=True)
         self._upsert([], defer=defer)
         if skipped:
             self._refresh_awaiting()

@@ -75,10 +75,11 @@ class CaseRecheck:
         bridge = channel.partition(":")[0]
         return entry is None or bridge not in policy.deployment.chat_bridges or not entry.slack_user
 
-    async def _refresh_identities_for(self, token: str | None, approver: str, step: str, decision: str) -> None:
-        """Before the handler of a request the validator let through for this reason: adopt the identities
-        in force (the handler then checks the request against them)."""
-        if not self._identity_unknown_to_case(token, approver, step, decision) or not workflow.patched(RECHECK_APPROVALS):
+    async def _refresh_identities(self, approver: str) -> None:
+        """Before the handler of a request the validator let through because the case's policy did not
+        know its signer (`_identity_unknown_to_case`): adopt the identities in force (the handler then
+        checks the request against them)."""
+        if not workflow.patched(RECHECK_APPROVALS):
             return
         voided = await self._adopt_identities_in_force(f"re-read approvers and keys for a signed request from "
                                                        f"{approver[:80]!r}")

@@ -22,9 +22,9 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from policies.engine import close_roles
     from policies.signing import token_nonce
     from signoff.models import MAX_REASON_CHARS, CaseStatus, Decision, RetryRecord, RetryRequest, StepState
-    from workflows.case_roles import decider_roles
 
 if TYPE_CHECKING:
     from policies.engine import GovernanceSnapshot
@@ -75,7 +75,7 @@ class CaseRetry:
         policy = self.gov.policy
         if req.requested_by not in policy.approvers:
             return f"{req.requested_by!r} is not in policy; people in policy: {sorted(policy.approvers)}"
-        allowed = decider_roles(self.gov, in_handler=False)  # a validator only (the handler does not re-check)
+        allowed = close_roles(policy, self.gov.alert_type)
         roles = policy.roles_of(req.requested_by)
         if not set(roles) & set(allowed):
             return f"{req.requested_by!r} has roles {list(roles)}; retrying a case needs one of {list(allowed)}"

@@ -4,13 +4,16 @@ account, an IP, a file, ... with a case (or hold a value), from Temporal visibil
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from signoff.cli._common import emit_json, fail, out, plural, run
+
+if TYPE_CHECKING:
+    from signoff.models import Entity
 
 RELATED_LIMIT = 200
 
@@ -26,26 +29,22 @@ def related(
 ) -> None:
     """Other cases that share an entity (host, account, IP, file, URL, mailbox, ...) with this one."""
     from signoff.cli.cases import case_view
-    from signoff.entity_index import MAX_INDEXED, entity_key, normalise
+    from signoff.entity_index import keyed
 
     if limit < 1:
         fail(f"--limit must be 1 or more, not {limit}")
     view = run(case_view(case_id))
-    # The digests the case published are those of its first MAX_INDEXED distinct values.
-    values: dict[str, str] = {}
-    for entity in view.entities:
-        if normalise(entity.value) and len(values) < MAX_INDEXED:
-            values.setdefault(entity_key(entity.value), entity.value)
-    if not values:
+    held = keyed((entity.value, entity) for entity in view.entities)  # the digests the case published
+    if not held:
         fail(f"case {case_id} holds no entity with a value: nothing to relate it by")
-    rows = run(_related_rows(case_id, values, view.entities))
+    rows = run(_related_rows(case_id, held))
     rows = sorted(rows, key=lambda r: (-len(r["shared"]), r["case_id"]))[:limit]
     if json_out:
         for row in rows:
             emit_json(row)
         return
     if not rows:
-        out.print(f"no other case shares an entity with {case_id} ({plural(len(values), 'entity value')} looked for)")
+        out.print(f"no other case shares an entity with {case_id} ({plural(len(held), 'entity value')} looked for)")
         return
     table = Table(title=f"{plural(len(rows), 'case')} sharing entities with {case_id}")
     for col in ("case", "status", "alert type", "severity", "decision", "shared"):
@@ -58,22 +57,19 @@ def related(
     out.print(table)
 
 
-async def _related_rows(case_id: str, values: dict[str, str], entities: Any) -> list[dict[str, Any]]:
+async def _related_rows(case_id: str, held: dict[str, Entity]) -> list[dict[str, Any]]:
     from signoff import search_attributes as sa
     from signoff.client import connect
-    from signoff.entity_index import any_of_query, entity_key, keys_of
+    from signoff.entity_index import any_of_query, keys_of
     from signoff.listing import case_query, case_row, visibility_pages, visibility_value
 
-    types: dict[str, str] = {}
-    for entity in entities:
-        types.setdefault(entity_key(entity.value), entity.type)
     client = await connect()
-    query = case_query(None, f"{any_of_query(values)} AND WorkflowId != '{case_id}'")
+    query = case_query(None, f"{any_of_query(held)} AND WorkflowId != '{case_id}'")
     rows = []
     async for page in visibility_pages(client, query, limit=RELATED_LIMIT):
         for info in page:
-            held = keys_of(visibility_value(info.search_attributes.indexed_fields, sa.CASE_ENTITIES.name))
-            shared = [{"type": types.get(key, ""), "value": values[key]} for key in held & values.keys()]
+            theirs = keys_of(visibility_value(info.search_attributes.indexed_fields, sa.CASE_ENTITIES.name))
+            shared = [{"type": held[key].type, "value": held[key].value} for key in theirs & held.keys()]
             row = case_row(info)
             rows.append({"case_id": row["case_id"], "status": row["status"], "alert_type": row["alert_type"],
                          "severity": row["severity"], "decision": row["decision"], "started": row["started"],
