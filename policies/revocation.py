@@ -24,32 +24,46 @@ def void_reason(case_policy: Policy, current: Policy, plan: StepPlan, record: Ap
     """Why `record` (accepted under `case_policy`) no longer counts under `current`, or None."""
     if not record.accepted or record.decision != Decision.approve:
         return None
-    who = record.approver
+    rule = case_policy.rule_for(plan)
+    return _identity_change(case_policy, current, record.approver, record.signed, record.channel,
+                            rule.roles, "may approve this tier", "approve")
+
+
+def rollback_vote_void_reason(case_policy: Policy, current: Policy, who: str, signed: bool,
+                              channel: str | None) -> str | None:
+    """Why a rollback request (accepted under `case_policy`, counted towards its quorum) no longer
+    counts under `current` when the quorum is met, or None. The same rule as for approvals: rolling
+    back a containment during an incident is as consequential as approving one."""
+    return _identity_change(case_policy, current, who, signed, channel, case_policy.rollback_roles,
+                            "may roll back", "ask again")
+
+
+def _identity_change(case_policy: Policy, current: Policy, who: str, signed: bool, channel: str | None,
+                     roles: tuple[str, ...], may: str, again: str) -> str | None:
     then, now = case_policy.approvers.get(who), current.approvers.get(who)
     if now is None:
         return f"{who!r} is no longer an approver in the policy in force"
-    rule = case_policy.rule_for(plan)
-    if not set(now.roles) & set(rule.roles):
-        return (f"{who!r} no longer has a role that may approve this tier (roles now {list(now.roles)}, "
-                f"tier needs one of {list(rule.roles)})")
-    if not record.signed:
+    if not set(now.roles) & set(roles):
+        return (f"{who!r} no longer has a role that {may} (roles now {list(now.roles)}, "
+                f"needs one of {list(roles)})")
+    if not signed:
         if not current.deployment.trust_unsigned_approvals:
-            return "unsigned approvals are no longer accepted by the policy in force: approve again, signed"
+            return f"unsigned requests are no longer accepted by the policy in force: {again}, signed"
         return None
-    if record.channel:
-        return _channel_change(case_policy, current, record.channel, then, now)
+    if channel:
+        return _channel_change(case_policy, current, channel, then, now, again)
     if then is None or then.public_key != now.public_key:
         return (f"the key {who!r} signed with was revoked or replaced in the policy in force: "
-                "approve again with the current key")
+                f"{again} with the current key")
     return None
 
 
 def _channel_change(case_policy: Policy, current: Policy, channel: str, then: Approver | None,
-                    now: Approver) -> str | None:
+                    now: Approver, again: str) -> str | None:
     bridge, _, chat_user = channel.partition(":")
     was, is_ = case_policy.deployment.chat_bridges.get(bridge), current.deployment.chat_bridges.get(bridge)
     if is_ is None or was is None or was.public_key != is_.public_key:
-        return f"the {bridge} chat bridge's key was revoked or replaced in the policy in force: approve again"
+        return f"the {bridge} chat bridge's key was revoked or replaced in the policy in force: {again}"
     if bridge == "slack" and now.slack_user != chat_user:
         return f"{bridge.capitalize()} user {chat_user} is no longer this approver's in the policy in force"
     return None

@@ -382,6 +382,13 @@ def _rollbacks(h: DecodedHistory, view: CaseView | None = None, gov: Any = None)
             "identity": identity, "result": result, "completed_at": _iso(done),
             "outcome": outcome, "refusal": refusal,
         }))
+    # Requests counted, then voided when a quorum was met (the identity behind them no longer in force):
+    # each voided record marks the latest request of that person counted before it.
+    for record in (r for r in view.refusals if r.via == "rollback_vote") if view else ():
+        row = next((r for _, when, r in reversed(rows) if r["outcome"] == "counted"
+                    and r["requested_by"] == record.approver and when <= record.at), None)
+        if row is not None:
+            row["outcome"], row["refusal"] = "voided", record.refusal
     # An accepted request's compensations: those scheduled after it, before the next accepted one.
     accepted = [event_id for event_id, _, row in rows if row["outcome"] == "accepted"]
     out = []

@@ -162,15 +162,19 @@ async def test_hostile_approvals_are_refused_and_recorded(
             assert isinstance(cause, ApplicationError) and cause.type == "ApprovalRefused", kind
             assert expected in cause.message, f"{kind}: {cause.message}"
         accepted_after, failed_tasks = await _history_counts(handle)
-        assert accepted_after == accepted_before, "a refused update must leave no trace in history"
+        # None leaves a trace in history but one: a signature the case's copy of the policy does not verify
+        # is checked against the policy in force (a key rotated since the case opened), once an hour.
+        assert accepted_after == accepted_before + 1, "a refused update must leave no trace in history"
+        checked = (await handle.query(CaseWorkflow.status)).refusals
+        assert [(r.approver, r.accepted, "forged" in r.refusal) for r in checked] == [("alice", False, True)], checked
         assert failed_tasks == 0
 
         # The same attempts as signals: written to history, refused by the handler, kept in state.
         for req, _ in hostile.values():
             await handle.signal(CaseWorkflow.approve_signal, req.model_dump(mode="json"))
-        view = await wait_for(handle, lambda v: len(v.refusals) >= len(hostile), "every signal refused")
-        assert len(view.refusals) == len(hostile)
-        for record, (kind, (_, expected)) in zip(view.refusals, hostile.items(), strict=True):
+        view = await wait_for(handle, lambda v: len(v.refusals) >= len(checked) + len(hostile), "every signal refused")
+        assert len(view.refusals) == len(checked) + len(hostile)
+        for record, (kind, (_, expected)) in zip(view.refusals[len(checked):], hostile.items(), strict=True):
             assert not record.accepted and record.via == "signal", kind
             assert expected in record.refusal, f"{kind} (signal): {record.refusal}"
         assert step(view, "disable_account").state == StepState.awaiting_approval

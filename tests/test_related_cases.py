@@ -76,6 +76,17 @@ async def test_cases_sharing_a_host_find_each_other(dev_env: WorkflowEnvironment
         lonely = await acli(address, "related", other.case_id, env=env)
         assert lonely.exit_code == 0 and "no other case shares an entity" in lonely.output, lonely.output
 
+        # `show` answers "have we seen this host before?" where the analyst looks first.
+        shown = await acli(address, "show", first.case_id, env=env)
+        assert shown.exit_code == 0, shown.output
+        text = " ".join(shown.output.split())  # the console wraps long lines
+        assert (f"related: 1 other case shares entities with this one: {second.case_id} (" in text
+                and f"`signoff related {first.case_id}`" in text), shown.output
+        as_json = await acli(address, "show", first.case_id, "--json", env=env)
+        assert [r["case_id"] for r in json.loads(as_json.output)["related_cases"]] == [second.case_id]
+        alone = await acli(address, "show", other.case_id, env=env)
+        assert alone.exit_code == 0 and "related:" not in alone.output, alone.output
+
         # Visibility holds digests, never the values.
         described = await h2.describe()
         published = described.typed_search_attributes.get(sa.CASE_ENTITIES)

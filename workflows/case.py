@@ -212,6 +212,7 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
         self._init_log()  # owner and investigation log (workflows/case_log.py)
         self._init_retry()  # running a failed attempt again (workflows/case_retry.py)
         self._init_detach()  # alerts taken out of the case (workflows/case_detach.py)
+        self._init_recheck()  # identities in force behind a rollback's quorum (workflows/case_recheck.py)
         self.action_running = False
         self.search_attributes: dict[str, Any] = {}  # last value upserted, per attribute
         self.deferred_upserts: dict[str, SearchAttributeUpdate[Any]] = {}
@@ -296,7 +297,8 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
         """Before the case completes: run any rollback accepted meanwhile (promise 6), even one that
         came after the verdict; then refuse new ones (`finishing`), so none is accepted and dropped."""
         while True:
-            await workflow.wait_condition(lambda: workflow.all_handlers_finished() or self._rollback_pending())
+            await workflow.wait_condition(lambda: (workflow.all_handlers_finished() and not self.rollback_checking)
+                                          or self._rollback_pending())
             if not self._rollback_pending():
                 break
             if not workflow.patched(ROLLBACK_AFTER_VERDICT):
@@ -769,6 +771,13 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
     @workflow.update(description='Undo every executed action of the case, newest first: {"requested_by": "carol", "reason": "false positive"}')
     async def rollback(self, req: RollbackRequest) -> str:
         self._accept_rollback(req)
+        if self.rollback_checking:  # this request met the quorum: who asked is checked against the policy in force
+            await workflow.wait_condition(lambda: not self.rollback_checking)
+            answer = self.rollback_check_answer
+            if answer.startswith("refused: "):
+                raise ApplicationError(answer.removeprefix("refused: "), type="RollbackRefused", non_retryable=True)
+            if answer:
+                return answer
         if self.rollback_votes:  # only under a rollback_quorum above 1: counted, not yet running
             return self._rollback_vote_text(req)
         await workflow.wait_condition(lambda: self.rollback_done)
@@ -807,11 +816,12 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
         if req.token:
             self.used_nonces.add(token_nonce(req.token))
         quorum = self.gov.policy.rollback_quorum if self.gov else 1
-        if quorum > 1:
+        if quorum > 1 and len(self.rollback_votes) + 1 < quorum:
             self.rollback_votes.append(req)
-            if len(self.rollback_votes) < quorum:
-                return
-            self.rollback_votes = []
+            return
+        if self._check_rollback_later(req):
+            return  # accepted by the check, if the requests behind the quorum still count
+        self.rollback_votes = []
         self.rollback_request = req
         self.rollback_done = False
 
@@ -842,6 +852,9 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
             return _too_long(req.reason)
         if self.rollback_request is not None and not self.rollback_done:
             return "a rollback is already running"
+        if self.rollback_checking:
+            return ("a rollback request met the quorum and is being checked against the policy in force: "
+                    "see `signoff show` in a moment")
         if any(v.requested_by == req.requested_by for v in self.rollback_votes):
             return (f"{req.requested_by!r} has already asked for this rollback: it needs "
                     f"{policy.rollback_quorum} different people with a rollback role")

@@ -275,9 +275,11 @@ def show(
     """One case: alerts, entities, enrichment, score, decision, steps, approvals, compensations."""
     view = run(case_view(case_id))
     undo = run(_undo_of(case_id))
+    related = run(_related_to(view))
     if json_out:
         emit_json({**view.model_dump(mode="json"),
-                   **({"rollback_after_close": undo.model_dump(mode="json")} if undo else {})})
+                   **({"rollback_after_close": undo.model_dump(mode="json")} if undo else {}),
+                   **({"related_cases": related} if related is not None else {})})
         return
     # QA5: "(not the case's requester)" did not say who that is; the view does not carry it.
     gated = any(st.state in _GATED for st in view.steps)
@@ -288,6 +290,8 @@ def show(
         # (the model's feedback) and closes itself without one when idle.
         out.print(escape(f"case {case_id}: rolled back, still waiting for an analyst's verdict: signoff close "
                          f"{case_id} --as USER --verdict TruePositive|BenignPositive|FalsePositive --reason TEXT"))
+    if related:
+        out.print(escape(related_line(case_id, related)))
     if undo is not None:
         for line in describe_undo(undo):
             out.print(escape(line))
@@ -295,6 +299,37 @@ def show(
              for st in view.steps) and not run(_still_running(case_id)):
         out.print(escape(f"case {case_id} has ended with actions still in effect: `signoff rollback {case_id} --as USER "
                          "--reason TEXT` restores what has not changed since (its undo workflow)"))
+
+
+SHOWN_RELATED = 5  # `signoff related CASE` lists them all
+
+
+def related_line(case_id: str, related: list[dict[str, Any]]) -> str:
+    """"Have we seen this host before?" answered where the analyst looks first."""
+    shown = "; ".join(f"{r['case_id']} ({r['status']}: " + ", ".join(f"{s['type']} {s['value']}" for s in r["shared"][:2])
+                      + (" ..." if len(r["shared"]) > 2 else "") + ")" for r in related[:SHOWN_RELATED])
+    more = f" and {len(related) - SHOWN_RELATED} more" if len(related) > SHOWN_RELATED else ""
+    verb = "shares" if len(related) == 1 else "share"
+    return (f"related: {plural(len(related), 'other case')} {verb} entities with this one: {shown}{more}; "
+            f"`signoff related {case_id}` lists them")
+
+
+async def _related_to(view: CaseView) -> list[dict[str, Any]] | None:
+    """The other cases sharing an entity with this one, most shared first (None: not known)."""
+    from temporalio.service import RPCError
+
+    from signoff.cli.related import related_rows
+    from signoff.entity_index import keyed
+
+    held = keyed((entity.value, entity) for entity in view.entities)
+    if not held:
+        return []
+    try:
+        rows = await related_rows(view.case_id, held)
+    except RPCError as exc:  # optional detail: the case view stands without it
+        err.print(f"[yellow]could not look for related cases:[/] {escape(exc.message)}", highlight=False)
+        return None
+    return sorted(rows, key=lambda r: (-len(r["shared"]), r["case_id"]))
 
 
 async def _undo_of(case_id: str) -> UndoView | None:
@@ -388,6 +423,9 @@ def print_case(view: CaseView, requester: str | None = None) -> None:
 
     shown_refusals: set[str] = set()
     for refusal in view.refusals:
+        if refusal.via == "rollback_vote":  # counted towards a rollback quorum, voided when it was met
+            out.print(f"[red]voided[/] rollback request from {e(repr(refusal.approver))}: {e(refusal.refusal)}")
+            continue
         if refusal.step == CASE_STEP:  # a refused close / rollback signal: the case as a whole, no step
             # The case also keeps it among its escalations, in these words: listed once (QA6 L9).
             shown_refusals.add(f"refused {refusal.decision.value} signal from {refusal.approver!r}: {refusal.refusal}")
@@ -666,8 +704,10 @@ def _refusal_next_step(arg: Any, reason: str) -> str:
     if "does not verify" in reason:
         return (f". The case checked the signature against the key it knows for {user!r}, and {key_path(user)} is "
                 f"not that key. If it is someone else's key, point {KEY_FILE_ENV} at yours. If your key was "
-                "rotated (the policy has your new key and this case opened before the change): the case re-reads "
-                "approvers and keys when one of its steps is next checked; until then another approver can decide, "
+                "rotated (the policy has your new key and this case opened before the change): an approval is "
+                "checked against the policy in force unless the case re-read it within the last hour (try again "
+                "later); a rollback, verdict or other case-wide request waits until the case next re-reads it. "
+                "Meanwhile another approver can decide, "
                 f"or keep your old key in the policy until such cases end and sign with it ({KEY_FILE_ENV}) "
                 "(docs/deployment.md section 1, \"Who may approve follows the policy in force\")")
     return ""

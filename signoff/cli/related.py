@@ -37,7 +37,7 @@ def related(
     held = keyed((entity.value, entity) for entity in view.entities)  # the digests the case published
     if not held:
         fail(f"case {case_id} holds no entity with a value: nothing to relate it by")
-    rows = run(_related_rows(case_id, held))
+    rows = run(related_rows(case_id, held))
     rows = sorted(rows, key=lambda r: (-len(r["shared"]), r["case_id"]))[:limit]
     if json_out:
         for row in rows:
@@ -57,7 +57,7 @@ def related(
     out.print(table)
 
 
-async def _related_rows(case_id: str, held: dict[str, Entity]) -> list[dict[str, Any]]:
+async def related_rows(case_id: str, held: dict[str, Entity]) -> list[dict[str, Any]]:
     from signoff import search_attributes as sa
     from signoff.client import connect
     from signoff.entity_index import any_of_query, keys_of
