@@ -1,0 +1,148 @@
+"""What is contained right now: every high-impact action in effect, across cases open and ended.
+
+A SOC lead's morning question ("which hosts are isolated, which accounts disabled, since when, on
+whose approval, and how do I release them?") has no answer in a case list: a case that ended keeps
+its actions in effect until someone rolls it back, and a case can hold a target another case holds
+too. This reads Temporal alone: visibility finds the cases whose history executed a gated action
+(`ExecutedActions`), each case's own state says which are still in effect (running: its `status`
+query; ended: its result, less what its undo workflow restored since), and its history says when
+each ran. Irreversible actions (revoking sessions) are done, not in effect: they are counted apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from signoff.models import CaseView, Reversibility, StepState
+
+# Cases read at once (each is a describe, a query or result, and a history fetch).
+CONCURRENCY = 8
+# What an ended case's undo left in effect (its outcome for the step): the rest was undone or handed over.
+_UNDO_LEAVES = {"to_restore", "changed_since", "failed", "left"}
+
+
+def gated_actions() -> list[str]:
+    """Reversible actions above the low tier, by name (those a case holds a target with)."""
+    import playbooks.library  # noqa: F401 (registers the actions)
+    from playbooks.actions import ACTIONS
+
+    return sorted(a.name for a in ACTIONS.values()
+                  if a.tier.value != "low" and a.reversibility != Reversibility.irreversible)
+
+
+def containment_query(extra: str | None = None) -> str:
+    from signoff.listing import case_query
+
+    names = ", ".join(f"'{n}'" for n in gated_actions())
+    return case_query(None, f"ExecutedActions IN ({names})" + (f" AND ({extra})" if extra else ""))
+
+
+async def actions_in_effect(client: Any, *, query: str | None = None, limit: int = 500,
+                            progress: Callable[[int, int], None] | None = None,
+                            ) -> tuple[list[dict[str, Any]], list[str], int]:
+    """(rows, problems, irreversible): one row per gated action in effect, the oldest first; the
+    cases that could not be read, with why; how many irreversible actions those cases ran."""
+    from signoff.listing import visibility_pages
+
+    case_ids: list[str] = []
+    async for page in visibility_pages(client, containment_query(query), limit=limit):
+        case_ids += [info.execution.workflow_id for info in page]
+    gate = asyncio.Semaphore(CONCURRENCY)
+    done = 0
+
+    async def one(case_id: str) -> tuple[list[dict[str, Any]], str, int]:
+        nonlocal done
+        async with gate:
+            try:
+                return await _case_rows(client, case_id)
+            except Exception as exc:  # one unreadable case must not hide the others
+                return [], f"{case_id}: {exc}", 0
+            finally:
+                done += 1
+                if progress is not None:
+                    progress(done, len(case_ids))
+
+    results = await asyncio.gather(*(one(c) for c in case_ids))
+    rows = [row for found, _, _ in results for row in found]
+    _mark_shared(rows)
+    rows.sort(key=lambda r: (r["since"] or "9999", r["case_id"], r["step_id"]))
+    return rows, [p for _, p, _ in results if p], sum(n for _, _, n in results)
+
+
+async def _case_rows(client: Any, case_id: str) -> tuple[list[dict[str, Any]], str, int]:
+    from temporalio.client import WorkflowExecutionStatus
+
+    from signoff.undo import read_undo
+
+    handle = client.get_workflow_handle(case_id, result_type=CaseView)
+    described = await handle.describe()
+    running = described.status == WorkflowExecutionStatus.RUNNING
+    if running:
+        view: CaseView = await handle.query("status", result_type=CaseView)
+        left: dict[str, str] = {}
+    elif described.status == WorkflowExecutionStatus.COMPLETED:
+        view = await handle.result(follow_runs=False)
+        undo = await read_undo(client, case_id)
+        left = {s.step_id: s.outcome.value for s in undo.steps} if undo is not None else {}
+    else:
+        return [], f"{case_id}: the case {described.status.name.lower()}: read it with `signoff explain {case_id}`", 0
+    irreversible = sum(1 for s in view.steps if s.state == StepState.executed and s.quorum > 0
+                       and s.reversibility == Reversibility.irreversible)
+    steps = [s for s in view.steps if s.state == StepState.executed and s.quorum > 0 and s.result is not None
+             and s.reversibility != Reversibility.irreversible and left.get(s.step_id, "to_restore") in _UNDO_LEAVES]
+    if not steps:
+        return [], "", irreversible
+    since = await _executed_at(client, case_id)
+    rows = []
+    for s in steps:
+        approvers = sorted({a.approver for a in s.approvals if a.accepted and a.decision.value == "approve"})
+        rows.append({
+            "target_kind": s.target.kind, "target": s.target.id, "action": s.action, "step_id": s.step_id,
+            "case_id": case_id, "case_status": view.status.value, "case_open": running,
+            "since": since.get(s.step_id), "approved_by": approvers,
+            "undo_outcome": left.get(s.step_id) if not running else None,
+            "rollback_open_until": view.rollback_open_until.isoformat() if view.rollback_open_until else None,
+            "how_to_release": f"signoff rollback {case_id} --as USER --reason TEXT",
+            "also_held_by": [],
+        })
+    return rows, "", irreversible
+
+
+async def _executed_at(client: Any, case_id: str) -> dict[str, str]:
+    """When each step's action last completed, from the case's history (its latest run)."""
+    from signoff.history import load_history
+
+    history = await load_history(client, case_id)
+    at: dict[str, datetime] = {}
+    for run in history.activities_named("execute_action"):
+        step = ((run.input or {}).get("request") or {}).get("step_id")
+        if step and run.completed_at and not run.failure:
+            at[step] = run.completed_at
+    return {step: when.isoformat() for step, when in at.items()}
+
+
+def _mark_shared(rows: list[dict[str, Any]]) -> None:
+    """Each row names the other cases holding the same action on the same target (rolling one back
+    keeps the target as it is while another holds it: signoff/holds.py)."""
+    holders: dict[tuple[str, str, str], list[str]] = {}
+    for row in rows:
+        holders.setdefault((row["action"], row["target_kind"], row["target"]), []).append(row["case_id"])
+    for row in rows:
+        others = holders[(row["action"], row["target_kind"], row["target"])]
+        row["also_held_by"] = sorted({c for c in others if c != row["case_id"]})
+
+
+def held_for(since: str | None, now: datetime) -> str:
+    """"3d 4h" since the action ran ("?" when the history did not say)."""
+    if since is None:
+        return "?"
+    seconds = max(int((now - datetime.fromisoformat(since)).total_seconds()), 0)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    if days:
+        return f"{days}d {hours}h"
+    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m"
