@@ -54,8 +54,17 @@ async def read_ended_case(inp: UndoInput) -> EndedCase:
         case_id=case_id, run_id=h.run_id, status=view.status, alert_type=view.alert_type,
         policy_version=view.policy_version, verdict=view.verdict, ended_at=h.closed_at,
         source="archive" if h.source == "archive" else "final result", steps=view.steps, attempt_suffix=suffix,
-        handed_over=handed_over,
+        handed_over=handed_over, rollback_nonces=_rollback_nonces(h),
     )
+
+
+def _rollback_nonces(h: Any) -> tuple[str, ...]:
+    from policies.signing import token_nonce
+
+    sent = [u.args[0] for u in h.updates_named("rollback") if u.args]
+    sent += [s.args[0] for s in h.signals_named("rollback_signal") if s.args]
+    tokens = {r["token"] for r in sent if isinstance(r, dict) and isinstance(r.get("token"), str)}
+    return tuple(sorted(token_nonce(t) for t in tokens))
 
 
 def _handed_over(view: CaseView, handovers: list[Any]) -> dict[str, dict[str, Any]]:

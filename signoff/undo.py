@@ -119,6 +119,9 @@ class EndedCase(_Frozen):
     # step id -> the state its rollback restores, where a hold handed over by another case
     # (`take_over_hold`) replaced the one the step captured itself (the view shows only the latter)
     handed_over: dict[str, dict[str, Any]] = {}
+    # Nonces of the rollback tokens sent to the case (its history): a token spent there, or refused
+    # there because a rollback was already running, is not good for a second rollback here.
+    rollback_nonces: tuple[str, ...] = ()
     problem: str = ""
 
 

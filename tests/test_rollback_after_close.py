@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,9 @@ def _edit_policy(policy_file: Path, **changes: Any) -> dict[str, Any]:
 
 
 async def _contained_then_closed(client: Client, task_queue: str, host: str | None = None,
-                                 account: str | None = None) -> tuple[WorkflowHandle, CaseView]:
+                                 account: str | None = None,
+                                 before_verdict: Callable[[WorkflowHandle], Awaitable[None]] | None = None,
+                                 ) -> tuple[WorkflowHandle, CaseView]:
     """A malware case: isolate_host and disable_account approved and executed, a verdict, the end."""
     inp = case_input(alert_type="malware")
     host = host or f"host-{inp.case_id}"
@@ -79,6 +81,8 @@ async def _contained_then_closed(client: Client, task_queue: str, host: str | No
     await handle.execute_update(CaseWorkflow.approve, ApprovalRequest(step="disable_account", approver="bob",
                                                                       reason="credentials used by the implant"))
     await wait_for(handle, lambda v: v.status == CaseStatus.contained, "contained", attempts=PATIENCE)
+    if before_verdict is not None:
+        await before_verdict(handle)
     await handle.execute_update(CaseWorkflow.close, CloseRequest(analyst="alice", verdict=Verdict.true_positive,
                                                                  reason="confirmed"))
     final: CaseView = await handle.result()
@@ -196,6 +200,36 @@ async def test_someone_without_a_rollback_role_is_refused_and_nothing_is_undone(
         assert lab().read("host", host)["network"] == "isolated" and not _undo_calls("host", host)
         view = await client.get_workflow_handle(undo_id(case.id)).query(CaseUndoWorkflow.status)
         assert view.status == UndoStatus.waiting and view.requests == () and view.runs == ()
+
+
+async def test_a_rollback_token_sent_to_the_case_is_spent_for_its_undo(
+    time_env: WorkflowEnvironment, task_queue: str, policy_file: Path
+) -> None:
+    """A signed request counted by the case towards its rollback quorum cannot be replayed on the undo
+    (the case ended before the quorum was met: its nonce is in the case's history)."""
+    raw = _edit_policy(policy_file, rollback_quorum=2)
+    carol = Ed25519PrivateKey.generate()
+    approvers = dict(raw["approvers"])
+    approvers["carol"] = {**approvers["carol"], "public_key": public_key_text(carol)}
+    _edit_policy(policy_file, rollback_quorum=2, approvers=approvers)
+    client = time_env.client
+    tokens: list[str] = []
+
+    async def carol_asks(handle: WorkflowHandle) -> None:
+        tokens.append(sign_case_decision(carol, case_id=handle.id, decision="rollback", approver="carol",
+                                         now=await time_env.get_current_time()))
+        counted = await handle.execute_update(CaseWorkflow.rollback, _rollback("carol", token=tokens[0]))
+        assert counted.startswith("rollback requested by carol (1/2"), counted
+
+    async with settled_worker(client, task_queue):
+        case, _ = await _contained_then_closed(client, task_queue, before_verdict=carol_asks)
+        with pytest.raises(WorkflowUpdateFailedError) as info:
+            await _ask(client, task_queue, case.id, _rollback("carol", token=tokens[0]))
+        assert "token already used (replay)" in str(info.value.cause), info.value.cause
+        fresh = sign_case_decision(carol, case_id=case.id, decision="rollback", approver="carol",
+                                   now=await time_env.get_current_time())
+        reply = await _ask(client, task_queue, case.id, _rollback("carol", token=fresh))
+        assert reply.startswith("rollback requested by carol (1/2"), reply
 
 
 async def test_an_unsigned_request_is_refused_where_the_policy_in_force_wants_signatures(

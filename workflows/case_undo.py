@@ -113,6 +113,7 @@ class CaseUndoWorkflow:
             return await self._finish(UndoStatus.unavailable, f"case {self.case_id} could not be read: {_cause(err)}")
         if self.ended.problem:
             return await self._finish(UndoStatus.unavailable, self.ended.problem)
+        self.used_nonces.update(self.ended.rollback_nonces)  # a token spent on the case is spent here too
         # The policy in force now governs the rollback (the case's own version is kept beside it).
         try:
             self.gov = await workflow.execute_activity(
