@@ -381,6 +381,8 @@ def _rollbacks(h: DecodedHistory, view: CaseView | None = None, gov: Any = None)
             "at": _iso(at), "via": via, "requested_by": req.get("requested_by"), "reason": req.get("reason"),
             "identity": identity, "result": result, "completed_at": _iso(done),
             "outcome": outcome, "refusal": refusal,
+            "channel": token_channel(raw.get("token")) if isinstance(raw, dict) and via == "update" and not refusal
+            else None,
         }))
     # Requests counted, then voided when a quorum was met (the identity behind them no longer in force):
     # each voided record marks the latest request of that person counted before it.
@@ -410,7 +412,9 @@ def _verdicts(h: DecodedHistory, view: CaseView | None) -> list[dict[str, Any]]:
         req = upd.args[0] if upd.args else {}
         out.append({"at": _iso(upd.accepted_at), "via": "update", "analyst": req.get("analyst"),
                     "verdict": req.get("verdict"), "reason": req.get("reason"), "identity": upd.identity,
-                    "accepted": True, "refusal": ""})
+                    "accepted": True, "refusal": "",
+                    # a chat bridge's token (claim `via`), verified by the case when it took the verdict
+                    "channel": token_channel(req.get("token")) if isinstance(req, dict) else None})
     # The case keeps its refusals of close signals (via "close_signal"): matched in order by who sent them.
     refused = [r for r in view.refusals if r.via == "close_signal"] if view else []
     for sig in h.signals_named("close_signal"):
@@ -833,18 +837,20 @@ def render_explanation(ex: dict[str, Any]) -> str:
             add(f"Rollback refused: {rb['at']} from {rb['requested_by']} via {rb['via']} ({rb['reason']!r}): "
                 f"{rb['refusal']}")
             continue
+        by = str(rb["requested_by"]) + (f" via {channel_text(rb['channel'])}" if rb.get("channel") else "")
         if rb["outcome"] == "counted":
-            add(f"Rollback requested: {rb['at']} by {rb['requested_by']} via {rb['via']} ({rb['reason']!r}); "
+            add(f"Rollback requested: {rb['at']} by {by} via {rb['via']} ({rb['reason']!r}); "
                 "counted towards the policy's rollback quorum" + (f": {rb['result']}" if rb["result"] else ""))
             continue
-        add(f"Rollback: {rb['at']} by {rb['requested_by']} via {rb['via']} ({rb['reason']!r}); "
+        add(f"Rollback: {rb['at']} by {by} via {rb['via']} ({rb['reason']!r}); "
             f"{rb['compensations']} compensations" + (f", done in {took:.1f} s" if took is not None else ""))
     for e in ex["escalations"]:
         add(f"Escalation: {e['at']} ({e.get('kind')}): {e.get('reason')}")
     for v in ex["verdicts"]:
         state = "" if v["accepted"] in (True, None) else (
             f" (refused: {v['refusal']})" if v.get("refusal") else " (refused)")
-        add(f"Verdict: {v['verdict']} by {v['analyst']} at {v['at']} via {v['via']}{state}: {v['reason']!r}")
+        by = str(v["analyst"]) + (f" via {channel_text(v['channel'])}" if v.get("channel") else "")
+        add(f"Verdict: {v['verdict']} by {by} at {v['at']} via {v['via']}{state}: {v['reason']!r}")
     for r in ex.get("retries", []):
         add(f"Retry: {r['at']} by {r['requested_by']} ({r['reason']!r}): {r['result']}")
     for a in ex.get("assignments", []):

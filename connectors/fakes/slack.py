@@ -184,7 +184,9 @@ class FakeSlack(FakeVendor):
 
     def view_submission(self, user_id: str, view_id: str, values: dict[str, str]) -> dict[str, Any]:
         """The `view_submission` payload of `user_id` submitting the modal `view_id`, typing `values`
-        ({block_id: text}) into its plain-text inputs."""
+        ({block_id: text}) into its plain-text inputs; for a `static_select` or `radio_buttons` input the
+        text is the value of the option chosen (Slack sends that option as `selected_option`; a value
+        the input does not offer cannot be chosen: ValueError)."""
         view = self.views[view_id]
         state: dict[str, dict[str, Any]] = {}
         for block in view.get("blocks", []):
@@ -192,8 +194,15 @@ class FakeSlack(FakeVendor):
                 continue
             element = block.get("element", {})
             text = values.get(block["block_id"])
-            state[block["block_id"]] = {element.get("action_id", ""): {"type": element.get("type", "plain_text_input"),
-                                                                         "value": text}}
+            kind = element.get("type", "plain_text_input")
+            if kind in ("static_select", "radio_buttons"):  # the chosen option, as Slack sends it
+                options = {o.get("value"): o for o in element.get("options", [])}
+                if text is not None and text not in options:
+                    raise ValueError(f"{text!r} is not an option of {block['block_id']!r}: {sorted(options)}")
+                state[block["block_id"]] = {element.get("action_id", ""): {
+                    "type": kind, "selected_option": options[text] if text is not None else None}}
+                continue
+            state[block["block_id"]] = {element.get("action_id", ""): {"type": kind, "value": text}}
         submitted = {**view, "state": {"values": state}}
         return {"type": "view_submission", "team": {"id": self.team_id, "domain": "fake"},
                 "user": {"id": user_id, "username": user_id.lower(), "team_id": self.team_id},

@@ -5,8 +5,9 @@ request only with a strict Content-Length (a number, at most MAX_BODY, each Slac
 client that stops sending is dropped after SOCKET_TIMEOUT and a body that trickles in after
 BODY_DEADLINE. Slack's signature is checked first (401 and nothing else on a bad or stale one) and
 each exact signed request is taken once (a replay inside Slack's 5-minute window is 401). Then the
-interaction is routed: a button click opens the reason modal, the modal's submission is the
-decision, handed to the bridge (`SlackBridge.decide`, signoff/chat/bridge.py) on its event loop.
+interaction is routed: a button click opens its modal (the reason; for Close with verdict also the
+grade), the modal's submission is the decision, handed to the bridge on its event loop
+(`SlackBridge.decide`, `close_case`, `request_rollback`, signoff/chat/bridge.py).
 A validly signed payload of the wrong shape is a 400, never a 500; `GET /healthz` says it is up.
 Nothing here decides: the case workflow does.
 """
@@ -29,10 +30,16 @@ from policies.engine import Policy
 from policies.loader import load_policy
 from signoff.chat.messages import (
     APPROVE_ACTION,
+    CLOSE_ACTION,
+    CLOSE_CALLBACK,
+    GRADE_ACTION,
+    GRADE_BLOCK,
     MODAL_CALLBACK,
     REASON_ACTION,
     REASON_BLOCK,
     REJECT_ACTION,
+    ROLLBACK_ACTION,
+    ROLLBACK_CALLBACK,
     result_modal,
 )
 
@@ -57,6 +64,14 @@ class Decisions(Protocol):
 
     async def decide(self, *, user_id: str, case_id: str, step: str, decision: str, reason: str,
                      view_id: str, team_id: str | None = None) -> tuple[bool, str]: ...
+
+    async def open_case_modal(self, trigger_id: str, case_id: str, kind: str, channel: str, ts: str) -> None: ...
+
+    async def close_case(self, *, user_id: str, case_id: str, grade: str, reason: str, view_id: str,
+                         team_id: str | None = None) -> tuple[bool, str]: ...
+
+    async def request_rollback(self, *, user_id: str, case_id: str, reason: str, view_id: str,
+                               team_id: str | None = None) -> tuple[bool, str]: ...
 
 
 class InteractionEndpoint:
@@ -118,29 +133,36 @@ class InteractionEndpoint:
 
     def _on_click(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any] | None]:
         for action in payload.get("actions") or []:
-            decision = {APPROVE_ACTION: "approve", REJECT_ACTION: "reject"}.get(action.get("action_id"))
-            if decision is None:
+            action_id = action.get("action_id")
+            decision = {APPROVE_ACTION: "approve", REJECT_ACTION: "reject"}.get(action_id)
+            case_kind = {CLOSE_ACTION: "close", ROLLBACK_ACTION: "rollback"}.get(action_id)
+            if decision is None and case_kind is None:
                 continue
             team_refusal = self.bridge.team_refusal(load_policy(), _user_team(payload))
-            if team_refusal:  # no modal for a user who could not approve anyway
-                log.warning("no reason modal for Slack user %s: %s", (payload.get("user") or {}).get("id"),
-                            team_refusal)
+            if team_refusal:  # no modal for a user who could not decide anyway
+                log.warning("no modal for Slack user %s: %s", (payload.get("user") or {}).get("id"), team_refusal)
                 return 200, None
             try:
                 target = json.loads(action.get("value") or "")
                 container = payload.get("container") or {}
-                self._on_loop(self.bridge.open_reason_modal(
-                    str(payload["trigger_id"]), str(target["case"]), str(target["step"]), decision,
-                    str(container.get("channel_id", "")), str(container.get("message_ts", ""))))
+                channel, ts = str(container.get("channel_id", "")), str(container.get("message_ts", ""))
+                if decision is not None:
+                    self._on_loop(self.bridge.open_reason_modal(
+                        str(payload["trigger_id"]), str(target["case"]), str(target["step"]), decision, channel, ts))
+                else:
+                    self._on_loop(self.bridge.open_case_modal(
+                        str(payload["trigger_id"]), str(target["case"]), str(case_kind), channel, ts))
             except (KeyError, ValueError, TypeError) as exc:
                 return 400, {"error": f"malformed button payload: {exc}"}
             except ConnectorError as exc:
-                log.warning("could not open the reason modal: %s", exc)
+                log.warning("could not open the modal: %s", exc)
             return 200, None
         return 200, None
 
     def _on_submit(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any] | None]:
         view = payload.get("view") or {}
+        if view.get("callback_id") in (CLOSE_CALLBACK, ROLLBACK_CALLBACK):
+            return self._on_case_submit(payload, view)
         if view.get("callback_id") != MODAL_CALLBACK:
             return 200, None
         try:
@@ -162,9 +184,48 @@ class InteractionEndpoint:
             return 200, {"response_action": "errors",
                          "errors": {REASON_BLOCK: "Temporal did not answer in time: the decision may still apply; "
                                                   "submit again to see (it is never counted twice)"}}
-        if not accepted:
-            return 200, {"response_action": "errors", "errors": {REASON_BLOCK: f"Refused: {text}"[:1900]}}
-        return 200, {"response_action": "update", "view": result_modal(text)}
+        return _answer(accepted, text)
+
+    def _on_case_submit(self, payload: dict[str, Any], view: dict[str, Any]) -> tuple[int, dict[str, Any] | None]:
+        """The verdict modal (grade and reason) or the rollback modal (reason) submitted."""
+        try:
+            meta = json.loads(view.get("private_metadata") or "")
+            values = (view.get("state") or {}).get("values") or {}
+            reason = str(((values.get(REASON_BLOCK) or {}).get(REASON_ACTION) or {}).get("value") or "")
+            selected = ((values.get(GRADE_BLOCK) or {}).get(GRADE_ACTION) or {}).get("selected_option") or {}
+            grade = str(selected.get("value") or "")
+            user_id = str(payload["user"]["id"])
+            case_id = str(meta["case"])
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            return 400, {"error": f"malformed view submission: {exc}"}
+        closing = view.get("callback_id") == CLOSE_CALLBACK
+        errors: dict[str, str] = {}
+        if closing and not grade:
+            errors[GRADE_BLOCK] = "choose a grade"
+        if not reason.strip():
+            errors[REASON_BLOCK] = "a reason is required"
+        if errors:
+            return 200, {"response_action": "errors", "errors": errors}
+        view_id, team_id = str(view.get("id", "")), _user_team(payload)
+        try:
+            if closing:
+                accepted, text = self._on_loop(self.bridge.close_case(
+                    user_id=user_id, case_id=case_id, grade=grade, reason=reason, view_id=view_id, team_id=team_id))
+            else:
+                accepted, text = self._on_loop(self.bridge.request_rollback(
+                    user_id=user_id, case_id=case_id, reason=reason, view_id=view_id, team_id=team_id))
+        except TimeoutError:
+            return 200, {"response_action": "errors",
+                         "errors": {REASON_BLOCK: "Temporal did not answer in time: the request may still apply; "
+                                                  "submit again to see (it is never counted twice)"}}
+        return _answer(accepted, text)
+
+
+def _answer(accepted: bool, text: str) -> tuple[int, dict[str, Any]]:
+    """The answer to a submitted modal: the refusal shown on its reason field, or the outcome in its place."""
+    if not accepted:
+        return 200, {"response_action": "errors", "errors": {REASON_BLOCK: f"Refused: {text}"[:1900]}}
+    return 200, {"response_action": "update", "view": result_modal(text)}
 
 
 def _user_team(payload: dict[str, Any]) -> str | None:

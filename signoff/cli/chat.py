@@ -1,4 +1,4 @@
-"""`signoff chat`: approvals from Slack, bound to identity through the policy."""
+"""`signoff chat`: approvals, verdicts and rollback requests from Slack, bound to identity through the policy."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import typer
 from signoff.cli._common import fail, require_policy, run
 
 CHANNEL_ENV = "SIGNOFF_SLACK_CHANNEL"
-app = typer.Typer(help="Approvals from Slack: the chat bridge and its signing key.", no_args_is_help=True)
+app = typer.Typer(help="Approvals, verdicts and rollback requests from Slack: the chat bridge and its signing key.",
+                  no_args_is_help=True)
 key_app = typer.Typer(help="The chat bridge's Ed25519 key: create it, print the policy lines.", no_args_is_help=True)
 app.add_typer(key_app, name="key")
 
@@ -60,7 +61,8 @@ def serve(
     interval: float = typer.Option(10.0, "--interval", min=0.5, help="seconds between notifier passes"),
     once: bool = typer.Option(False, "--once", help="one notifier pass, then exit (no endpoint)"),
 ) -> None:
-    """Post each step waiting for sign-off to CHANNEL, and take Approve / Reject clicks back as signed updates.
+    """Post each step waiting for sign-off to CHANNEL, and take Approve / Reject clicks back as signed updates;
+    cases waiting for a verdict or that can be rolled back get Close with verdict / Request rollback.
 
     Needs SIGNOFF_SLACK_BOT_TOKEN(_FILE), SIGNOFF_SLACK_SIGNING_SECRET(_FILE), SIGNOFF_CHAT_BRIDGE_KEY_FILE
     (or `signoff chat key create`) and a policy that trusts the bridge (deployment.chat_bridges.slack).
