@@ -75,3 +75,36 @@ def tightened(case_policy: Policy, current: Policy) -> Policy:
     trust = case_policy.deployment.trust_unsigned_approvals and current.deployment.trust_unsigned_approvals
     deployment = current.deployment.model_copy(update={"trust_unsigned_approvals": trust})
     return case_policy.model_copy(update={"approvers": current.approvers, "deployment": deployment})
+
+
+def signing_key(policy: Policy, who: str, channel: str | None) -> str | None:
+    """The public key a verified token of `who` was checked with under `policy`: the chat bridge's for
+    a token through a bridge (`channel`), else the person's own."""
+    if channel:
+        bridge = policy.deployment.chat_bridges.get(channel.partition(":")[0])
+        return bridge.public_key if bridge else None
+    entry = policy.approvers.get(who)
+    return entry.public_key if entry else None
+
+
+def undo_vote_void_reason(current: Policy, who: str, signed: bool, channel: str | None,
+                          signed_with: str | None) -> str | None:
+    """Why a request counted by a rollback after close (workflows/case_undo.py) no longer counts under
+    `current` when the quorum is met, or None. `signed_with`: the key its token verified with then
+    (None for requests recorded before it was kept: the key is not compared)."""
+    now = current.approvers.get(who)
+    if now is None:
+        return f"{who!r} is no longer an approver in the policy in force"
+    if not set(now.roles) & set(current.rollback_roles):
+        return (f"{who!r} no longer has a role that may roll back (roles now {list(now.roles)}, "
+                f"needs one of {list(current.rollback_roles)})")
+    if not signed:
+        if not current.deployment.trust_unsigned_approvals:
+            return "unsigned requests are no longer accepted by the policy in force: ask again, signed"
+        return None
+    if channel and channel.partition(":")[0] == "slack" and now.slack_user != channel.partition(":")[2]:
+        return f"Slack user {channel.partition(':')[2]} is no longer this approver's in the policy in force"
+    if signed_with is not None and signing_key(current, who, channel) != signed_with:
+        return (f"the key {who!r}'s request was signed with was revoked or replaced in the policy in force: "
+                "ask again with the current key")
+    return None

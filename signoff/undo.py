@@ -89,6 +89,8 @@ class UndoRequest(_Frozen):
     at: datetime
     signed: bool = False
     update_id: str = ""
+    channel: str | None = None  # a chat bridge's token: "slack:U0ABC123"
+    signed_with: str | None = None  # the public key the token verified with (checked again at the quorum)
 
 
 class UndoRun(_Frozen):

@@ -232,6 +232,59 @@ async def test_a_rollback_token_sent_to_the_case_is_spent_for_its_undo(
         assert reply.startswith("rollback requested by carol (1/2"), reply
 
 
+async def test_a_request_counted_before_its_person_left_does_not_complete_the_quorum(
+    time_env: WorkflowEnvironment, task_queue: str, policy_file: Path
+) -> None:
+    """Requests towards the undo's quorum wait up to 7 days; when it is met, the earlier ones must still
+    count under the policy in force (carol left the team meanwhile): nothing is undone until enough
+    people the policy stands behind have asked."""
+    raw = _edit_policy(policy_file, rollback_quorum=2)
+    client = time_env.client
+    async with settled_worker(client, task_queue):
+        case, _ = await _contained_then_closed(client, task_queue)
+        host = f"host-{case.id}"
+        first = await _ask(client, task_queue, case.id, _rollback("carol"))
+        assert first.startswith("rollback requested by carol (1/2"), first
+        approvers = {k: v for k, v in raw["approvers"].items() if k != "carol"}
+        approvers["frank"] = {"roles": ["lead"]}  # her successor (the critical tier needs two leads)
+        _edit_policy(policy_file, rollback_quorum=2, approvers=approvers)
+
+        second = await _ask(client, task_queue, case.id, _rollback("dave"))
+        assert second.startswith("rollback requested by dave (1/2, asked: dave)"), second
+        assert "carol: 'carol' is no longer an approver in the policy in force" in second, second
+        assert lab().read("host", host)["network"] == "isolated" and not _undo_calls("host", host)
+        view = await client.get_workflow_handle(undo_id(case.id)).query(CaseUndoWorkflow.status)
+        assert [v.requested_by for v in view.votes] == ["dave"] and view.runs == ()
+        assert any("no longer count under the policy in force" in e for e in view.escalations)
+        assert any(e["kind"] == "approval_voided" for e in _escalations(case.id))
+
+        third = await _ask(client, task_queue, case.id, _rollback("alice"))
+        assert "rolled_back" in third, third
+        assert lab().read("host", host)["network"] == "connected"
+
+
+def test_undo_requests_are_checked_again_by_the_identities_in_force() -> None:
+    from policies.loader import load_policy
+    from policies.revocation import signing_key, undo_vote_void_reason
+
+    policy = load_policy(None)
+    key = public_key_text(Ed25519PrivateKey.generate())
+    then = policy.model_copy(update={"approvers": {**policy.approvers, "carol": policy.approvers["carol"].model_copy(
+        update={"public_key": key})}})
+    assert undo_vote_void_reason(then, "carol", True, None, signing_key(then, "carol", None)) is None
+    rotated = then.model_copy(update={"approvers": {**then.approvers, "carol": then.approvers["carol"].model_copy(
+        update={"public_key": public_key_text(Ed25519PrivateKey.generate())})}})
+    assert "revoked or replaced" in str(undo_vote_void_reason(rotated, "carol", True, None, key))
+    assert undo_vote_void_reason(rotated, "carol", True, None, None) is None  # recorded before keys were kept
+    demoted = then.model_copy(update={"approvers": {**then.approvers, "carol": then.approvers["carol"].model_copy(
+        update={"roles": ("detection_engineer",)})}})
+    assert "no longer has a role that may roll back" in str(undo_vote_void_reason(demoted, "carol", False, None, None))
+    signed_only = then.model_copy(update={"deployment": then.deployment.model_copy(
+        update={"trust_unsigned_approvals": False})})
+    assert "unsigned requests are no longer accepted" in str(undo_vote_void_reason(signed_only, "carol", False, None,
+                                                                                   None))
+
+
 async def test_an_unsigned_request_is_refused_where_the_policy_in_force_wants_signatures(
     time_env: WorkflowEnvironment, task_queue: str, policy_file: Path
 ) -> None:

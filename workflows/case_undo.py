@@ -34,7 +34,8 @@ with workflow.unsafe.imports_passed_through():
     from activities.response import capture_state, compensate_action, other_holders
     from playbooks import ACTIONS
     from policies.engine import GovernanceSnapshot
-    from policies.signing import CASE_STEP, token_nonce, token_refusal
+    from policies.revocation import signing_key, undo_vote_void_reason
+    from policies.signing import CASE_STEP, token_channel, token_nonce, token_refusal
     from signoff.holds import hold_key
     from signoff.models import (
         MAX_REASON_CHARS,
@@ -76,6 +77,8 @@ with workflow.unsafe.imports_passed_through():
 FIRST_REQUEST_WAIT = timedelta(minutes=10)
 # Requests counted towards the quorum expire this long after the first of them: nothing is undone.
 QUORUM_WAIT = timedelta(days=7)
+# Undos recorded before the requests behind a quorum were checked again when it is met replay without it.
+RECHECK_UNDO_VOTES = "recheck-undo-votes"
 READ_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30),
                          maximum_attempts=10)
 _NEVER_RAN = (StepState.pending, StepState.awaiting_approval, StepState.approved, StepState.escalated,
@@ -367,17 +370,22 @@ class CaseUndoWorkflow:
         if req.token:
             self.used_nonces.add(token_nonce(req.token))
         info = workflow.current_update_info()
+        assert self.gov is not None
+        channel = token_channel(req.token)
         record = UndoRequest(requested_by=req.requested_by, reason=req.reason, at=workflow.now(),
-                             signed=req.token is not None, update_id=info.id if info else "")
+                             signed=req.token is not None, update_id=info.id if info else "", channel=channel,
+                             signed_with=signing_key(self.gov.policy, req.requested_by, channel) if req.token else None)
         self.requests.append(record)
         self.votes.append(record)
         quorum = self._quorum()
+        voided = ""
+        if len(self.votes) >= quorum > 1 and workflow.patched(RECHECK_UNDO_VOTES):
+            voided = await self._drop_votes_no_longer_backed()
         if len(self.votes) < quorum:
             asked = ", ".join(v.requested_by for v in self.votes)
-            assert self.gov is not None
             return (f"rollback requested by {req.requested_by} ({len(self.votes)}/{quorum}, asked: {asked}): "
                     f"nothing is undone until {quorum - len(self.votes)} more person(s) with one of the roles "
-                    f"{list(self.gov.policy.rollback_roles)} ask too")
+                    f"{list(self.gov.policy.rollback_roles)} ask too" + (f"; {voided}" if voided else ""))
         run_number = len(self.runs) + 1
         self.run_wanted = True
         await workflow.wait_condition(
@@ -387,6 +395,23 @@ class CaseUndoWorkflow:
                 if s.outcome == UndoOutcome.left and s.case_state not in _NEVER_RAN]
         return (f"rollback after close {run.result}" + (f"; left as they were: {'; '.join(left)}" if left else "")
                 + f" (policy {run.policy_version[:12]}; the case's verdict stays on record)")
+
+    async def _drop_votes_no_longer_backed(self) -> str:
+        """The quorum is met: the earlier requests (counted under the policy of their day, for up to
+        `QUORUM_WAIT`) must still count under the policy in force, read for this request. Those that
+        do not are dropped, kept in the record and a human is told; "" when all still count."""
+        assert self.gov is not None
+        policy = self.gov.policy
+        lost = {v.requested_by: why for v in self.votes[:-1]
+                if (why := undo_vote_void_reason(policy, v.requested_by, v.signed, v.channel, v.signed_with))}
+        if not lost:
+            return ""
+        self.votes = [v for v in self.votes if v.requested_by not in lost]
+        message = ("rollback requests no longer count under the policy in force ("
+                   + "; ".join(f"{who}: {why}" for who, why in lost.items()) + "); nothing was undone")
+        self.escalations.append(message)
+        await self._escalate(Escalation(case_id=self.case_id, reason=message, kind="approval_voided"))
+        return message
 
     @rollback.validator
     def _validate_rollback(self, req: RollbackRequest) -> None:
