@@ -412,9 +412,11 @@ def _verdicts(h: DecodedHistory, view: CaseView | None) -> list[dict[str, Any]]:
         req = upd.args[0] if upd.args else {}
         out.append({"at": _iso(upd.accepted_at), "via": "update", "analyst": req.get("analyst"),
                     "verdict": req.get("verdict"), "reason": req.get("reason"), "identity": upd.identity,
-                    "accepted": True, "refusal": "",
+                    # refused in its handler: a signer the case did not know, checked against the policy in force
+                    "accepted": not upd.failure, "refusal": upd.failure or "",
                     # a chat bridge's token (claim `via`), verified by the case when it took the verdict
-                    "channel": token_channel(req.get("token")) if isinstance(req, dict) else None})
+                    "channel": token_channel(req.get("token")) if isinstance(req, dict) and not upd.failure
+                    else None})
     # The case keeps its refusals of close signals (via "close_signal"): matched in order by who sent them.
     refused = [r for r in view.refusals if r.via == "close_signal"] if view else []
     for sig in h.signals_named("close_signal"):

@@ -338,7 +338,11 @@ async def test_production_rollback_and_close_need_signed_tokens_and_a_closing_ro
             assert expected in message, f"close {kind}: {message}"
         message = await _refused_update(handle, CaseWorkflow.approve, future_approval, "ApprovalRefused")
         assert "token issued in the future" in message  # item 4: iat vs workflow time
-        assert await _accepted_updates(handle) == accepted
+        # None reaches the history but the forged rollback: a signature the case's copy of the policy does
+        # not verify is checked against the policy in force (a rotated key), once an hour; refused and kept.
+        assert await _accepted_updates(handle) == accepted + 1
+        checked = (await handle.query(CaseWorkflow.status)).refusals
+        assert [(r.approver, r.via, "forged" in r.refusal) for r in checked] == [("bob", "rollback", True)], checked
 
         # The same as signals: written, refused by the handler, kept in the case's refusals.
         for req, _ in rollbacks.values():
@@ -347,11 +351,11 @@ async def test_production_rollback_and_close_need_signed_tokens_and_a_closing_ro
             await handle.signal(CaseWorkflow.close_signal, creq.model_dump(mode="json"))
         await handle.signal(CaseWorkflow.approve_signal, future_approval.model_dump(mode="json"))
         expected_refusals = [*rollbacks.values(), *closes.values(), (future_approval, "token issued in the future")]
-        view = await wait_for(handle, lambda v: len(v.refusals) >= len(expected_refusals), "signals refused",
-                              attempts=2400)
-        assert len(view.refusals) == len(expected_refusals)
+        view = await wait_for(handle, lambda v: len(v.refusals) >= len(checked) + len(expected_refusals),
+                              "signals refused", attempts=2400)
+        assert len(view.refusals) == len(checked) + len(expected_refusals)
         vias = ["rollback_signal"] * len(rollbacks) + ["close_signal"] * len(closes) + ["signal"]
-        for record, via, (_, expected) in zip(view.refusals, vias, expected_refusals, strict=True):
+        for record, via, (_, expected) in zip(view.refusals[len(checked):], vias, expected_refusals, strict=True):
             assert record.via == via and not record.accepted and expected in record.refusal, record
         assert view.verdict is None and view.rollback is None
         assert step(view, "tag").state == StepState.executed

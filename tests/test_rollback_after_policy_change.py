@@ -27,7 +27,7 @@ from connectors.lab import lab
 from policies.signing import public_key_text, sign_case_decision
 from signoff.explain import explanation_from_history
 from signoff.history import decode_history
-from signoff.models import ApprovalRequest, CaseStatus, RollbackRequest, StepState
+from signoff.models import ApprovalRequest, CaseStatus, CloseRequest, RollbackRequest, StepState, Verdict
 from signoff.worker import build_worker
 from tests.casekit import alert, awaiting, case_input, start_case, step, wait_for
 from tests.test_hostile_approvals import _token, approver_keys, signed_policy  # noqa: F401 (fixtures)
@@ -99,8 +99,10 @@ async def test_a_rollback_vote_whose_key_was_replaced_no_longer_counts_towards_t
         history = await decode_history(await handle.fetch_history(), client.data_converter, source="live")
         ex = explanation_from_history(history, await handle.query(CaseWorkflow.status))
         outcomes = [(r["requested_by"], r["outcome"]) for r in ex["rollbacks"]]
-        # (carol's old key was refused by the validator: nothing of it reached the history)
-        assert outcomes == [("carol", "voided"), ("dave", "counted"), ("carol", "accepted")], outcomes
+        # (carol's old key did not verify with the key the case knew: checked against the policy in force
+        # in the handler, refused there and so in the history)
+        assert outcomes == [("carol", "voided"), ("dave", "counted"), ("carol", "refused"), ("carol", "accepted")], \
+            outcomes
 
         # The check (a task beside the handlers, with a local activity) replays deterministically.
         replayer = Replayer(workflows=[CaseWorkflow], data_converter=pydantic_data_converter)
@@ -184,3 +186,43 @@ async def test_an_approver_whose_key_was_rotated_after_the_case_opened_can_appro
                 step="revoke_sessions", approver="alice", reason="x",
                 token=_token(k["alice"], cid, "revoke_sessions", "alice")))
         assert "does not verify" in str(old.value.cause) or "role" in str(old.value.cause)
+
+
+async def test_a_rotated_key_rolls_back_and_closes_a_case_opened_before_the_rotation(
+    dev_env: WorkflowEnvironment, task_queue: str, signed_policy: Path,  # noqa: F811
+    approver_keys: dict[str, Ed25519PrivateKey],  # noqa: F811
+) -> None:
+    client, k = dev_env.client, approver_keys
+    async with build_worker(client, task_queue):
+        handle, cid, account = await _disabled_account(client, task_queue, k)
+        # Carol rotates her key after disable_account ran (its approvals were re-read then).
+        rotated = Ed25519PrivateKey.generate()
+        raw = yaml.safe_load(signed_policy.read_text())
+        raw["approvers"]["carol"]["public_key"] = public_key_text(rotated)
+        signed_policy.write_text(yaml.safe_dump(raw))
+
+        # A forged rollback naming dave: checked against the policy in force, refused and kept.
+        with pytest.raises(WorkflowUpdateFailedError) as forged:
+            await handle.execute_update(CaseWorkflow.rollback, _rollback(Ed25519PrivateKey.generate(), cid, "dave"))
+        assert "does not verify" in str(forged.value.cause)
+        view = await handle.query(CaseWorkflow.status)
+        assert [(r.approver, r.via) for r in view.refusals] == [("dave", "rollback")]
+        assert view.rollback is None and lab().read("account", account)["enabled"] is False
+
+        done = await handle.execute_update(CaseWorkflow.rollback, _rollback(rotated, cid, "carol"))
+        assert done.startswith("rollback rolled_back"), done
+        assert lab().read("account", account)["enabled"] is True
+
+        # Another case: dave rotates, then closes it with his new key (once an hour per case is enough).
+        other, other_id, _ = await _disabled_account(client, task_queue, k)
+        new_dave = Ed25519PrivateKey.generate()
+        raw = yaml.safe_load(signed_policy.read_text())
+        raw["approvers"]["dave"]["public_key"] = public_key_text(new_dave)
+        signed_policy.write_text(yaml.safe_dump(raw))
+        closed = await other.execute_update(CaseWorkflow.close, CloseRequest(
+            analyst="dave", verdict=Verdict.false_positive, reason="admin tool",
+            token=sign_case_decision(new_dave, case_id=other_id, decision="close", approver="dave")))
+        assert closed.startswith("closing with verdict FalsePositive"), closed
+        history = await decode_history(await other.fetch_history(), client.data_converter, source="live")
+        verdicts = explanation_from_history(history, await other.query(CaseWorkflow.status))["verdicts"]
+        assert [(v["analyst"], v["accepted"]) for v in verdicts] == [("dave", True)]

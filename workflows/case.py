@@ -770,6 +770,8 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
 
     @workflow.update(description='Undo every executed action of the case, newest first: {"requested_by": "carol", "reason": "false positive"}')
     async def rollback(self, req: RollbackRequest) -> str:
+        await self._check_unknown_identity(Decision.rollback, req.requested_by, req.reason, req.token,
+                                           lambda: self._rollback_refusal(req), "RollbackRefused")
         self._accept_rollback(req)
         if self.rollback_checking:  # this request met the quorum: who asked is checked against the policy in force
             await workflow.wait_condition(lambda: not self.rollback_checking)
@@ -796,6 +798,8 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
     @rollback.validator
     def _validate_rollback(self, req: RollbackRequest) -> None:
         refusal = self._rollback_refusal(req)
+        if refusal and self._identity_unknown_to_case(req.token, req.requested_by, CASE_STEP, Decision.rollback.value):
+            return  # signed with a key the case's policy does not know (rotated): the handler checks the policy in force
         if refusal:
             raise ApplicationError(refusal, type="RollbackRefused", non_retryable=True)
 
@@ -871,12 +875,16 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
 
     @workflow.update(description='Close the case with a verdict: {"analyst": "alice", "verdict": "FalsePositive", "reason": "known scanner"}')
     async def close(self, req: CloseRequest) -> str:
+        await self._check_unknown_identity(Decision.close, req.analyst, req.reason, req.token,
+                                           lambda: self._close_refusal(req), "CloseRefused")
         self._accept_close(req)
         return f"closing with verdict {req.verdict.value}"
 
     @close.validator
     def _validate_close(self, req: CloseRequest) -> None:
         refusal = self._close_refusal(req)
+        if refusal and self._identity_unknown_to_case(req.token, req.analyst, CASE_STEP, Decision.close.value):
+            return  # signed with a key the case's policy does not know (rotated): the handler checks the policy in force
         if refusal:
             raise ApplicationError(refusal, type="CloseRefused", non_retryable=True)
 
@@ -937,13 +945,28 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
             )
 
     def _refuse_case_decision(self, decision: Decision, user: str, reason: str, token: str | None,
-                              refusal: str) -> None:
-        """A refused rollback or close signal: kept in the case like a refused approval signal."""
-        self.escalations.append(f"refused {decision.value} signal from {_clip(user, 80)!r}: {refusal}")
+                              refusal: str, *, signal: bool = True) -> None:
+        """A refused rollback or close signal (or an update refused in its handler): kept in the case like
+        a refused approval signal."""
+        kind = "signal" if signal else "request"
+        self.escalations.append(f"refused {decision.value} {kind} from {_clip(user, 80)!r}: {refusal}")
         self.refusals.append(ApprovalRecord(
             step=CASE_STEP, approver=_clip(user, 80), decision=decision, reason=_clip(reason), at=workflow.now(),
-            via=f"{decision.value}_signal", signed=token is not None, accepted=False, refusal=refusal,
+            via=f"{decision.value}_signal" if signal else decision.value, signed=token is not None, accepted=False,
+            refusal=refusal,
         ))
+
+    async def _check_unknown_identity(self, decision: Decision, user: str, reason: str, token: str | None,
+                                      refusal_now: Callable[[], str | None], error_type: str) -> None:
+        """A case-wide request let through by its validator for a signer the case's policy does not know
+        (`_identity_unknown_to_case`): adopt the identities in force, then check it again; refused and kept."""
+        if not self._identity_unknown_to_case(token, user, CASE_STEP, decision.value):
+            return
+        await self._refresh_identities(user)
+        refusal = refusal_now()
+        if refusal:
+            self._refuse_case_decision(decision, user, reason, token, refusal, signal=False)
+            raise ApplicationError(refusal, type=error_type, non_retryable=True)
 
     def _replay_safe(self, refusal: str | None, before_hardening: Callable[[], str | None]) -> str | None:
         """In a handler (replayed, unlike validators): a refusal that only the HARDENED_CHECKS make

@@ -35,9 +35,9 @@ RECHECK_ROLLBACK = "recheck-rollback"
 # A voided rollback request, as the case keeps it among its refusals (`signoff show`, the audit export).
 VOIDED_VOTE = "voided before the rollback ran"
 # A signed-only case re-reads the identities in force for a signature its own copy of the policy does not
-# verify (a rotated key) only if it has not re-read them for this long: each such request is written to
-# its history, also a forged one. One re-read adopts every key in force, so a rotation is missed only
-# if it happened within the hour after another re-read.
+# verify (a rotated key) only if no such request made it re-read them for this long: each such request is
+# written to its history, also a forged one. One re-read adopts every key in force, so a rotation is
+# missed only if it happened within the hour after another such re-read.
 REFRESH_EVERY = timedelta(hours=1)
 
 
@@ -66,7 +66,7 @@ class CaseRecheck:
         self.rollback_checking = False  # a quorum was met; the identities behind it are being re-read
         self.rollback_check_answer = ""  # what the check made of it (the update's reply)
         self.rollback_check = None
-        self.identities_read_at = None  # when the case last re-read the identities in force
+        self.identities_read_at = None  # when a signer the case did not know last made it re-read them
 
     async def _approvals_still_count(self, step: Any) -> bool:
         """True when the step may run: its quorum holds under the identities in force now. Otherwise its
@@ -127,6 +127,7 @@ class CaseRecheck:
         checks the request against them)."""
         if not workflow.patched(RECHECK_APPROVALS):
             return
+        self.identities_read_at = workflow.now()
         voided = await self._adopt_identities_in_force(f"re-read approvers and keys for a signed request from "
                                                        f"{approver[:80]!r}")
         if voided:
@@ -138,7 +139,6 @@ class CaseRecheck:
         if both the case's own policy and the one in force do. Every step still to run is checked at
         once: approvals given ahead of their turn were verified against the same identities."""
         assert self.gov is not None
-        self.identities_read_at = workflow.now()
         fresh = await recheck_governance(self.inp, why=why)
         case_policy = self.gov.policy
         voided: dict[str, list[str]] = {}

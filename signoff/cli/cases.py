@@ -428,8 +428,9 @@ def print_case(view: CaseView, requester: str | None = None) -> None:
             continue
         if refusal.step == CASE_STEP:  # a refused close / rollback signal: the case as a whole, no step
             # The case also keeps it among its escalations, in these words: listed once (QA6 L9).
-            shown_refusals.add(f"refused {refusal.decision.value} signal from {refusal.approver!r}: {refusal.refusal}")
-            out.print(f"[red]refused[/] {e(refusal.decision.value)} signal from {e(repr(refusal.approver))}: "
+            kind = "signal" if refusal.via.endswith("_signal") else "request"
+            shown_refusals.add(f"refused {refusal.decision.value} {kind} from {refusal.approver!r}: {refusal.refusal}")
+            out.print(f"[red]refused[/] {e(refusal.decision.value)} {kind} from {e(repr(refusal.approver))}: "
                       f"{e(refusal.refusal)}")
             continue
         out.print(f"[red]refused[/] {e(refusal.via)} from {e(repr(refusal.approver))} on {e(repr(refusal.step))}: "
@@ -704,9 +705,9 @@ def _refusal_next_step(arg: Any, reason: str) -> str:
     if "does not verify" in reason:
         return (f". The case checked the signature against the key it knows for {user!r}, and {key_path(user)} is "
                 f"not that key. If it is someone else's key, point {KEY_FILE_ENV} at yours. If your key was "
-                "rotated (the policy has your new key and this case opened before the change): an approval is "
-                "checked against the policy in force unless the case re-read it within the last hour (try again "
-                "later); a rollback, verdict or other case-wide request waits until the case next re-reads it. "
+                "rotated (the policy has your new key and this case opened before the change): an approval, "
+                "rollback or verdict is checked against the policy in force, at most once an hour per case (try "
+                "again later); an assignment, note, retry or detach waits until the case next re-reads it. "
                 "Meanwhile another approver can decide, "
                 f"or keep your old key in the policy until such cases end and sign with it ({KEY_FILE_ENV}) "
                 "(docs/deployment.md section 1, \"Who may approve follows the policy in force\")")
