@@ -11,7 +11,9 @@ File format (`signoff-audit/1`), one JSON object per line:
   = sha256 of the record's canonical JSON without `hash`. Editing, deleting, inserting or
   reordering any line breaks a hash or a link, and `verify` names the line and what happened.
   Each export's digest is also appended to `audit/exports.jsonl`, so a file rewritten end to end
-  (every hash recomputed) no longer matches the digest recorded when it was exported.
+  (every hash recomputed) no longer matches the digest recorded when it was exported. Where neither
+  that ledger nor the signing key (`SIGNOFF_AUDIT_KEY`) is at hand, `verify` says the intact file is
+  NOT ANCHORED: its own hashes cannot show a rewrite (docs/auditors.md §5).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ FORMAT = "signoff-audit/1"
 GENESIS = "0" * 64
 CASE_TYPE = "CaseWorkflow"
 GOVERNANCE_TYPE = "GovernanceWorkflow"
+RETRAIN_TYPE = "RetrainWorkflow"
 
 
 # ---------------------------------------------------------------- hashing
@@ -115,8 +118,12 @@ def case_events(h: DecodedHistory) -> list[dict[str, Any]]:
                      alert_uids=[a["uid"] for a in ex["alerts"]["alerts"] if not a.get("detached_to")],
                      **({"detached_from": ex["detached_from"]} if ex.get("detached_from") else {}))]
     if ex["enrichment"] is not None:
-        events.append(_event(ex["governance"]["loaded_at"] if ex["governance"] else ex["opened_at"], "enrichment", h,
-                             "signoff", summary=ex["enrichment"].get("summary"), sources=ex["enrichment"].get("sources")))
+        # When the enrichment ran (QA8: this was the time of the case's last governance read, which can
+        # come long after the actions it informed).
+        enriched_at = ex.get("enriched_at") or (ex["governance"]["loaded_at"] if ex["governance"] else ex["opened_at"])
+        events.append(_event(enriched_at, "enrichment", h,
+                             "signoff", summary=ex["enrichment"].get("summary"), sources=ex["enrichment"].get("sources"),
+                             facts=ex["enrichment"].get("facts")))
     if ex["decision"]:
         s = ex["score"] or {}
         gov = ex["governance"] or {}
@@ -124,12 +131,15 @@ def case_events(h: DecodedHistory) -> list[dict[str, Any]]:
                              decision=ex["decision"]["kind"], reason=ex["decision"]["reason"],
                              model_id=s.get("model_id"), feature_hash=s.get("feature_hash"),
                              predicted=s.get("predicted"), confidence=s.get("confidence"),
-                             benign_confidence=s.get("benign_confidence"),
+                             benign_confidence=s.get("benign_confidence"), probabilities=s.get("probabilities"),
+                             shadow=s.get("shadow") or [],
                              contributions=[c["text"] for c in s.get("contributions", [])],
                              policy_version=gov.get("policy_version"), autonomy=gov.get("autonomy"),
                              threshold=gov.get("threshold"), threshold_set_by=gov.get("threshold_set_by"),
                              autonomy_set_by=gov.get("autonomy_set_by"),
                              governance_revision=gov.get("governance_revision"),
+                             governance_read_at=gov.get("loaded_at"),
+                             governance_rechecks=gov.get("rechecks") or [],
                              scoring_problem=ex["scoring_problem"]))
     for a in ex["approvals"]:
         kind = ("approval" if a["decision"] == "approve" else "rejection") if a["outcome"] != "refused" else "refusal"
@@ -143,11 +153,18 @@ def case_events(h: DecodedHistory) -> list[dict[str, Any]]:
                              reason=a["reason"], outcome=a["outcome"], refusal=a["refusal"], identity=a["identity"],
                              update_id=a["update_id"], signed=a["signed"],
                              **({"channel": a["channel"]} if a.get("channel") else {})))
+    tiers = {st["step_id"]: st["tier"] for st in ((ex.get("final") or {}).get("steps") or [])}
     for act in ex["actions"]:
+        # Who authorised it, in the same record (QA8): the approvals of its step that counted before it
+        # ran; none for a low-tier step, which runs automatically by policy.
+        approved_by = sorted({str(a["approver"]) for a in ex["approvals"]
+                              if a["step"] == act["step_id"] and a["decision"] == "approve"
+                              and a["outcome"] == "accepted" and (a["at"] or "") <= (act["started_at"] or "")})
         events.append(_event(act["completed_at"] or act["started_at"], "action" if not act["failure"] else "action_failed",
                              h, "signoff", step=act["step_id"], action=act["action"], target=act["target"],
                              before=act["before"], after=act["after"], outcome=act["outcome"], failure=act["failure"],
-                             idempotency_key=act["idempotency_key"]))
+                             idempotency_key=act["idempotency_key"], tier=tiers.get(act["step_id"]),
+                             approved_by=approved_by))
     for c in ex["compensations"]:
         events.append(_event(c["completed_at"] or c["started_at"], "compensation" if not c["failure"] else "compensation_failed",
                              h, "signoff", step=c["step_id"], action=c["action"], undoes=c["undoes"], target=c["target"],
@@ -160,14 +177,15 @@ def case_events(h: DecodedHistory) -> list[dict[str, Any]]:
     for rb in ex["rollbacks"]:
         if rb.get("refusal"):
             events.append(_event(rb["at"], "refusal", h, rb["requested_by"], decision="rollback", via=rb["via"],
-                                 reason=rb["reason"], refusal=rb["refusal"], identity=rb["identity"]))
+                                 reason=rb["reason"], refusal=rb["refusal"], identity=rb["identity"],
+                                 signed=rb.get("signed", False)))
             continue
         # a request counted towards a rollback quorum is its own kind: nothing was undone by it
         kind = "rollback_request" if rb.get("outcome") == "counted" else "rollback"
         if rb["via"] == "signal" and undetermined:
             kind = "rollback_signal_undetermined"
         events.append(_event(rb["at"], kind, h, rb["requested_by"], via=rb["via"], reason=rb["reason"],
-                             identity=rb["identity"], result=rb["result"],
+                             identity=rb["identity"], result=rb["result"], signed=rb.get("signed", False),
                              seconds_to_last_compensation=rb["seconds_to_last_compensation"]))
     for e in ex["escalations"]:
         # an escalation's own `kind` (action_failed, approval_timeout, ...) must not collide with the event kind
@@ -177,11 +195,11 @@ def case_events(h: DecodedHistory) -> list[dict[str, Any]]:
         if v["accepted"] is False:
             events.append(_event(v["at"], "refusal", h, v["analyst"], decision="close", via=v["via"],
                                  verdict=v["verdict"], reason=v["reason"], refusal=v.get("refusal", ""),
-                                 identity=v["identity"]))
+                                 identity=v["identity"], signed=v.get("signed", False)))
             continue
         kind = "close_signal_undetermined" if v["accepted"] is None else "feedback"
         events.append(_event(v["at"], kind, h, v["analyst"], verdict=v["verdict"], reason=v["reason"],
-                             via=v["via"], accepted=v["accepted"], identity=v["identity"]))
+                             via=v["via"], accepted=v["accepted"], identity=v["identity"], signed=v.get("signed", False)))
     for a in ex.get("assignments", []):
         events.append(_event(a["at"], "assignment", h, a["by"], assignee=a["assignee"], reason=a["reason"],
                              signed=a["signed"], identity=a["identity"], update_id=a["update_id"]))
@@ -215,6 +233,10 @@ _GOV_KINDS = {
 }
 
 
+# A person's governance changes: signed with their key where the policy asks for it (workflows/governance.py).
+SIGNED_UPDATES = ("set_autonomy", "set_threshold", "revert_threshold", "promote_model", "rollback_model")
+
+
 def _verdict_checks(h: DecodedHistory) -> dict[str, list[dict[str, Any]]]:
     """What the governance workflow's `verify_verdicts` activity found for each case, in order."""
     checks: dict[str, list[dict[str, Any]]] = {}
@@ -239,10 +261,62 @@ def _resolved_models(h: DecodedHistory) -> dict[str, list[str]]:
     return found
 
 
+def key_id(public_key: str) -> str:
+    """A signer's key id: the first 16 hex of sha256 over the raw Ed25519 public key (as in the policy)."""
+    import base64
+
+    try:
+        raw = base64.b64decode(public_key, validate=True)
+    except ValueError:
+        raw = public_key.encode()
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def _policies_read(h: DecodedHistory, updates: list[Any]) -> dict[str, dict[str, Any]]:
+    """The policy each person's governance change read (`governance_policy`: the first thing each of
+    their handlers does, scheduled right after the change was accepted): the keys its token was
+    verified against. Only those handlers are paired (others may not read the policy)."""
+    runs = sorted((r for r in h.activities_named("governance_policy") if isinstance(r.result, dict)),
+                  key=lambda r: r.event_id)
+    taken: set[int] = set()
+    found: dict[str, dict[str, Any]] = {}
+    for upd in sorted((u for u in updates if u.name in SIGNED_UPDATES), key=lambda u: u.event_id):
+        run = next((r for r in runs if r.event_id > upd.event_id and r.event_id not in taken), None)
+        if run is not None:
+            taken.add(run.event_id)
+            found[upd.update_id] = run.result
+    return found
+
+
+def _signature(req: dict[str, Any], policy: dict[str, Any] | None, outcome: str) -> dict[str, Any]:
+    """Whether a governance change was signed, and with which key: the token itself stays out of the
+    export (like every token); its claims' times and the key id of the public key the workflow verified
+    it against (the policy its handler read) go in."""
+    from policies.signing import token_claims
+
+    token = req.get("token")
+    if not token:
+        return {"signed": False}
+    claims = token_claims(str(token)) or {}
+    out: dict[str, Any] = {"signed": True}
+    for claim, name in (("iat", "token_issued_at"), ("exp", "token_expires_at")):
+        value = claims.get(claim)
+        if isinstance(value, int):
+            out[name] = datetime.fromtimestamp(value, UTC).isoformat()
+    entry = ((policy or {}).get("approvers") or {}).get(req.get("by")) if policy else None
+    public_key = entry.get("public_key") if isinstance(entry, dict) else None
+    out["signer_key_id"] = key_id(public_key) if public_key else None
+    # The handler verifies the token before it changes anything: an accepted signed change was verified;
+    # a refused one says why in `refusal` (a bad token or, e.g., a missing role).
+    out["signature_verified"] = True if outcome == "accepted" else None
+    return out
+
+
 def governance_events(h: DecodedHistory) -> list[dict[str, Any]]:
     events = []
     checks = _verdict_checks(h)
     resolved = _resolved_models(h)
+    policies = _policies_read(h, h.updates)
     for upd in h.updates:
         kind = _GOV_KINDS.get(upd.name, f"governance_{upd.name}")
         req = upd.args[0] if upd.args and isinstance(upd.args[0], dict) else {}
@@ -253,8 +327,10 @@ def governance_events(h: DecodedHistory) -> list[dict[str, Any]]:
         typed = req.get("model_id")
         if isinstance(typed, str) and resolved.get(typed):  # the model as typed (a prefix) and as it resolved
             detail["model_id_resolved"] = resolved[typed].pop(0)
+        signature = _signature(req, policies.get(upd.update_id), outcome) if upd.name in SIGNED_UPDATES else {}
         events.append(_event(_iso(upd.accepted_at), kind, h, actor, update=upd.name, request=detail, outcome=outcome,
-                             result=upd.result, refusal=upd.failure, identity=upd.identity, update_id=upd.update_id))
+                             result=upd.result, refusal=upd.failure, identity=upd.identity, update_id=upd.update_id,
+                             **signature))
     for sig in h.signals:
         req = sig.args[0] if sig.args and isinstance(sig.args[0], dict) else {}
         if sig.name == "record_verdict":
@@ -305,6 +381,57 @@ def model_store_events() -> list[dict[str, Any]]:
              "detail": {"source": "models/promotions.jsonl", "model_id": e.model_id, "previous": e.previous,
                         "reason": e.reason}}
             for e in entries]
+
+
+def model_artifact_events() -> list[dict[str, Any]]:
+    """Every model in the store and the shipped default (QA8: a model update, `signoff model train`,
+    left nothing in the trail until it was promoted): what its manifest says it was trained on (data
+    sha256, rows, seed, parameters, library versions), and whether its artifact still hashes to its id
+    (a swapped artifact shows as `artifact_matches_id: false`). The store records neither who trained
+    a model nor when: `at` is the artifact file's time, `actor` the manifest's `trained_by` if any."""
+    try:
+        from signoff.scoring import model_store
+    except ImportError:
+        return []
+    try:
+        models = model_store.list_models()
+    except (OSError, ValueError) as exc:
+        return [{"at": "", "kind": "model_store_unreadable", "workflow_id": "", "run_id": "", "actor": "",
+                 "detail": {"error": str(exc)}}]
+    events = []
+    for info in models:
+        folder = Path(info.path)
+        artifact, manifest_path = folder / model_store.ARTIFACT, folder / model_store.MANIFEST
+        try:
+            actual = hashlib.sha256(artifact.read_bytes()).hexdigest()
+            at = datetime.fromtimestamp(artifact.stat().st_mtime, UTC).isoformat()
+            manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+        except (OSError, ValueError) as exc:
+            events.append({"at": "", "kind": "model_store_unreadable", "workflow_id": "", "run_id": "", "actor": "",
+                           "detail": {"model_id": info.model_id, "error": str(exc)}})
+            continue
+        manifest = manifest if isinstance(manifest, dict) else {}
+        events.append({"at": at, "kind": "model_stored", "workflow_id": "", "run_id": "",
+                       "actor": str(manifest.get("trained_by") or ""),
+                       "detail": {"source": "model store", "model_id": info.model_id, "shipped": info.shipped,
+                                  "artifact_sha256": actual, "artifact_matches_id": actual == info.model_id,
+                                  "data": manifest.get("data"), "seed": manifest.get("seed"),
+                                  "params": manifest.get("params"), "format": manifest.get("format"),
+                                  "libraries": manifest.get("libraries"),
+                                  "at_is": "the artifact file's time: the store records no training time"}})
+    return events
+
+
+def retrain_events(h: DecodedHistory) -> list[dict[str, Any]]:
+    """A `signoff model retrain` run (RetrainWorkflow): who asked, why, on what, and the candidate it made."""
+    req = h.start_args[0] if h.start_args and isinstance(h.start_args[0], dict) else {}
+    result = h.result if isinstance(h.result, dict) else {}
+    outcome = "running" if h.close == "running" else ("candidate trained" if result else h.close)
+    return [_event(_iso(h.started_at), "model_retrain", h, req.get("requested_by"), reason=req.get("reason"),
+                   base_data=req.get("base_data"), seed=req.get("seed"), min_verdicts=req.get("min_verdicts"),
+                   identity=h.start_identity, outcome=outcome, failure=h.failure,
+                   model_id=result.get("model_id"), verdict_cases=result.get("verdict_cases"),
+                   base_cases=result.get("base_cases"), finished_at=_iso(h.closed_at) or None)]
 
 
 def refused_file_events(path: Path) -> list[dict[str, Any]]:
@@ -395,9 +522,9 @@ async def collect_events(client: Client, since: datetime | None = None) -> tuple
     from signoff.undo import UNDO_TYPE
     from signoff.undo_audit import undo_events
 
-    collected = await collect_histories(client, (CASE_TYPE, GOVERNANCE_TYPE, UNDO_TYPE))
+    collected = await collect_histories(client, (CASE_TYPE, GOVERNANCE_TYPE, UNDO_TYPE, RETRAIN_TYPE))
     events: list[dict[str, Any]] = []
-    cases = governance = undos = 0
+    cases = governance = undos = retrains = 0
     for h in collected.histories:
         if h.workflow_type == CASE_TYPE:
             events += case_events(h)
@@ -405,18 +532,23 @@ async def collect_events(client: Client, since: datetime | None = None) -> tuple
         elif h.workflow_type == UNDO_TYPE:  # a rollback after close: filed under its case's id
             events += undo_events(h)
             undos += 1
+        elif h.workflow_type == RETRAIN_TYPE:
+            events += retrain_events(h)
+            retrains += 1
         else:
             events += governance_events(h)
             governance += 1
     events += policy_version_events(events)
     events += model_store_events()
+    events += model_artifact_events()
     refused_path = audit_dir() / "refused.jsonl"
     events += refused_file_events(refused_path)
     if since is not None:
         cutoff = since.isoformat()
         events = [e for e in events if _norm(e["at"]) >= cutoff]
     events.sort(key=lambda e: (_norm(e["at"]), e["workflow_id"], e["kind"]))
-    sources = {"case_runs": cases, "governance_runs": governance, "undo_runs": undos, "live_histories": collected.live,
+    sources = {"case_runs": cases, "governance_runs": governance, "undo_runs": undos, "retrain_runs": retrains,
+               "live_histories": collected.live,
                "archived_histories": collected.archived, "refused_file": str(refused_path)}
     return events, sources
 
@@ -489,14 +621,36 @@ class Verification:
     issues: list[Issue]
     digest: str | None
     ledger: str  # matched | differs | not_in_ledger (this installation never exported it) | unknown (no ledger)
+    # What vouches for the file beyond its own hashes (QA8): "hmac" (the digest's HMAC checked with
+    # SIGNOFF_AUDIT_KEY), "ledger" (its digest matches the one recorded when it was exported), both, or
+    # "none": then an intact chain proves only that the file is consistent, not that it was never
+    # rewritten end to end (anyone can recompute every hash).
+    anchor: str = "none"
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.issues
 
+    @property
+    def anchored(self) -> bool:
+        return self.anchor != "none"
+
     def as_json(self) -> dict[str, Any]:
         return {"file": self.file, "ok": self.ok, "records": self.records, "digest": self.digest,
-                "ledger": self.ledger, "issues": [i.as_json() for i in self.issues]}
+                "ledger": self.ledger, "anchor": self.anchor, "anchored": self.anchored, "warnings": self.warnings,
+                "issues": [i.as_json() for i in self.issues]}
+
+    def summary(self) -> str:
+        """One line for people: what was checked and what vouches for the file."""
+        if not self.ok:
+            return f"TAMPERED: {len(self.issues)} problem(s) in {self.file}"
+        vouched = {"hmac+ledger": "its HMAC checks with SIGNOFF_AUDIT_KEY and its digest matches the one recorded "
+                                  "at export",
+                   "hmac": "its HMAC checks with SIGNOFF_AUDIT_KEY",
+                   "ledger": "matches the digest recorded at export"}.get(self.anchor)
+        head = f"OK: {self.records} record{'s' if self.records != 1 else ''}, chain intact, digest {self.digest}"
+        return f"{head}; {vouched}" if vouched else f"{head}; NOT ANCHORED (see the warning)"
 
 
 def _describe(rec: dict[str, Any]) -> str:
@@ -573,10 +727,19 @@ def verify_lines(lines: list[str], name: str = "") -> Verification:
             reported.add(n)
         elif pn not in edited:
             issues.append(Issue(pn, "edited", f"line {pn}: {_describe(prev_rec)} was edited and re-hashed: line {n} "
-                                              "chains to the hash it had when exported"))
+                                              "chains to the hash it had when exported (or the lines from "
+                                              f"line {n} on come from another export, spliced in)"))
             reported.add(pn)
     digest_value = None
     last = recs[-1][1] if recs else None
+    header = recs[0][1] if recs else None
+    if (header is not None and last is not None and header.get("kind") == "audit_header"
+            and last.get("kind") == "audit_digest" and header.get("at") != last.get("at")):
+        # `chain` stamps the header and the digest with the same export time: a digest of another time
+        # closes another export's records (two exports spliced, each part internally consistent).
+        issues.append(Issue(recs[-1][0], "spliced", f"the digest record closes the export made at {last.get('at')}, "
+                                                    f"but the header is the export made at {header.get('at')}: "
+                                                    "records of two exports were spliced together"))
     digest_lines = [n for n, r in recs if r.get("kind") == "audit_digest"]
     if last is not None and last.get("kind") != "audit_digest" and digest_lines:
         issues.append(Issue(digest_lines[-1] + 1, "appended", f"{recs[-1][0] - digest_lines[-1]} line(s) after the "
@@ -591,6 +754,8 @@ def verify_lines(lines: list[str], name: str = "") -> Verification:
                            or digest_value != chain_digest(str(r.get("hash")) for r in body)):
             issues.append(Issue(recs[-1][0], "edited", "the digest does not match the records"))
     key = audit_key()
+    hmac_ok = False
+    warnings: list[str] = []
     if key is not None and last is not None and last.get("kind") == "audit_digest" and digest_value:
         signed = last.get("hmac")
         if not signed:
@@ -599,6 +764,11 @@ def verify_lines(lines: list[str], name: str = "") -> Verification:
         elif not hmac.compare_digest(str(signed), digest_hmac(key, digest_value)):
             issues.append(Issue(recs[-1][0], "rewritten", "the digest's HMAC does not match: the trail was rewritten "
                                                           "(or signed with another key)"))
+        else:
+            hmac_ok = True
+    elif last is not None and last.get("hmac"):
+        warnings.append("the digest carries an HMAC, but SIGNOFF_AUDIT_KEY is not set here: it was not checked "
+                        "(verify with the key to prove the trail was not rewritten)")
     ledger = _ledger_check(recs[0][1] if recs else None, digest_value)
     if ledger == "differs" and not issues:
         issues.append(Issue(1, "rewritten", "every hash checks, but this export's digest differs from the one recorded "
@@ -611,8 +781,14 @@ def verify_lines(lines: list[str], name: str = "") -> Verification:
                                              f"(audit/exports.jsonl) has no export made at {at}: the file was rewritten, "
                                              "or exported by another installation (verify it there, or sign exports "
                                              "with SIGNOFF_AUDIT_KEY)"))
+    anchor = "+".join(a for a, on in (("hmac", hmac_ok), ("ledger", ledger == "matched")) if on) or "none"
+    if anchor == "none" and not issues:
+        warnings.append("NOT ANCHORED: every hash checks, but nothing outside this file vouches for it: anyone can "
+                        "recompute every hash of an edited trail. Compare its digest with the one recorded when it "
+                        "was exported (audit/exports.jsonl of the exporting installation, or the digest printed "
+                        "then), or verify with the SIGNOFF_AUDIT_KEY it was exported with")
     return Verification(file=name, records=len(recs), issues=sorted(issues, key=lambda x: x.line),
-                        digest=digest_value, ledger=ledger)
+                        digest=digest_value, ledger=ledger, anchor=anchor, warnings=warnings)
 
 
 def _ledger_check(header: dict[str, Any] | None, digest: str | None) -> str:

@@ -170,7 +170,15 @@ def _decision(h: DecodedHistory, score: ScoreResult | None, problem: str) -> tup
     runs = [r for r in h.activities_named("load_governance") if r.result is not None]
     if not runs:
         return None, None
-    gov = GovernanceSnapshot.model_validate(runs[-1].result)
+    snapshots = [GovernanceSnapshot.model_validate(r.result) for r in runs]
+    # The snapshot the case decided under, as the workflow chose it (workflows/case.py): its first read,
+    # or the re-read before an automatic close. Later reads (before a gated step runs, QA6's recheck)
+    # come after the decision: reporting the last one put a decision made under revision 0 under a
+    # threshold, policy version and autonomy set minutes or days later (QA8).
+    chosen = 0
+    if len(runs) > 1 and decide(snapshots[0], score, problem).kind.value == "auto_close":
+        chosen = 1
+    gov = snapshots[chosen]
     governance = {
         "policy_version": gov.policy_version,
         "alert_type": gov.alert_type,
@@ -180,13 +188,20 @@ def _decision(h: DecodedHistory, score: ScoreResult | None, problem: str) -> tup
         "autonomy_set_by": gov.autonomy_set_by,
         "governance_revision": gov.governance_revision,
         "model_requested": gov.model_id or "the active model",
-        "loaded_at": _iso(runs[-1].completed_at),
+        "loaded_at": _iso(runs[chosen].completed_at),
         # The time-to-verdict SLA of the policy the case decided under (the governance report judges
         # each case by it, not by whatever policy file the reader has).
         "verdict_sla": dict(gov.policy.verdict_sla),
+        # Governance read again after the decision (approvers and keys before a gated step runs):
+        # the approvals were checked against these; the decision was not made under them.
+        "rechecks": [{"at": _iso(r.completed_at), "policy_version": g.policy_version,
+                      "governance_revision": g.governance_revision, "autonomy": g.autonomy,
+                      "threshold": g.threshold}
+                     for r, g in zip(runs[chosen + 1:], snapshots[chosen + 1:], strict=True)],
     }
+    last = snapshots[-1]  # what the case checks rollbacks against now (its rollback quorum)
     if score is None and problem == "scoring has not finished":
-        return {"governance": governance, "decision": None}, gov
+        return {"governance": governance, "decision": None}, last
     decision = decide(gov, score, problem)
     recorded = _recorded_decision(h)
     return {
@@ -202,7 +217,7 @@ def _decision(h: DecodedHistory, score: ScoreResult | None, problem: str) -> tup
             "recorded": recorded,
             "recomputed_matches_recorded": recorded == decision.kind.value if recorded else None,
         },
-    }, gov
+    }, last
 
 
 def _approvals(h: DecodedHistory, view: CaseView | None) -> list[dict[str, Any]]:
@@ -379,6 +394,7 @@ def _rollbacks(h: DecodedHistory, view: CaseView | None = None, gov: Any = None)
             votes, last_accepted = [], event_id
         rows.append((event_id, at, {
             "at": _iso(at), "via": via, "requested_by": req.get("requested_by"), "reason": req.get("reason"),
+            "signed": bool(raw.get("token")) if isinstance(raw, dict) else False,
             "identity": identity, "result": result, "completed_at": _iso(done),
             "outcome": outcome, "refusal": refusal,
             "channel": token_channel(raw.get("token")) if isinstance(raw, dict) and via == "update" and not refusal
@@ -412,6 +428,7 @@ def _verdicts(h: DecodedHistory, view: CaseView | None) -> list[dict[str, Any]]:
         req = upd.args[0] if upd.args else {}
         out.append({"at": _iso(upd.accepted_at), "via": "update", "analyst": req.get("analyst"),
                     "verdict": req.get("verdict"), "reason": req.get("reason"), "identity": upd.identity,
+                    "signed": bool(req.get("token")) if isinstance(req, dict) else False,
                     # refused in its handler: a signer the case did not know, checked against the policy in force
                     "accepted": not upd.failure, "refusal": upd.failure or "",
                     # a chat bridge's token (claim `via`), verified by the case when it took the verdict
@@ -431,6 +448,7 @@ def _verdicts(h: DecodedHistory, view: CaseView | None) -> list[dict[str, Any]]:
                 refusal = str(match.refusal)
         out.append({"at": _iso(sig.at), "via": "signal", "analyst": req.get("analyst"),
                     "verdict": req.get("verdict"), "reason": req.get("reason"), "identity": sig.identity,
+                    "signed": bool(req.get("token")),
                     "accepted": accepted if view else None, "refusal": refusal})
     return sorted(out, key=lambda r: r["at"] or "")
 
@@ -520,6 +538,9 @@ def _timeline(ex: dict[str, Any], h: DecodedHistory) -> list[dict[str, str]]:
     if gov.get("loaded_at"):
         items.append((gov["loaded_at"], f"governance loaded: {gov['alert_type']} is {gov['autonomy']}, "
                                         f"threshold {gov['threshold']} (set by {gov['threshold_set_by']})"))
+    for r in gov.get("rechecks") or ():
+        items.append((r["at"] or "", f"governance re-read (approvals checked against it; the decision stands): "
+                                     f"policy {str(r['policy_version'])[:12]}, revision {r['governance_revision']}"))
     if ex.get("score") and ex["score"].get("scored_at"):
         s = ex["score"]
         items.append((s["scored_at"], f"scored {s['predicted']} (confidence {s['confidence']:.3f}) "
@@ -606,6 +627,7 @@ def _explain(h: DecodedHistory, live_view: CaseView | None = None) -> dict[str, 
         "case": {k: start.get(k) for k in ("alert_type", "severity", "title", "requested_by")},
         "alerts": _alerts(h),
         "enrichment": enrich_runs[-1].result if enrich_runs else None,
+        "enriched_at": _iso(enrich_runs[-1].completed_at) if enrich_runs else None,
         "governance": decision_part["governance"] if decision_part else None,
         "score": score_out,
         "scoring_problem": problem,
@@ -774,7 +796,10 @@ def render_explanation(ex: dict[str, Any]) -> str:
         add(f"Governance: policy {gov['policy_version'][:16]} (governance revision "
             f"{gov.get('governance_revision', 0)}); {gov['alert_type']} is {gov['autonomy']} "
             f"(set by {gov.get('autonomy_set_by', 'policy file')}), threshold {_num(gov['threshold'])} "
-            f"set by {gov['threshold_set_by']}")
+            f"set by {gov['threshold_set_by']}" + (f"; read {gov['loaded_at']}" if gov.get("loaded_at") else ""))
+        for r in gov.get("rechecks") or ():
+            add(f"  re-read {r['at']}: policy {str(r['policy_version'])[:16]} (governance revision "
+                f"{r['governance_revision']}); approvals were checked against it, the decision above stands")
     s = ex["score"]
     if s:
         add(f"Score: model {s['model_id'][:16]}, feature vector sha256 {s['feature_hash'][:16]}")
@@ -844,7 +869,8 @@ def render_explanation(ex: dict[str, Any]) -> str:
             add(f"Rollback requested: {rb['at']} by {by} via {rb['via']} ({rb['reason']!r}); "
                 "counted towards the policy's rollback quorum" + (f": {rb['result']}" if rb["result"] else ""))
             continue
-        add(f"Rollback: {rb['at']} by {by} via {rb['via']} ({rb['reason']!r}); "
+        add(f"Rollback: {rb['at']} by {by} via {rb['via']}{' (signed)' if rb.get('signed') else ''} "
+            f"({rb['reason']!r}); "
             f"{rb['compensations']} compensations" + (f", done in {took:.1f} s" if took is not None else ""))
     for e in ex["escalations"]:
         add(f"Escalation: {e['at']} ({e.get('kind')}): {e.get('reason')}")
@@ -852,7 +878,8 @@ def render_explanation(ex: dict[str, Any]) -> str:
         state = "" if v["accepted"] in (True, None) else (
             f" (refused: {v['refusal']})" if v.get("refusal") else " (refused)")
         by = str(v["analyst"]) + (f" via {channel_text(v['channel'])}" if v.get("channel") else "")
-        add(f"Verdict: {v['verdict']} by {by} at {v['at']} via {v['via']}{state}: {v['reason']!r}")
+        add(f"Verdict: {v['verdict']} by {by} at {v['at']} via {v['via']}"
+            f"{' (signed)' if v.get('signed') else ''}{state}: {v['reason']!r}")
     for r in ex.get("retries", []):
         add(f"Retry: {r['at']} by {r['requested_by']} ({r['reason']!r}): {r['result']}")
     for a in ex.get("assignments", []):

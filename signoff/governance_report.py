@@ -82,6 +82,54 @@ def _events_from_histories(histories: list[Any]) -> list[dict[str, Any]]:
     return found
 
 
+def _verify_word(lv: dict[str, Any]) -> str:
+    """OK / OK, NOT ANCHORED (nothing but its own hashes vouched for the file) / TAMPERED."""
+    if not lv["ok"]:
+        return "TAMPERED"
+    return "OK, NOT ANCHORED" if lv.get("anchor") == "none" else "OK"
+
+
+def _parse(at: Any) -> datetime | None:
+    if not at:
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(at).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _undo_rollbacks(h: Any) -> list[dict[str, Any]]:
+    """Each run of a rollback after close: its row for the report (request -> last compensation of the
+    run) and the time each of its compensations took."""
+    from signoff.undo import UNDO_SUFFIX
+    from signoff.undo_audit import undo_explanation_from_history
+
+    ex = undo_explanation_from_history(h)
+    done = [(c, _parse(c["started_at"]), _parse(c["completed_at"])) for c in ex["compensations"]
+            if c["completed_at"] and c["started_at"] and not c["failure"]]
+    out = []
+    for run in ex["runs"]:
+        start, end = _parse(run.get("started_at")), _parse(run.get("finished_at"))
+        if start is None:
+            continue
+        mine = [(c, s, e) for c, s, e in done if s is not None and e is not None and s >= start
+                and (end is None or s <= end)]
+        last = max((e for _, _, e in mine if e is not None), default=None)
+        if last is None:
+            continue
+        # Measured from the request that started the run (the in-case measure starts at the request too).
+        asked = [t for t in (_parse(r["at"]) for r in ex["requests"] if not r["refusal"]) if t is not None and t <= start]
+        start = max(asked, default=start)
+        out.append({"row": {"case_id": h.workflow_id.removesuffix(UNDO_SUFFIX), "at": _iso(start),
+                            "requested_by": ", ".join(run.get("requested_by") or []),
+                            "reason": "; ".join(run.get("reasons") or []), "compensations": len(mine),
+                            "seconds": (last - start).total_seconds(), "after_close": True},
+                    "compensations": [(c["undoes"] or "?", (e - s).total_seconds()) for c, s, e in mine
+                                      if s is not None and e is not None]})
+    return out
+
+
 async def build_report(client: Client, task_queue: str | None = None) -> dict[str, Any]:
     from playbooks import get_playbook
     from playbooks.actions import ACTIONS
@@ -89,8 +137,11 @@ async def build_report(client: Client, task_queue: str | None = None) -> dict[st
 
     policy = load_policy()
     state = await _governance_state(client, task_queue)
-    collected = await collect_histories(client, (CASE_TYPE, GOVERNANCE_TYPE))
+    from signoff.undo import UNDO_TYPE
+
+    collected = await collect_histories(client, (CASE_TYPE, GOVERNANCE_TYPE, UNDO_TYPE))
     cases = [h for h in collected.histories if h.workflow_type == CASE_TYPE]
+    undos = [h for h in collected.histories if h.workflow_type == UNDO_TYPE]
     gov_histories = [h for h in collected.histories if h.workflow_type == GOVERNANCE_TYPE
                      and h.workflow_id == _governance_id(task_queue)]
     events = _events_from_state(state) if state is not None else _events_from_histories(gov_histories)
@@ -149,7 +200,7 @@ async def build_report(client: Client, task_queue: str | None = None) -> dict[st
     }
 
     # 3. rollback speed
-    rollbacks = []
+    rollbacks: list[dict[str, Any]] = []
     compensation_seconds: dict[str, list[float]] = {}
     for ex in explanations:
         for rb in ex["rollbacks"]:
@@ -161,6 +212,13 @@ async def build_report(client: Client, task_queue: str | None = None) -> dict[st
             if c["completed_at"] and c["started_at"] and not c["failure"]:
                 took = (datetime.fromisoformat(c["completed_at"]) - datetime.fromisoformat(c["started_at"])).total_seconds()
                 compensation_seconds.setdefault(c["undoes"] or "?", []).append(took)
+    # Rollbacks after a case ended (`CASE-undo`): counted and measured too (QA8: the report left them
+    # out while the audit export listed them).
+    for h in undos:
+        for rb in _undo_rollbacks(h):
+            rollbacks.append(rb["row"])
+            for undoes, took in rb["compensations"]:
+                compensation_seconds.setdefault(undoes, []).append(took)
     rollback = {
         "rollbacks": sorted(rollbacks, key=lambda r: r["at"] or ""),
         "seconds": _stats([r["seconds"] for r in rollbacks]),
@@ -310,7 +368,7 @@ def render_text(r: dict[str, Any]) -> str:
     add(f"   {t['complete_decision_records']}/{t['cases']} cases have a complete decision record ({cov}); "
         f"{t['with_feedback']}/{t['closed_by_people']} human-handled closed cases carry analyst feedback")
     lv = t["last_verify"]
-    add("   last audit verify: " + ("never run" if not lv else f"{'OK' if lv['ok'] else 'TAMPERED'} at {lv['at']} "
+    add("   last audit verify: " + ("never run" if not lv else f"{_verify_word(lv)} at {lv['at']} "
                                    f"({lv['records']} records, {lv['file']})"))
     rb = r["rollback"]
     add("3. How fast can a decision be rolled back?")
@@ -442,7 +500,8 @@ def render_html(r: dict[str, Any]) -> str:
     on = [a for a in loop["alert_types"] if a["autonomy"] == "on_the_loop"]
     gated = [a for a in ap["actions"] if not a["auto"]]
     lv = t["last_verify"]
-    verify_text = "never run" if not lv else ("intact" if lv["ok"] else "TAMPERED")
+    verify_text = "never run" if not lv else ("intact" if lv["ok"] else "TAMPERED") + (
+        ", not anchored" if lv and lv["ok"] and lv.get("anchor") == "none" else "")
     answers = [
         ("Humans in the loop", f"{len(loop['alert_types']) - len(on)}/{len(loop['alert_types'])}",
          f"alert types in the loop; {len(on)} on the loop"),

@@ -5,7 +5,7 @@ workflow's own history, live or archived."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from signoff.history import DecodedHistory
@@ -13,7 +13,23 @@ from signoff.undo import UNDO_SUFFIX, UndoView, undo_id
 
 
 def _iso(at: datetime | None) -> str | None:
-    return at.isoformat() if at else None
+    return at.astimezone(UTC).isoformat() if at else None
+
+
+def _utc(value: Any) -> Any:
+    """An ISO time as every other time in explain and the export writes it (`+00:00`, QA8: the undo's
+    runs and steps came as pydantic's `Z`); anything else as it is."""
+    if not isinstance(value, str) or not value:
+        return value
+    try:
+        at = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
+
+
+def _times(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: _utc(v) if k in ("at", "started_at", "finished_at") else v for k, v in row.items()}
 
 
 def _view(h: DecodedHistory, live: UndoView | None = None) -> UndoView | None:
@@ -55,8 +71,8 @@ def undo_explanation_from_history(h: DecodedHistory, live: UndoView | None = Non
         "case_verdict": view.case_verdict.model_dump(mode="json", exclude={"token"}) if view and view.case_verdict else None,
         "quorum": view.quorum if view else None,
         "requests": requests,
-        "runs": [r.model_dump(mode="json") for r in view.runs] if view else [],
-        "steps": [s.model_dump(mode="json") for s in view.steps] if view else [],
+        "runs": [_times(r.model_dump(mode="json")) for r in view.runs] if view else [],
+        "steps": [_times(s.model_dump(mode="json")) for s in view.steps] if view else [],
         "compensations": compensations,
         "escalations": [{"at": _iso(r.scheduled_at), **{k: v for k, v in (r.input or {}).items() if k != "case_id"}}
                         for r in h.activities_named("escalate")],

@@ -285,7 +285,7 @@ async def test_a_rollback_from_slack_restores_the_target_and_the_message_says_so
     code, out, err = await cli_process("explain", cid, env=_env(crig, task_queue))
     assert code == 0, err
     flat = " ".join(out.split())
-    assert "by bob via Slack U0BOB via update ('the beacon was our own scanner')" in flat, flat
+    assert "by bob via Slack U0BOB via update (signed) ('the beacon was our own scanner')" in flat, flat
     assert "refused_rollback step - by frank via Slack U0FRANK" in flat, flat
     await handle.terminate("test done")
 

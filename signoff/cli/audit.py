@@ -63,8 +63,9 @@ def verify_cmd(
     if json_out:
         emit_json(result.as_json())
     elif result.ok:
-        out.print(f"OK: {plural(result.records, 'record')}, chain intact, digest {result.digest}"
-                  + ("; matches the digest recorded at export" if result.ledger == "matched" else ""))
+        out.print(result.summary(), highlight=False, markup=False)
+        for warning in result.warnings:
+            out.print(f"warning: {warning}", highlight=False, markup=False)
     else:
         out.print(f"[bold red]TAMPERED[/]: {len(result.issues)} problem(s) in {file}", highlight=False)
         for issue in result.issues:
