@@ -108,12 +108,14 @@ def public_key_text(key: Ed25519PrivateKey) -> str:
 
 def token_refusal(
     policy: Policy, *, case_id: str, step: str, decision: str, approver: str, token: str | None,
-    now: datetime, used_nonces: set[str], max_skew: timedelta | None = MAX_CLOCK_SKEW,
+    now: datetime, used_nonces: set[str], max_skew: timedelta | None = MAX_CLOCK_SKEW, scope: str | None = None,
 ) -> str | None:
     """Why a token (or its absence) must be refused, or None when it proves the approver's intent.
 
     `now` is workflow time where this runs in workflow code. `max_skew=None` skips the check of
-    `iat` against `now` (only to replay histories recorded before that check existed).
+    `iat` against `now` (only to replay histories recorded before that check existed). `scope`: the
+    claim the token must carry (None: a case decision's token, which has none; QA7: a governance
+    token whose claims happened to match a case's step counted as that case's approval).
     """
     if token is None:
         if policy.deployment.trust_unsigned_approvals:
@@ -132,6 +134,10 @@ def token_refusal(
         return "malformed approval token: expected base64url(claims).base64url(signature)"
     if not isinstance(claims, dict):
         return "malformed approval token: its claims are not a JSON object"
+    if claims.get("scope") != scope:
+        return (f"this token is for a {claims.get('scope')} change, not a case decision: sign the decision itself "
+                f"with `signoff {'approve' if decision in ('approve', 'reject') else decision}`"
+                if scope is None else f"this token is not for a {scope} change")
     approver_entry = policy.approvers.get(approver)
     if "via" in claims:
         refusal = _bridge_refusal(policy, claims["via"], approver, body, signature)
@@ -261,4 +267,4 @@ def governance_token_refusal(
     if policy is None:
         return None
     return token_refusal(policy, case_id=workflow_id, step=subject, decision=change, approver=person, token=token,
-                         now=now, used_nonces=used_nonces)
+                         now=now, used_nonces=used_nonces, scope=GOVERNANCE_SCOPE)

@@ -42,10 +42,13 @@ def contribution_text(c: Contribution, predicted: str) -> str:
     return f"feature {c.feature} = {c.value:g} pushed away from {predicted} by {c.contribution:+.2f}"
 
 
-def _without_token(payload: Any) -> Any:
+def _without_token(payload: Any, *, recorded: bool = False) -> Any:
+    """The payload without its token; `signed` says whether it carried one. In a request sent to Temporal a
+    `signed` the sender typed into the payload is not taken (QA7: `--input '{..., "signed": true}'` read as
+    a signed approval); `recorded=True`: a refused.jsonl record, whose `signed` the CLI wrote."""
     if isinstance(payload, dict):
-        out = {k: v for k, v in payload.items() if k != "token"}
-        if "token" in payload:
+        out = {k: v for k, v in payload.items() if k != "token" and (recorded or k != "signed")}
+        if "token" in payload or ("signed" in payload and not recorded):
             out["signed"] = bool(payload.get("token"))
         return out
     return payload
@@ -576,6 +579,10 @@ def _timeline(ex: dict[str, Any], h: DecodedHistory) -> list[dict[str, str]]:
     for d in ex.get("detaches", []):
         items.append((d["at"], f"alert {d['alert_uid']} detached by {d['requested_by']} into case {d['new_case']}: "
                                f"{_short(str(d['reason']))}"))
+    for r in h.resets:
+        items.append((_iso(r.at) or "", f"workflow RESET (`temporal workflow reset`) from run {r.base_run_id} "
+                                        f"at event {r.event_id}: {r.reason}; what that run recorded after it is "
+                                        "not part of this run"))
     if h.closed_at:
         items.append((_iso(h.closed_at) or "", f"workflow {h.close}" + (f": {h.failure}" if h.failure else "")))
     return [{"at": at, "what": what} for at, what in sorted(items, key=lambda kv: kv[0] or "")]
@@ -633,7 +640,7 @@ def _explain(h: DecodedHistory, live_view: CaseView | None = None) -> dict[str, 
         "scoring_problem": problem,
         "decision": decision_part["decision"] if decision_part else None,
         "approvals": _approvals(h, view),
-        "refused_attempts": [_without_token(r) for r in refused_attempts(h.workflow_id)],
+        "refused_attempts": [_without_token(r, recorded=True) for r in refused_attempts(h.workflow_id)],
         "actions": actions,
         "compensations": compensations,
         "rollbacks": _rollbacks(h, view, gov),
@@ -660,8 +667,44 @@ def _explain(h: DecodedHistory, live_view: CaseView | None = None) -> dict[str, 
         ex["governance"] and ex["decision"] and (ex["score"] or problem) and ex["alerts"]["count"]
         and not h.undecodable
     )
+    ex["resets"] = [{"at": _iso(r.at), "event_id": r.event_id, "base_run_id": r.base_run_id, "reason": r.reason,
+                     "discarded": None} for r in h.resets]
     ex["timeline"] = _timeline(ex, h)
     return ex
+
+
+def _discarded_by_reset(ex: dict[str, Any], base: DecodedHistory) -> list[dict[str, Any]]:
+    """What the run a reset replaced recorded and this run does not have (QA7: a rejection reset away read as
+    if it had never been given): its approvals, rejections, verdicts and actions, newest last."""
+    kept_approvals = {(a["at"], a["decision"], a["step"], a["approver"]) for a in ex["approvals"]}
+    kept_actions = {(a["started_at"], a["step_id"]) for a in ex["actions"]}
+    kept_verdicts = {(v["at"], v["analyst"]) for v in ex["verdicts"]}
+    out: list[dict[str, Any]] = []
+    for a in _approvals(base, None):
+        if (a["at"], a["decision"], a["step"], a["approver"]) not in kept_approvals:
+            out.append({"at": a["at"], "what": f"{a['decision']} of step {a['step']} by {a['approver']} via {a['via']}"
+                        + (" (signed)" if a["signed"] else "") + f", {a['outcome']}; reason {a['reason']!r}"})
+    for act in _actions(base)[0]:
+        if (act["started_at"], act["step_id"]) not in kept_actions:
+            out.append({"at": act["completed_at"] or act["started_at"],
+                        "what": f"{act['action']} on {_target(act['target'])}: {act['outcome']}"})
+    for v in _verdicts(base, None):
+        if (v["at"], v["analyst"]) not in kept_verdicts:
+            out.append({"at": v["at"], "what": f"verdict {v['verdict']} by {v['analyst']}; reason {v['reason']!r}"})
+    return sorted(out, key=lambda d: d["at"] or "")
+
+
+async def _add_reset_discards(client: Any, ex: dict[str, Any]) -> None:
+    from signoff.history import decode_history
+
+    for reset in ex.get("resets", []):
+        try:
+            history = await client.get_workflow_handle(ex["case_id"], run_id=reset["base_run_id"]).fetch_history()
+            base = await decode_history(history, client.data_converter)
+        except Exception as exc:  # deleted by retention, or unreadable: say so, never fail the explanation
+            reset["unreadable"] = f"the run it replaced could not be read: {_short(str(exc))}"
+            continue
+        reset["discarded"] = _discarded_by_reset(ex, base)
 
 
 def _without_detached(ex: dict[str, Any]) -> None:
@@ -727,6 +770,7 @@ async def explain_case(case_id: str) -> dict[str, Any]:
         except Exception:  # no worker to answer: the outcomes of approval signals stay "recorded"
             live_view = None
     ex = explanation_from_history(history, live_view)
+    await _add_reset_discards(client, ex)
     if history.close != "running":  # an ended case may have been rolled back since (signoff/undo_audit.py)
         from signoff.undo_audit import undo_explanation
 
@@ -762,6 +806,14 @@ def render_explanation(ex: dict[str, Any]) -> str:
         + (f"; {'final ' if ex['final']['from'] == 'final result' else ''}status {ex['final']['status']}"
            if ex.get("final") else ""))
     add(f"  Source: {ex['source']}, run {ex['run_id']}")
+    for r in ex.get("resets", []):
+        add(f"  RESET: this run was made at {r['at']} by `temporal workflow reset` of run {r['base_run_id']} "
+            f"(reason {r['reason']!r}): the history before event {r['event_id']} was copied; what the old run "
+            "recorded after that is not part of this run")
+        if r.get("unreadable"):
+            add(f"    {r['unreadable']}")
+        for d in r.get("discarded") or []:
+            add(f"    - DISCARDED by the reset: {d['at']}  {d['what']}")
     if ex.get("note"):
         add(f"  Note: {ex['note']}")
     for problem in ex.get("undecodable", []):

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from temporalio.api.common.v1 import Payload
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
 from temporalio.api.failure.v1 import Failure
 from temporalio.client import Client, WorkflowHistory
 from temporalio.converter import DataConverter, decode_search_attributes
@@ -61,6 +61,18 @@ class SignalRun:
 
 
 @dataclass
+class ResetRecord:
+    """A `temporal workflow reset` that made this run (QA7): the history up to `event_id` was copied from
+    `base_run_id`; what that run recorded after it (an approval, a rejection, an action) is not here."""
+
+    at: datetime
+    event_id: int
+    base_run_id: str
+    new_run_id: str
+    reason: str
+
+
+@dataclass
 class DecodedHistory:
     workflow_id: str
     run_id: str
@@ -79,6 +91,7 @@ class DecodedHistory:
     source: str = "live"  # live | archive
     event_count: int = 0
     undecodable: list[str] = field(default_factory=list)  # payloads the configured codec could not open
+    resets: list[ResetRecord] = field(default_factory=list)  # `temporal workflow reset`s that made this run
 
     def activities_named(self, name: str) -> list[ActivityRun]:
         return [a for a in self.activities if a.name == name]
@@ -265,6 +278,13 @@ async def decode_history(history: WorkflowHistory, converter: DataConverter, sou
             decoded.close, decoded.closed_at = "canceled", at
         elif kind == E.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
             decoded.close, decoded.closed_at = "continued_as_new", at
+        elif kind == E.EVENT_TYPE_WORKFLOW_TASK_FAILED and ev.workflow_task_failed_event_attributes.cause == \
+                WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_RESET_WORKFLOW:
+            failed = ev.workflow_task_failed_event_attributes
+            decoded.resets.append(ResetRecord(at=at, event_id=ev.event_id, base_run_id=failed.base_run_id,
+                                              new_run_id=failed.new_run_id, reason=failed.failure.message))
+    if decoded.resets:  # WorkflowHistory.run_id is the first event's original run: the run this one was reset from
+        decoded.run_id = decoded.resets[-1].new_run_id
     return decoded
 
 # ---------------------------------------------------------------- the archive

@@ -102,6 +102,9 @@ ROLLBACK_WINDOW = "rollback-window"
 # Alert types the policy marks `scored: false` (the drift check's cases) skip scoring and shadow
 # scoring. Taken only for such a type.
 UNSCORED_TYPES = "unscored-types"
+# QA7: whoever detached an alert into a case of its own may not approve that case's steps (a rejected step was
+# offered again in the new case and approved by the detacher alone). Taken only when the detacher approves.
+DETACHER_NOT_APPROVER = "detacher-not-approver"
 QUICK = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=5)
 # Vendor calls heartbeat (activities/response.py): a worker that dies mid-call is noticed after
 # ACTION_HEARTBEAT and the call is retried on another worker (idempotency key: no double action).
@@ -692,8 +695,19 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
         return approval_refusal(self.gov.policy, step.plan, req.approver, decision,
                                 self.inp.requested_by, step.approvals)
 
+    def _detacher_refusal(self, req: ApprovalRequest, decision: Decision) -> str | None:
+        """The person who took this case's alert out of another case asked for this case: they may not approve
+        its steps (separation of duties, as for the requester), whatever the other case decided about them."""
+        origin = self.inp.detached_from
+        if origin is None or decision != Decision.approve or req.approver != origin.by:
+            return None
+        if self.gov is not None and self.gov.policy.rule_for(self.steps[req.step].plan).requester_may_approve:
+            return None
+        return (f"{req.approver!r} detached this case's alert from case {origin.case_id} and may not approve its steps "
+                "(separation of duties): another approver decides")
+
     def _validate(self, req: ApprovalRequest, decision: Decision) -> None:
-        refusal = self._refusal(req, decision)
+        refusal = self._refusal(req, decision) or self._detacher_refusal(req, decision)
         if refusal and self._identity_unknown_to_case(req.token, req.approver, req.step, decision.value):
             return  # signed by someone the case's policy does not know yet: the handler checks the policy in force
         if refusal:
@@ -712,6 +726,9 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
     def _record(self, req: ApprovalRequest, decision: Decision, via: str) -> str:
         # Re-checked: state may have moved since validation (and signals have no validator).
         refusal = self._replay_safe(self._refusal(req, decision), lambda: self._refusal(req, decision, hardened=False))
+        if refusal is None and (detacher := self._detacher_refusal(req, decision)) \
+                and workflow.patched(DETACHER_NOT_APPROVER):
+            refusal = detacher
         record = ApprovalRecord(
             step=req.step, approver=req.approver, decision=decision,
             reason=_clip(req.reason) if refusal else req.reason, at=workflow.now(),

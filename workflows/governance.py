@@ -47,8 +47,10 @@ with workflow.unsafe.imports_passed_through():
     )
     from policies.engine import Policy
     from policies.signing import governance_token_refusal, token_expiry, token_nonce
+    from signoff import settings
     from signoff.autonomy.evidence import evidence
     from signoff.autonomy.models import (
+        GOVERNANCE_WORKFLOW_ID,
         MAX_NAME_CHARS,
         SYSTEM_DRIFT,
         TOKEN_REFUSED,
@@ -96,6 +98,20 @@ PENDING_CARRY_CHARS = 64_000  # unchecked verdicts carried through continue-as-n
 DRAIN_HISTORY_EVENTS = 30_000
 DRAIN_HISTORY_BYTES = 30 * 1024 * 1024
 EVENT_OVERHEAD_CHARS = 220  # an event's fixed fields, serialised (for the events budget)
+# QA7: the governance state is what every case decides under, so it comes only from changes this
+# workflow checked (or from the run it continued from). A run started by hand (`temporal workflow
+# start`, after a terminate, or before anything started it) with a state, nonces or verdicts of its own
+# starts empty instead (the policy file's values), recorded as a refusal; a GovernanceWorkflow under any
+# other workflow id than its task queue's (`signoff-governance`) takes no change at all: its promotions
+# would write the workers' model store. Taken only for such starts: no recorded history has one.
+START_CHECKED = "governance-start-checked"
+START_REFUSED_BY = "(a start by hand)"
+# QA7: a promotion's quorum counts only the earlier approvers the policy in force still gives a governance
+# role (someone who left, or lost the role, between their approval and the last one no longer counts).
+# Taken only when it drops someone: other histories record no marker.
+PENDING_RECHECKED = "governance-quorum-rechecked"
+# The live state goes along with continue-as-new, in the next run's memo from its first event on.
+MEMO_CARRIED = "governance-memo-carried"
 
 
 class LiveGovernance(GovernanceState):
@@ -123,9 +139,30 @@ class GovernanceWorkflow:
         self.used_nonces: dict[str, int] = dict(inp.used_nonces)  # spent governance tokens -> expiry
         self.policy: Policy | None = None  # the policy read for the last change (what validators check against)
         self.policy_at: datetime | None = None
+        info = workflow.info()
+        expected = GOVERNANCE_WORKFLOW_ID if info.task_queue == settings.TASK_QUEUE else \
+            f"{GOVERNANCE_WORKFLOW_ID}:{info.task_queue}"
+        # Not the governance workflow cases read (and `signoff` changes): it takes no change (QA7).
+        self.foreign = "" if info.workflow_id == expected else (
+            f"workflow {clip(info.workflow_id, MAX_NAME_CHARS)!r} is not the governance workflow of task queue "
+            f"{info.task_queue!r} ({expected!r}): it takes no change; use `signoff policy|autonomy|model`")
+        # A first run that brings its own state (a crafted start): that state is not taken (QA7).
+        carried = inp.state != GovernanceState() or bool(inp.pending) or bool(inp.used_nonces)
+        self.crafted_start = carried and info.continued_run_id is None
 
     @workflow.run
     async def run(self, inp: GovernanceInput) -> None:
+        if (self.crafted_start or self.foreign) and workflow.patched(START_CHECKED):
+            if self.crafted_start:
+                self.state, self.pending, self.used_nonces, self.events_chars = GovernanceState(), [], {}, 0
+                self._event("refused", START_REFUSED_BY, "governance workflow started with a state of its own",
+                            after="a governance state comes only from checked changes (or the run this one "
+                                  "continued from): the state given at the start was not taken; this run starts "
+                                  "from the policy file", accepted=False)
+            if self.foreign:
+                self._event("refused", START_REFUSED_BY, "a second governance workflow", after=self.foreign,
+                            accepted=False)
+                return
         self._publish()
         if workflow.patched(SIGNED_CHANGES):
             try:  # the validators' copy of the policy (a change reads it again)
@@ -156,10 +193,15 @@ class GovernanceWorkflow:
                 and workflow.info().get_current_history_size() < DRAIN_HISTORY_BYTES:
             await self._check_pending()
         await workflow.wait_condition(workflow.all_handlers_finished)
-        workflow.continue_as_new(GovernanceInput(
+        carried = GovernanceInput(
             state=self.state, max_events=self.max_events, evidence_window=self.evidence_window,
             ensure_schedule=False, history_limit=inp.history_limit, pending=self._carried_pending(),
-            events_budget=self.events_budget, used_nonces=self._live_nonces()))
+            events_budget=self.events_budget, used_nonces=self._live_nonces())
+        # QA7: the next run's memo is empty until its first task publishes it; cases reading the live state
+        # meanwhile got none and decided under the policy file alone (a kill switch, thresholds, the active
+        # model ignored). An insider flooding verdict signals forces continue-as-new again and again.
+        memo = {LIVE_MEMO: self.live().model_dump(mode="json")} if workflow.patched(MEMO_CARRIED) else None
+        workflow.continue_as_new(carried, memo=memo)
 
     # ------------------------------------------------------------------ queries
 
@@ -232,7 +274,7 @@ class GovernanceWorkflow:
         if req.by in current.pending_promotion:
             self._refuse(req.by, req.reason, name, f"{req.by!r} already approved this promotion; the quorum needs "
                                                    "distinct people")
-        approvers = (*current.pending_promotion, req.by)
+        approvers = (*self._still_governors(policy, current.pending_promotion, req.by, name), req.by)
         quorum = policy.autonomy.promotion_quorum
         if len(approvers) < quorum:
             self._put(name, current.model_copy(update=dict(pending_promotion=approvers)))
@@ -319,7 +361,7 @@ class GovernanceWorkflow:
         if req.by in approvers:
             self._refuse(req.by, req.reason, "", f"{req.by!r} already approved model {model_id[:12]}; the quorum "
                                                  "needs distinct people")
-        approvers = (*approvers, req.by)
+        approvers = (*self._still_governors(policy, approvers, req.by, ""), req.by)
         quorum = policy.autonomy.model_promotion_quorum
         if len(approvers) < quorum:
             self.state = self.state.model_copy(update=dict(
@@ -371,6 +413,7 @@ class GovernanceWorkflow:
     @workflow.update(description='Score new cases with a candidate model in shadow (recorded, never decides): {"model_id": "...", "by": "erin", "reason": "..."}; model_id "" clears it')
     async def set_candidate(self, req: ModelChange) -> str:
         policy = await self._policy()
+        self._check_not_foreign(req.by, req.reason)
         roles = set(policy.governance_roles) | {"detection_engineer"}
         self._check_role(policy, req.by, roles, "name shadow candidates", "", req.reason)
         model_id = await self._resolve(req) if req.model_id else None
@@ -382,6 +425,7 @@ class GovernanceWorkflow:
     @set_candidate.validator
     def _validate_candidate(self, req: ModelChange) -> None:
         _require_reason(req.reason, req.by)
+        self._validate_not_foreign()
 
     # ------------------------------------------------------------------ feedback and drift
 
@@ -543,6 +587,7 @@ class GovernanceWorkflow:
     def _validate_token(self, update_name: str, req: SignedRequest) -> None:
         """Refuse a change whose token does not prove the person's intent, before anything is written
         (validators do not run on replay: recorded histories replay as they ran)."""
+        self._validate_not_foreign()
         policy = self.policy
         if policy is not None and (self.policy_at is None or workflow.now() - self.policy_at > VALIDATOR_POLICY_FRESH):
             policy = None  # an old copy: the handler decides with the policy it reads
@@ -550,8 +595,19 @@ class GovernanceWorkflow:
         if refusal:
             raise ApplicationError(refusal, type=TOKEN_REFUSED, non_retryable=True)
 
+    def _validate_not_foreign(self) -> None:
+        if self.foreign:
+            raise ApplicationError(self.foreign, type="GovernanceRefused", non_retryable=True)
+
+    def _check_not_foreign(self, by: str, reason: str) -> None:
+        """The handlers' check (a foreign workflow's validators refuse first). Behind the patch: a recorded
+        history replayed under another id or task queue (the Replayer, tests/replay) looks foreign too."""
+        if self.foreign and workflow.patched(START_CHECKED):
+            self._refuse(by, reason, "", self.foreign)
+
     def _check_token(self, policy: Policy, update_name: str, req: SignedRequest, alert_type: str) -> None:
         """The handler's check, against the policy just read (recorded when refused); spends the nonce."""
+        self._check_not_foreign(req.by, req.reason)
         # A patch marker of each change's own (its update id): a long-lived run recorded before tokens
         # were checked replays its old changes as they ran, and still checks every new one (one
         # patch id for the whole run would stay off for the rest of that run once replayed off).
@@ -579,6 +635,18 @@ class GovernanceWorkflow:
             why = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
             self._refuse(req.by, req.reason, "", f"model {req.model_id!r}: {why}")
             raise
+
+    def _still_governors(self, policy: Policy, earlier: tuple[str, ...], by: str, alert_type: str) -> tuple[str, ...]:
+        """The earlier approvers of a pending promotion that the policy in force still gives a governance role;
+        each one dropped is recorded (an event, not a revision) and the quorum counts without them."""
+        kept = tuple(a for a in earlier if set(policy.roles_of(a)) & set(policy.governance_roles))
+        if kept == earlier or not workflow.patched(PENDING_RECHECKED):
+            return earlier
+        dropped = [a for a in earlier if a not in kept]
+        self._event("refused", by, "approvals of a pending promotion re-checked", alert_type=alert_type,
+                    after=f"no longer counted: {', '.join(dropped)} (no governance role in the policy in force); "
+                          "the quorum needs approvals from people who hold one now", accepted=False)
+        return kept
 
     def _autonomy(self, policy: Policy, name: str) -> str:
         live = self.state.alert_types.get(name)
