@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from policies.engine import CHAT_IDENTITY_FIELDS, Policy, parse_duration
 
 CASE_STEP = "(case)"  # the step claim of a token for a case-wide decision: rollback, close, assign, note, retry
-CASE_DECISIONS = ("rollback", "close", "assign", "note", "retry", "detach")
+CASE_DECISIONS = ("rollback", "close", "assign", "note", "retry", "detach", "merge")
 # How far in the future a token's `iat` may lie (clock skew between the signer and the worker).
 # Without this bound a token issued "in 30 days" with a 10-minute lifetime passed the TTL check now.
 MAX_CLOCK_SKEW = timedelta(minutes=5)

@@ -215,10 +215,28 @@ def case_events(h: DecodedHistory) -> list[dict[str, Any]]:
                              new_case=d["new_case"], opened=d["opened"], skipped_steps=d["skipped_steps"],
                              acted_steps=d["acted_steps"], score_included=d["score_included"], signed=d["signed"],
                              identity=d["identity"], update_id=d["update_id"]))
+    events.extend(_merge_events(ex, h))
     if h.closed_at:
         final = ex.get("final") or {}
         events.append(_event(ex["closed_at"], "case_closed", h, "signoff", workflow=h.close,
                              status=final.get("status"), failure=h.failure))
+    return events
+
+
+def _merge_events(ex: dict[str, Any], h: DecodedHistory) -> list[dict[str, Any]]:
+    """`signoff merge` (workflows/case_merge.py, signoff/merge_text.py): a `merge` event on both sides,
+    in the source's export (`side: source`, who asked) and in the target's (`side: target`, what came)."""
+    events = []
+    if m := ex.get("merged_into"):
+        events.append(_event(m["at"], "merge", h, m["requested_by"], side="source", source=h.workflow_id,
+                             target=m["target"], reason=m["reason"], signed=m["signed"], identity=m["identity"],
+                             update_id=m["update_id"], alerts=m["alerts"], skipped_steps=m["skipped_steps"],
+                             acted_steps=m["acted_steps"], delivered=m["delivered"]))
+    for f in ex.get("merged_from", []):
+        events.append(_event(f["at"], "merge", h, f["requested_by"], side="target", source=f["source"],
+                             target=h.workflow_id, reason=f["reason"], signed=f["signed"], identity=f["identity"],
+                             update_id=f["update_id"], alerts=f["alerts_sent"], alert_uids=f["alert_uids"],
+                             after_scoring=f["after_scoring"]))
     return events
 
 

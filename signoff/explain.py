@@ -23,6 +23,7 @@ from policies.signing import channel_text, token_channel
 from signoff import settings
 from signoff.autonomy.models import DRIFT_WORKFLOW_ID, SYSTEM_DRIFT
 from signoff.history import DecodedHistory, load_history
+from signoff.merge_text import merge_explanation, merge_timeline, render_merge, with_merged_alerts
 from signoff.models import CaseView, Contribution, Decision, RollbackRequest, ScoreResult
 
 APPROVAL_UPDATES = ("approve", "reject")
@@ -583,6 +584,7 @@ def _timeline(ex: dict[str, Any], h: DecodedHistory) -> list[dict[str, str]]:
         items.append((_iso(r.at) or "", f"workflow RESET (`temporal workflow reset`) from run {r.base_run_id} "
                                         f"at event {r.event_id}: {r.reason}; what that run recorded after it is "
                                         "not part of this run"))
+    items.extend(merge_timeline(ex))
     if h.closed_at:
         items.append((_iso(h.closed_at) or "", f"workflow {h.close}" + (f": {h.failure}" if h.failure else "")))
     return [{"at": at, "what": what} for at, what in sorted(items, key=lambda kv: kv[0] or "")]
@@ -650,6 +652,7 @@ def _explain(h: DecodedHistory, live_view: CaseView | None = None) -> dict[str, 
         **_case_log(h),
         "detaches": _detaches(h, view),
         "detached_from": start.get("detached_from"),
+        **merge_explanation(h, view),  # signoff/merge_text.py: merged into another case, or others into this one
         "final": {
             "status": view.status.value if view else None,
             "steps": [{"step_id": s.step_id, "action": s.action, "tier": s.tier.value,
@@ -662,6 +665,7 @@ def _explain(h: DecodedHistory, live_view: CaseView | None = None) -> dict[str, 
         } if view else None,
     }
     _without_detached(ex)
+    with_merged_alerts(ex)
     ex["undecodable"] = list(h.undecodable)
     ex["complete_decision_record"] = bool(
         ex["governance"] and ex["decision"] and (ex["score"] or problem) and ex["alerts"]["count"]
@@ -838,6 +842,7 @@ def render_explanation(ex: dict[str, Any]) -> str:
             add(f"    skipped, their target came only from it: {', '.join(d['skipped_steps'])}")
         if d["acted_steps"]:
             add(f"    executed on a target that came from it (still in effect): {', '.join(d['acted_steps'])}")
+    lines.extend(render_merge(ex))
     if ex["enrichment"]:
         add(f"Enrichment: {ex['enrichment'].get('summary') or '(no summary)'}")
         for k, v in sorted((ex["enrichment"].get("facts") or {}).items())[:8]:

@@ -84,6 +84,7 @@ class CaseStatus(StrEnum):
     action_failed = "action_failed"
     auto_closed = "auto_closed"
     closed = "closed"
+    merged = "merged"  # the same incident as another case: its alerts went there (`signoff merge`); no verdict
 
 
 class Verdict(StrEnum):
@@ -225,6 +226,7 @@ class Decision(StrEnum):
     retry = "retry"  # case-wide: run the steps of a failed attempt again (gated ones need fresh approval)
     note = "note"  # case-wide: an entry in the investigation log
     detach = "detach"  # case-wide: take a wrongly correlated alert out of the case into a case of its own
+    merge = "merge"  # case-wide: the case is the same incident as another; its alerts go there and it ends merged
 
 
 class ApprovalRequest(Frozen):
@@ -355,6 +357,59 @@ class DetachRecord(Frozen):
     skipped_steps: tuple[str, ...] = ()  # waiting steps whose target came only from this alert
     acted_steps: tuple[str, ...] = ()  # steps executed (or running) on a target that came only from it
     score_included: bool = False  # the case's score was computed while the alert was in it (not rescored)
+
+
+class MergeRequest(Frozen):
+    """Merge this case into another running case (`merge_into` update, workflows/case_merge.py)."""
+
+    target: str
+    requested_by: str
+    reason: str
+    token: str | None = None  # `signoff merge` signs (source case, "merge", requested_by) when they have a key
+
+
+class MergedInto(Frozen):
+    """This case was merged into `target`: its alerts went there and it ended `merged` (no verdict)."""
+
+    target: str
+    by: str
+    reason: str
+    at: datetime
+    signed: bool = False
+    alerts: int = 0  # the alerts sent (all the case counted; past the timeline's cap as counts)
+    skipped_steps: tuple[str, ...] = ()  # steps not yet run, skipped ("merged into TARGET")
+    acted_steps: tuple[str, ...] = ()  # executed steps still in effect (`signoff rollback SOURCE` undoes them)
+    delivered: str = ""  # what the target answered
+
+
+class MergedFrom(Frozen):
+    """A case merged into this one (`accept_merge`): who, when, why, and what it brought."""
+
+    source: str
+    by: str
+    reason: str
+    at: datetime
+    signed: bool = False
+    alerts_sent: int = 0  # the source's alert count
+    alerts_added: int = 0  # how many counted here (alerts this case already had count once)
+    entities_added: int = 0
+    after_scoring: bool = False  # this case was scored before they came: it is not rescored
+    source_title: str = ""
+
+
+class MergeDelivery(Frozen):
+    """What a merged case sends its target (activities/merge.py): the alerts on their normal path
+    (an `AlertBatch` whose batch id makes a re-delivery count once) and the entities they brought."""
+
+    source: str
+    target: str
+    by: str
+    reason: str
+    at: datetime
+    signed: bool = False
+    batch: AlertBatch
+    entities: tuple[Entity, ...] = ()  # the source's entities (past its timeline's cap too)
+    source_title: str = ""
 
 
 # ---------------------------------------------------------------- enrichment, scoring, decision
@@ -490,6 +545,8 @@ class CaseView(Frozen):
     retryable_steps: tuple[str, ...] = ()  # what `signoff retry` would run again (after a failed step)
     detached_alerts: tuple[DetachRecord, ...] = ()  # alerts taken out of this case, oldest first
     detached_from: DetachedFrom | None = None  # this case was opened for an alert taken out of that case
+    merged_into: MergedInto | None = None  # this case was merged into another (workflows/case_merge.py)
+    merged_from: tuple[MergedFrom, ...] = ()  # cases merged into this one, oldest first
     # After the verdict, while what the case executed is still in effect: a rollback is possible until
     # then (policy rollback_window); the case ends at that time.
     rollback_open_until: datetime | None = None

@@ -26,6 +26,7 @@ _CONTRIBUTORS = (
     "activities.audit",
     "activities.siem",
     "activities.detach",
+    "activities.merge",  # a merged case delivering its alerts (workflows/case_merge.py)
 )
 
 

@@ -75,6 +75,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.case_entities import CaseEntities
     from workflows.case_escalation import CaseEscalation
     from workflows.case_log import CaseLog
+    from workflows.case_merge import CaseMerge
     from workflows.case_recheck import CaseRecheck
     from workflows.case_retry import CaseRetry
     from workflows.decide import decide
@@ -178,7 +179,7 @@ class _Step:
 
 
 @workflow.defn(name="CaseWorkflow")
-class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities, CaseRecheck):
+class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities, CaseRecheck, CaseMerge):
     @workflow.init
     def __init__(self, inp: CaseInput) -> None:
         self.inp = inp
@@ -216,6 +217,7 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
         self._init_retry()  # running a failed attempt again (workflows/case_retry.py)
         self._init_detach()  # alerts taken out of the case (workflows/case_detach.py)
         self._init_recheck()  # identities in force behind a rollback's quorum (workflows/case_recheck.py)
+        self._init_merge()  # merged into another case, or others into this one (workflows/case_merge.py)
         self.action_running = False
         self.search_attributes: dict[str, Any] = {}  # last value upserted, per attribute
         self.deferred_upserts: dict[str, SearchAttributeUpdate[Any]] = {}
@@ -320,7 +322,8 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
         # High-impact actions in effect, that is (a tag or a note alone does not hold a case open).
         undoable = any(s.state == StepState.executed and not s.auto and s.before is not None
                        and s.plan.compensation is not None for s in self.steps.values())
-        if not window or not undoable or self._rollback_pending() or not workflow.patched(ROLLBACK_WINDOW):
+        if (not window or not undoable or self._rollback_pending() or self.merged_into is not None
+                or not workflow.patched(ROLLBACK_WINDOW)):
             return
         held_for = parse_duration(window)
         self.rollback_open_until = workflow.now() + held_for
@@ -420,7 +423,8 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
         self._refresh_awaiting()
 
     def _settle_status_after_steps(self) -> None:
-        if self.case_status not in (CaseStatus.rollback_failed, CaseStatus.action_failed, CaseStatus.rolled_back):
+        if self.case_status not in (CaseStatus.rollback_failed, CaseStatus.action_failed, CaseStatus.rolled_back,
+                                    CaseStatus.merged):
             contained = any(s.state == StepState.executed and not s.auto for s in self.steps.values())
             self._set_status(CaseStatus.contained if contained else CaseStatus.awaiting_verdict)
 
@@ -619,10 +623,10 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
         """After the playbook: wait for an analyst's verdict, a rollback, or the idle timeout."""
         assert self.gov is not None
         idle = parse_duration(self.gov.policy.case_idle_close)
-        while self.verdict is None:
+        while self.verdict is None and self.merged_into is None:
             try:
                 await workflow.wait_condition(
-                    lambda: self.verdict is not None or self.retry_pending
+                    lambda: self.verdict is not None or self.retry_pending or self.merged_into is not None
                     or (self.rollback_request is not None and not self.rollback_done),
                     timeout=idle,
                 )
@@ -637,7 +641,7 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
                 else:  # accepted, then overtaken before it could run: the rollback or the verdict wins
                     self._supersede_retry("the rollback" if self.rollback_request is not None else "the verdict")
         self.verdict_window_over = True
-        if self.case_status not in (CaseStatus.rolled_back, CaseStatus.rollback_failed):
+        if self.case_status not in (CaseStatus.rolled_back, CaseStatus.rollback_failed, CaseStatus.merged):
             self._set_status(CaseStatus.closed)
         else:
             self._upsert([sa.AWAITING_APPROVAL.value_set(False)])
@@ -954,6 +958,8 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
 
     def _case_token_refusal(self, decision: Decision, user: str, token: str | None) -> str | None:
         assert self.gov is not None
+        if (merging := self._merge_holds(decision)) is not None:  # workflows/case_merge.py (None: no merge)
+            return merging
         # Imports passed through for the same reason as in `_refusal` (cryptography's lazy backend).
         with workflow.unsafe.imports_passed_through():
             return token_refusal(
@@ -1059,12 +1065,12 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
             escalations=tuple(self.escalations), timeline=tuple(self.timeline), shadow_score=self.shadow,
             verdict_sla=self.verdict_sla, verdict_due=self.verdict_due, overdue_since=self.overdue_since,
             **self._log_view(), retries=tuple(self.retries), retryable_steps=self.failed_attempt,
-            **self._detach_view(),
+            **self._detach_view(), **self._merge_view(),
             rollback_open_until=self.rollback_open_until,
         )
 
     def _stopping(self) -> bool:
-        return self.verdict is not None or self.rollback_request is not None
+        return self.verdict is not None or self.rollback_request is not None or self.merged_into is not None
 
     def _awaiting(self) -> bool:
         return any(s.state in (StepState.awaiting_approval, StepState.escalated) for s in self.steps.values())

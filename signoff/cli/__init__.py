@@ -10,7 +10,7 @@ import traceback
 
 import typer
 
-from signoff.cli import caselog, cases, contained, related, run
+from signoff.cli import caselog, cases, contained, merge, related, run
 
 app = typer.Typer(
     name="signoff",
@@ -23,6 +23,7 @@ run.register(app)
 cases.register(app)
 caselog.register(app)
 related.register(app)
+merge.register(app)
 contained.register(app)
 
 # Command groups, each in its own module: `signoff <group> ...`.

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from signoff import settings
 from signoff.cli._common import emit_json, emit_json_lines, err, fail, out, plural, run
+from signoff.merge_text import merge_lines
 from signoff.models import (
     ApprovalRequest,
     CaseStatus,
@@ -383,7 +384,7 @@ def print_case(view: CaseView, requester: str | None = None) -> None:
     out.print(f"status [bold]{e(view.status.value)}[/]  type {e(view.alert_type)}  severity {e(view.severity)}  "
               f"playbook {e(view.playbook)}  policy {e(view.policy_version[:12])}")
     out.print(f"alerts {view.alert_count}  first seen {view.first_seen}  last seen {view.last_seen}")
-    for line in detach_lines(view):
+    for line in detach_lines(view) + merge_lines(view):
         out.print(e(line))
     if view.rules:
         top = sorted(view.rules.items(), key=lambda kv: -kv[1])[:8]
@@ -480,7 +481,7 @@ def detach_lines(view: CaseView) -> list[str]:
 
 
 _GATED = (StepState.awaiting_approval, StepState.escalated)
-_SETTLED = (CaseStatus.closed, CaseStatus.auto_closed)
+_SETTLED = (CaseStatus.closed, CaseStatus.auto_closed, CaseStatus.merged)
 
 
 def verdict_due_line(view: CaseView, now: datetime | None = None) -> str:

@@ -1,0 +1,52 @@
+"""Delivering a merged case's alerts to the case it was merged into (workflows/case_merge.py).
+
+One update on the target, `accept_merge`, with the update id `merge:<source>`: the target checks it
+may take the merge (it runs, has no verdict, is not being merged itself), records `merged_from` and
+takes the alerts through its normal alert path (`add_alerts`, whose batch id counts a re-delivery
+once), all in one workflow task. A retried activity sends the same update id, which Temporal answers
+with the first reply, and the target answers a second delivery from the same source with its record:
+the alerts count once. A refusal by the target is not retried (`MergeRefused`); the source records
+it and stays as it was.
+"""
+
+from __future__ import annotations
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from signoff.models import MergeDelivery
+
+MERGE_REFUSED = "MergeRefused"
+
+
+def merge_update_id(source: str) -> str:
+    return f"merge:{source}"
+
+
+@activity.defn
+async def deliver_merge(delivery: MergeDelivery) -> str:
+    from temporalio.client import WorkflowUpdateFailedError
+    from temporalio.service import RPCError, RPCStatusCode
+
+    handle = activity.client().get_workflow_handle(delivery.target)
+    try:
+        reply = await handle.execute_update("accept_merge", delivery, id=merge_update_id(delivery.source),
+                                            result_type=str)
+    except WorkflowUpdateFailedError as exc:
+        cause = getattr(exc.cause, "message", None) or str(exc.cause or exc)
+        raise ApplicationError(f"case {delivery.target} refused the merge: {cause}", type=MERGE_REFUSED,
+                               non_retryable=True) from exc
+    except RPCError as exc:
+        message = exc.message.lower()
+        if exc.status == RPCStatusCode.NOT_FOUND or "not found" in message:
+            raise ApplicationError(f"there is no case {delivery.target}", type=MERGE_REFUSED,
+                                   non_retryable=True) from exc
+        if "already completed" in message:
+            raise ApplicationError(f"case {delivery.target} has ended: it takes no merge", type=MERGE_REFUSED,
+                                   non_retryable=True) from exc
+        raise  # the server is unreachable or busy: retried
+    activity.logger.info("merge: case %s delivered into case %s (%s)", delivery.source, delivery.target, reply)
+    return reply
+
+
+ACTIVITIES = [deliver_merge]

@@ -1,0 +1,318 @@
+"""Merging a case into another that is the same incident (`merge_into`, `accept_merge`). Part of CaseWorkflow.
+
+Correlation misses in both directions: `detach_alert` (workflows/case_detach.py) takes out an alert
+that does not belong; a merge joins two cases that are one incident (found with `signoff related`).
+A person who may close the source case merges it into the target, with a reason:
+
+- the source sends its alerts to the target (activities/merge.py): those it keeps in full (the
+  timeline's first 50) and the rest as counts (total, per-rule counts, first and last seen) in one
+  `AlertBatch` with the batch id `merge:<source>`, plus the entities they brought (up to the case's
+  entity cap). The target takes them through its normal alert path (`add_alerts`: a re-delivery
+  counts once), records `merged_from`, and publishes its entity digests and alert count. It is not
+  rescored: `signoff explain` says when alerts were merged in after its score.
+- once the target has them, the source records `merged_into` (target, who, when, why), skips its
+  steps not yet run ("merged into TARGET"), keeps its executed actions in effect (a rollback of the
+  source, after it ended, undoes them: `signoff rollback SOURCE`), and ends `merged`, with no verdict:
+  nothing goes to the model's feedback. Its verdict SLA and escalation chains stop.
+- when the delivery fails (the server unreachable for long), the source does not end: it escalates,
+  stays open as it was, and the merge can be run again (the same batch id: the alerts count once).
+
+`merge_into` is an update: refused before anything is written when the requester is not in policy or
+may not close the source (`close_roles`), the reason is empty or too long, the target is the source
+itself, the source is in triage, closed, merged (or being merged), has a rollback or a retry under
+way or an action running, the target was merged into the source (a cycle), or (where the policy does
+not trust unsigned requests) the request is not signed. A target that refuses (it ended, or is being
+merged itself) is refused by the source too, recorded among its refusals, and nothing changes.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.case import Escalation
+    from activities.merge import MERGE_REFUSED, deliver_merge
+    from policies.engine import close_roles
+    from policies.signing import CASE_STEP, token_nonce
+    from signoff.models import (
+        MAX_REASON_CHARS,
+        AlertBatch,
+        ApprovalRecord,
+        CaseStatus,
+        Decision,
+        MergeDelivery,
+        MergedFrom,
+        MergedInto,
+        MergeRequest,
+        StepState,
+    )
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from policies.engine import GovernanceSnapshot
+    from signoff.models import Alert, CaseInput, CloseRequest, Entity, RollbackRequest, ScoreResult
+
+# Until the target has the alerts (the server is back): the source changes nothing before it does.
+DELIVER_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30),
+                            maximum_attempts=20, non_retryable_error_types=[MERGE_REFUSED])
+MAX_MERGED_FROM = 100  # cases merged into one case: past it, fix the correlation rule
+_ENTITY_CAP = 200  # workflows.case.ENTITY_CAP
+# Steps not yet run: the ones a merge skips.
+_NOT_RUN = (StepState.pending, StepState.awaiting_approval, StepState.approved, StepState.escalated)
+
+
+class CaseMerge:
+    # Set by CaseWorkflow.
+    inp: CaseInput
+    gov: GovernanceSnapshot | None
+    steps: dict[str, Any]  # step id -> workflows.case._Step
+    timeline: list[Alert]
+    alert_count: int
+    rules: dict[str, int]
+    entities: dict[tuple[str, str], Entity]
+    first_seen: datetime | None
+    last_seen: datetime | None
+    score: ScoreResult | None
+    used_nonces: set[str]
+    refusals: list[ApprovalRecord]
+    verdict: CloseRequest | None
+    verdict_window_over: bool
+    finishing: bool
+    rollback_request: RollbackRequest | None
+    rollback_done: bool
+    action_running: bool
+    retry_pending: bool  # workflows/case_retry.py
+    failed_attempt: tuple[str, ...]  # workflows/case_retry.py
+    case_status: CaseStatus
+    escalations: list[str]
+
+    def _init_merge(self) -> None:
+        self.merged_into: MergedInto | None = None
+        self.merging: MergeRequest | None = None  # accepted, its delivery under way
+        self.merged_from: list[MergedFrom] = []
+
+    # ------------------------------------------------------------------ the source
+
+    @workflow.update(description='Merge this case into another running case that is the same incident: '
+                                 '{"target": "guide-1-7", "requested_by": "carol", "reason": "same host, same actor"}')
+    async def merge_into(self, req: MergeRequest) -> str:
+        if self.merging is not None and self.merging.target == req.target:  # the same merge, still delivering
+            await workflow.wait_condition(lambda: self.merging is None)
+        if self.merged_into is not None and self.merged_into.target == req.target:  # the same answer
+            return self._merge_reply(self.merged_into, again=True)
+        # Checked again: a merge or a rollback accepted in the same workflow task may have come first.
+        refusal = self._merge_refusal(req)
+        if refusal:
+            raise ApplicationError(refusal, type=MERGE_REFUSED, non_retryable=True)
+        if req.token:
+            self.used_nonces.add(token_nonce(req.token))
+        self.merging = req
+        at = workflow.now()
+        delivery = MergeDelivery(
+            source=self.inp.case_id, target=req.target, by=req.requested_by, reason=req.reason.strip(), at=at,
+            signed=req.token is not None, source_title=self.inp.title[:200],
+            batch=AlertBatch(case_id=req.target, alerts=tuple(self.timeline), total=self.alert_count,
+                             rules=dict(self.rules), first_seen=self.first_seen, last_seen=self.last_seen,
+                             batch_id=f"merge:{self.inp.case_id}"),
+            entities=tuple(self.entities.values()),
+        )
+        try:
+            delivered = await workflow.execute_activity(
+                deliver_merge, delivery, start_to_close_timeout=timedelta(seconds=60), retry_policy=DELIVER_RETRY,
+                summary=f"merge {self.inp.case_id} into {req.target}"[:200],
+            )
+        except ActivityError as err:
+            self.merging = None
+            cause = err.cause.message if isinstance(err.cause, ApplicationError) else str(err.cause or err)
+            if isinstance(err.cause, ApplicationError) and err.cause.type == MERGE_REFUSED:
+                # The target refused (it ended, or is being merged itself): refused here too, nothing changed.
+                self.refusals.append(ApprovalRecord(
+                    step=CASE_STEP, approver=req.requested_by, decision=Decision.merge, reason=req.reason.strip(),
+                    at=workflow.now(), via="merge_into", signed=req.token is not None, accepted=False, refusal=cause))
+                raise ApplicationError(cause, type=MERGE_REFUSED, non_retryable=True) from None
+            message = (f"case {self.inp.case_id} could not be merged into {req.target} (asked by {req.requested_by}): "
+                       f"its alerts could not be delivered ({cause}); the case stays open as it was: run "
+                       f"`signoff merge {self.inp.case_id} --into {req.target}` again once Temporal is reachable")
+            self.escalations.append(message)
+            await self._escalate(Escalation(case_id=self.inp.case_id, reason=message, kind="merge_failed"))
+            return f"not merged: {message}"
+        self.merging = None
+        self.merged_into = self._end_as_merged(delivery, delivered)
+        return self._merge_reply(self.merged_into)
+
+    @merge_into.validator
+    def _validate_merge(self, req: MergeRequest) -> None:
+        refusal = self._merge_refusal(req)
+        if refusal:
+            raise ApplicationError(refusal, type=MERGE_REFUSED, non_retryable=True)
+
+    def _merge_refusal(self, req: MergeRequest) -> str | None:
+        case_id = self.inp.case_id
+        if self.merged_into is not None and self.merged_into.target == req.target:
+            return None  # already merged there: the handler answers with that record, nothing changes
+        if self.merging is not None and self.merging.target == req.target:
+            return None  # the same merge, under way: the handler waits for it and answers with it
+        if req.target == case_id:
+            return f"a case cannot be merged into itself ({case_id}); `signoff related {case_id}` lists other cases"
+        if self.gov is None:
+            return "the case is still being triaged; try again in a moment"
+        policy = self.gov.policy
+        who = req.requested_by
+        if who not in policy.approvers:
+            return f"{who!r} is not in policy; people in policy: {sorted(policy.approvers)}"
+        allowed = close_roles(policy, self.gov.alert_type)
+        roles = policy.roles_of(who)
+        if not set(roles) & set(allowed):
+            return (f"{who!r} has roles {list(roles)}; merging a case into another needs one of {list(allowed)} "
+                    "(the roles that may close it)")
+        if not req.reason.strip():
+            return "a reason is required: say why the two cases are one incident"
+        if len(req.reason) > MAX_REASON_CHARS:
+            return (f"the reason is {len(req.reason)} characters; keep it under {MAX_REASON_CHARS} "
+                    "(link a ticket for the details)")
+        if self.merged_into is not None:
+            return (f"case {case_id} was already merged into {self.merged_into.target} by {self.merged_into.by}; "
+                    f"merge {self.merged_into.target} instead")
+        if self.merging is not None:
+            return f"case {case_id} is being merged into {self.merging.target}; see `signoff show {case_id}`"
+        if any(m.source == req.target for m in self.merged_from):
+            return (f"case {req.target} was merged into {case_id}: merging {case_id} into it would make a cycle "
+                    f"(it has ended; {case_id} holds its alerts)")
+        if self.verdict is not None or self.verdict_window_over or self.finishing:
+            return (f"case {case_id} has ended (status {self.case_status.value}): only a running case can be merged; "
+                    f"`signoff explain {case_id}` shows it")
+        if self.rollback_request is not None and not self.rollback_done:
+            return "a rollback is running on this case; merge it once the rollback is done"
+        if self.retry_pending:
+            return "a retry is under way on this case; merge it once the retry has run"
+        if self.action_running:
+            return "an action is running on this case; merge it once the action is done (`signoff show`)"
+        return self._case_token_refusal(Decision.merge, who, req.token)
+
+    def _merge_holds(self, decision: Decision) -> str | None:
+        """A close, rollback, retry or detach while the case is being merged or has been: refused (the
+        alerts are on their way, or gone). None when no merge is under way, as in every case before merges."""
+        if decision not in (Decision.close, Decision.rollback, Decision.retry, Decision.detach):
+            return None
+        case_id = self.inp.case_id
+        if self.merged_into is not None:
+            after = (f"; once it has ended (in a moment), `signoff rollback {case_id}` undoes what it executed"
+                     if decision == Decision.rollback else "")
+            return f"case {case_id} was merged into {self.merged_into.target}: it takes no {decision.value}{after}"
+        if self.merging is not None:
+            return (f"case {case_id} is being merged into {self.merging.target}: try again once the merge is done "
+                    f"(`signoff show {case_id}`)")
+        return None
+
+    def _end_as_merged(self, delivery: MergeDelivery, delivered: str) -> MergedInto:
+        """The source's state once the target has its alerts (no command but the search attributes):
+        the main line then stops (`_stopping`) and the case ends `merged`."""
+        why = f"merged into {delivery.target} by {delivery.by}: {delivery.reason}"
+        skipped, acted = [], []
+        for step_id, step in self.steps.items():
+            if step.state in _NOT_RUN:
+                step.state = StepState.skipped
+                step.error = f"not run: {why}"
+                skipped.append(step_id)
+            elif step.state == StepState.executed and step.before is not None and step.plan.compensation is not None:
+                acted.append(step_id)
+                note = (f"still in effect after the merge into {delivery.target}; "
+                        f"`signoff rollback {self.inp.case_id}` undoes it")
+                step.note = f"{step.note}; {note}" if step.note else note
+        self.failed_attempt = ()  # nothing to retry on a merged case: the target carries the incident
+        self._set_status(CaseStatus.merged)
+        self._refresh_awaiting()
+        workflow.set_current_details(f"Merged into case {delivery.target} by {delivery.by} at "
+                                     f"{delivery.at:%Y-%m-%d %H:%M} UTC: {delivery.reason}"[:1000])
+        return MergedInto(target=delivery.target, by=delivery.by, reason=delivery.reason, at=delivery.at,
+                          signed=delivery.signed, alerts=self.alert_count, skipped_steps=tuple(skipped),
+                          acted_steps=tuple(acted), delivered=delivered[:500])
+
+    def _merge_reply(self, record: MergedInto, *, again: bool = False) -> str:
+        head = (f"case {self.inp.case_id} was already merged into {record.target} by {record.by}" if again
+                else f"case {self.inp.case_id} merged into {record.target} by {record.by}")
+        parts = [f"{head}: {record.alerts} alert(s) sent"]
+        if record.skipped_steps:
+            parts.append(f"skipped (not run): {', '.join(record.skipped_steps)}")
+        if record.acted_steps:
+            parts.append(f"still in effect (`signoff rollback {self.inp.case_id}` undoes them): "
+                         f"{', '.join(record.acted_steps)}")
+        return "; ".join(parts)
+
+    # ------------------------------------------------------------------ the target
+
+    @workflow.update(description="Take the alerts of a case merged into this one (sent by that case: "
+                                 "activities/merge.py)")
+    def accept_merge(self, delivery: MergeDelivery) -> str:
+        done = next((m for m in self.merged_from if m.source == delivery.source), None)
+        if done is not None:  # a re-delivery: counted once
+            return self._merged_from_reply(done, again=True)
+        refusal = self._accept_refusal(delivery)
+        if refusal:
+            raise ApplicationError(refusal, type=MERGE_REFUSED, non_retryable=True)
+        count_before, known = self.alert_count, len(self.entities)
+        for entity in delivery.entities:  # those past the source's timeline too; published with the alerts
+            key = (entity.type, entity.value)
+            if key not in self.entities and len(self.entities) < _ENTITY_CAP:
+                self.entities[key] = entity
+        self.add_alerts(delivery.batch)  # type: ignore[attr-defined]  # the normal alert path (CaseWorkflow's)
+        record = MergedFrom(
+            source=delivery.source, by=delivery.by, reason=delivery.reason, at=workflow.now(), signed=delivery.signed,
+            alerts_sent=delivery.batch.total or len(delivery.batch.alerts), alerts_added=self.alert_count - count_before,
+            entities_added=len(self.entities) - known, after_scoring=self.score is not None,
+            source_title=delivery.source_title,
+        )
+        self.merged_from.append(record)
+        workflow.set_current_details(("Cases merged into this one: " + "; ".join(
+            f"{m.source} by {m.by} at {m.at:%Y-%m-%d %H:%M} UTC" for m in self.merged_from))[:1000])
+        return self._merged_from_reply(record)
+
+    @accept_merge.validator
+    def _validate_accept_merge(self, delivery: MergeDelivery) -> None:
+        if any(m.source == delivery.source for m in self.merged_from):
+            return
+        refusal = self._accept_refusal(delivery)
+        if refusal:
+            raise ApplicationError(refusal, type=MERGE_REFUSED, non_retryable=True)
+
+    def _accept_refusal(self, delivery: MergeDelivery) -> str | None:
+        case_id = self.inp.case_id
+        if delivery.source == case_id or delivery.target != case_id:
+            return f"case {case_id} cannot take a merge of {delivery.source} addressed to {delivery.target}"
+        if self.verdict is not None or self.verdict_window_over or self.finishing:
+            return f"case {case_id} is closed (status {self.case_status.value}): merge into a running case"
+        if self.merged_into is not None:
+            return f"case {case_id} was merged into {self.merged_into.target}: merge into that case instead"
+        if self.merging is not None:
+            return f"case {case_id} is being merged into {self.merging.target}: merge into that case instead"
+        if len(self.merged_from) >= MAX_MERGED_FROM:
+            return f"{MAX_MERGED_FROM} cases were merged into case {case_id} already: fix the correlation rule"
+        return None
+
+    def _merged_from_reply(self, record: MergedFrom, *, again: bool = False) -> str:
+        verb = "was already merged" if again else "merged"
+        return (f"case {record.source} {verb} into {self.inp.case_id} by {record.by}: "
+                f"{record.alerts_added} alert(s) added, {record.entities_added} entit(ies) added"
+                + ("; the case was scored before: it is not rescored" if record.after_scoring else ""))
+
+    def _merge_view(self) -> dict[str, Any]:
+        return {"merged_into": self.merged_into, "merged_from": tuple(self.merged_from)}
+
+    # Provided by CaseWorkflow.
+    def _case_token_refusal(self, decision: Decision, user: str, token: str | None) -> str | None:
+        raise NotImplementedError
+
+    def _set_status(self, status: CaseStatus, *, defer: bool = False) -> None:
+        raise NotImplementedError
+
+    def _refresh_awaiting(self) -> None:
+        raise NotImplementedError
+
+    async def _escalate(self, escalation: Escalation) -> None:
+        raise NotImplementedError
