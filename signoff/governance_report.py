@@ -227,7 +227,8 @@ async def build_report(client: Client, task_queue: str | None = None) -> dict[st
 
     # 4. approval matrix
     tiers = {t.value: {"auto": tr.auto, "quorum": 0 if tr.auto else tr.quorum, "roles": list(tr.roles),
-                       "requester_may_approve": tr.requester_may_approve, "timeout": tr.timeout}
+                       "requester_may_approve": tr.requester_may_approve, "timeout": tr.timeout,
+                       "escalation": _chain(tr)}
              for t, tr in policy.tiers.items()}
     actions = []
     for spec in sorted(ACTIONS.values(), key=lambda a: (_tier_rank(_effective(policy, a.name).value), a.name)):
@@ -237,7 +238,8 @@ async def build_report(client: Client, task_queue: str | None = None) -> dict[st
                         "tier": eff.value, "reversibility": spec.reversibility.value,
                         "compensation": spec.compensation, "auto": tier_rule.auto,
                         "quorum": 0 if tier_rule.auto else tier_rule.quorum, "roles": list(tier_rule.roles),
-                        "timeout": None if tier_rule.auto else tier_rule.timeout, "description": spec.description})
+                        "timeout": None if tier_rule.auto else tier_rule.timeout,
+                        "escalation": None if tier_rule.auto else _chain(tier_rule), "description": spec.description})
 
     # 5. who controls the thresholds
     governors = sorted(user for user, a in policy.approvers.items() if set(a.roles) & set(policy.governance_roles))
@@ -313,6 +315,15 @@ def _time_to_verdict(explanations: list[dict[str, Any]], policy: Any, now: datet
             for severity, row in sorted(rows.items(), key=lambda kv: order.get(kv[0], len(order)))]
 
 
+def _chain(rule: Any) -> str:
+    """When a waiting step escalates and whom it tells: "after 4h (lead), after 12h (ir_manager)", or
+    "after 4h" for a tier with a timeout alone. Telling someone never lets them approve."""
+    levels = getattr(rule, "escalation", ()) or ()
+    if not levels:
+        return f"after {rule.timeout}"
+    return ", ".join(f"after {lv.after}" + (f" ({'/'.join(lv.notify)})" if lv.notify else "") for lv in levels)
+
+
 def _sla_label(recorded: set[str], in_file: str | None) -> str | None:
     """The SLA the cases of a severity were judged by: one value, or each one when policies changed."""
     from policies.engine import parse_duration
@@ -376,7 +387,7 @@ def render_text(r: dict[str, Any]) -> str:
         f"p95 {_fmt_s(rb['seconds']['p95'])}, max {_fmt_s(rb['seconds']['max'])} (request -> last compensation)")
     add("4. Which actions need approval at which tier")
     for a in r["approvals"]["actions"]:
-        need = "automatic" if a["auto"] else f"quorum {a['quorum']} of {'/'.join(a['roles'])}, timeout {a['timeout']} escalates"
+        need = "automatic" if a["auto"] else f"quorum {a['quorum']} of {'/'.join(a['roles'])}, escalates {a['escalation']}"
         add(f"   {a['action']:<22} {a['tier']:<9} {a['reversibility']:<12} undo: {a['compensation'] or 'none'}; {need}")
     c = r["threshold_control"]
     add("5. Who controls the automation thresholds")
@@ -593,7 +604,7 @@ def render_html(r: dict[str, Any]) -> str:
                 else f"{_e(a['compensation'])}<div class=muted>{_e(a['reversibility'])}</div>")
         need = ("<span class=muted>automatic (recorded, undone on rollback)</span>" if a["auto"] else
                 f"<b>{a['quorum']}</b> approver{'s' if a['quorum'] > 1 else ''} of {_e(' / '.join(a['roles']))}"
-                f"<div class=muted>requester may not approve &middot; {_e(a['timeout'])} then escalate</div>")
+                f"<div class=muted>requester may not approve &middot; escalates {_e(a['escalation'])}</div>")
         out.append(f"<tr><td><b>{_e(a['action'])}</b><div class=muted>{_e(a['description'])}</div></td>"
                    f"<td>{_e(a['target'])}</td><td><span class='pill {_e(a['tier'])}'>{_e(a['tier'])}</span></td>"
                    f"<td>{undo}</td><td>{need}</td></tr>")

@@ -55,6 +55,9 @@ async def test_report_answers_the_five_questions(dev_env: WorkflowEnvironment, t
     assert actions["revoke_sessions"]["compensation"] is None
     assert actions["isolate_host"]["tier"] == "high" and actions["isolate_host"]["compensation"] == "restore_host_network"
     assert actions["tag_case"]["auto"] is True
+    # each tier's escalation chain (policy `escalation:`), not just its first timeout
+    assert actions["isolate_host"]["escalation"] == "after 4h (lead), after 12h (ir_manager)"
+    assert actions["revoke_sessions"]["escalation"] == "after 8h (lead), after 24h (ir_manager)"
     # 5. threshold control
     control = report["threshold_control"]
     assert set(control["people"]) == {"carol", "dave"}
@@ -73,6 +76,8 @@ async def test_report_answers_the_five_questions(dev_env: WorkflowEnvironment, t
     text = render_text(report)
     assert "1. Where humans sit in the loop" in text and "5. Who controls" in text
     assert "6. How fast do cases get a verdict?" in text and "SLA 8h" in text
+    assert "escalates after 4h (lead), after 12h (ir_manager)" in text
+    assert "escalates after 8h (lead), after 24h (ir_manager)" in page
     assert render_html(report).count("<section>") == 6 and "How fast do cases get a verdict" in page
 
 
