@@ -20,6 +20,9 @@ from signoff.models import CaseView, Reversibility, StepState
 
 # Cases read at once (each is a describe, a query or result, and a history fetch).
 CONCURRENCY = 8
+# Steps whose action is in effect: executed, or executed and then not restored by the case's own rollback
+# (its compensation failed: the host is still isolated, `rollback_failed`).
+_IN_EFFECT = (StepState.executed, StepState.compensation_failed)
 # What an ended case's undo left in effect (its outcome for the step): the rest was undone or handed over.
 _UNDO_LEAVES = {"to_restore", "changed_since", "failed", "left"}
 
@@ -48,8 +51,10 @@ async def actions_in_effect(client: Any, *, query: str | None = None, limit: int
     from signoff.listing import visibility_pages
 
     case_ids: list[str] = []
-    async for page in visibility_pages(client, containment_query(query), limit=limit):
+    async for page in visibility_pages(client, containment_query(query), limit=limit + 1):
         case_ids += [info.execution.workflow_id for info in page]
+    more = len(case_ids) > limit  # the rest is not read: said, never silently left out
+    case_ids = case_ids[:limit]
     gate = asyncio.Semaphore(CONCURRENCY)
     done = 0
 
@@ -69,7 +74,11 @@ async def actions_in_effect(client: Any, *, query: str | None = None, limit: int
     rows = [row for found, _, _ in results for row in found]
     _mark_shared(rows)
     rows.sort(key=lambda r: (r["since"] or "9999", r["case_id"], r["step_id"]))
-    return rows, [p for _, p, _ in results if p], sum(n for _, _, n in results)
+    problems = [p for _, p, _ in results if p]
+    if more:
+        problems.append(f"more than {limit} cases ran a gated action: only {limit} were read, actions of the others "
+                        "may be in effect too: raise --limit, or narrow with --query")
+    return rows, problems, sum(n for _, _, n in results)
 
 
 async def _case_rows(client: Any, case_id: str) -> tuple[list[dict[str, Any]], str, int]:
@@ -91,7 +100,7 @@ async def _case_rows(client: Any, case_id: str) -> tuple[list[dict[str, Any]], s
         return [], f"{case_id}: the case {described.status.name.lower()}: read it with `signoff explain {case_id}`", 0
     irreversible = sum(1 for s in view.steps if s.state == StepState.executed and s.quorum > 0
                        and s.reversibility == Reversibility.irreversible)
-    steps = [s for s in view.steps if s.state == StepState.executed and s.quorum > 0 and s.result is not None
+    steps = [s for s in view.steps if s.state in _IN_EFFECT and s.quorum > 0 and s.result is not None
              and s.reversibility != Reversibility.irreversible and left.get(s.step_id, "to_restore") in _UNDO_LEAVES]
     if not steps:
         return [], "", irreversible

@@ -187,8 +187,9 @@ async def build_report(client: Client, task_queue: str | None = None) -> dict[st
 
     # 2. traceability
     complete = [ex for ex in explanations if ex["complete_decision_record"]]
+    # A case merged into another ends with no verdict by design: its target carries the incident (and the verdict).
     closed_by_people = [ex for ex in explanations if ex["workflow_status"] != "running"
-                        and (ex.get("decision") or {}).get("kind") != "auto_close"]
+                        and (ex.get("decision") or {}).get("kind") != "auto_close" and not ex.get("merged_into")]
     with_feedback = [ex for ex in closed_by_people if ex["verdicts"]]
     traceability = {
         "cases": len(explanations), "complete_decision_records": len(complete),
@@ -282,8 +283,8 @@ def _time_to_verdict(explanations: list[dict[str, Any]], policy: Any, now: datet
     rows: dict[str, dict[str, Any]] = {}
     for ex in explanations:
         kind = (ex.get("decision") or {}).get("kind")
-        if kind in (None, "auto_close") or not ex.get("opened_at"):
-            continue  # still in triage, or closed by the model: nothing waited on a verdict
+        if kind in (None, "auto_close") or not ex.get("opened_at") or ex.get("merged_into"):
+            continue  # still in triage, closed by the model or merged into another case: no verdict was due here
         severity = ex["case"].get("severity") or "medium"
         # QA6: each case is judged by the SLA of the policy it decided under (recorded in its history),
         # not by the reader's policy file: a report run with another file called 77 escalated cases

@@ -76,7 +76,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.case_escalation import CaseEscalation
     from workflows.case_log import CaseLog
     from workflows.case_merge import CaseMerge
-    from workflows.case_recheck import CaseRecheck
+    from workflows.case_recheck import RECHECK_ROLLBACK, CaseRecheck
     from workflows.case_retry import CaseRetry
     from workflows.decide import decide
     from workflows.feedback import recheck_governance, record_verdict_of, shadow_score
@@ -681,6 +681,9 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
             return f"case {self.inp.case_id} has no step {req.step!r}; steps needing approval: {known}"
         if step.state not in (StepState.awaiting_approval, StepState.escalated):
             return f"step {req.step!r} is {step.state.value}, not waiting for approval"
+        if self.merging is not None:  # its waiting steps are skipped once the target has the alerts
+            return (f"case {self.inp.case_id} is being merged into {self.merging.target}: its waiting steps will be "
+                    "skipped; decide in that case (or here again if the merge fails)")
         if not req.reason.strip():
             return "a reason is required"
         if len(req.reason) > MAX_REASON_CHARS:
@@ -720,6 +723,7 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
     async def _decide_update(self, req: ApprovalRequest, decision: Decision) -> str:
         deferred = self._identity_unknown_to_case(req.token, req.approver, req.step, decision.value)
         if deferred:
+            self._ask_patches_before_a_local_activity()
             await self._refresh_identities(req.approver)
         answer = self._record(req, decision, via="update")
         if answer.startswith("refused: ") and deferred:
@@ -985,11 +989,21 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
         (`_identity_unknown_to_case`): adopt the identities in force, then check it again; refused and kept."""
         if not self._identity_unknown_to_case(token, user, CASE_STEP, decision.value):
             return
+        self._ask_patches_before_a_local_activity()
         await self._refresh_identities(user)
         refusal = refusal_now()
         if refusal:
             self._refuse_case_decision(decision, user, reason, token, refusal, signal=False)
             raise ApplicationError(refusal, type=error_type, non_retryable=True)
+
+    def _ask_patches_before_a_local_activity(self) -> None:
+        """The handler code after a deferred identity re-read (a local activity) may ask these patches; asked
+        first, before the activity: a `patched()` first asked right after a local activity that ended a
+        heartbeated workflow task answers False on replay (docs/reliability.md §7). Only patches no history
+        recorded before them: an older one asked early here would answer (and memoise) False in a history
+        that has its marker further on."""
+        for patch in (DETACHER_NOT_APPROVER, RECHECK_ROLLBACK):
+            workflow.patched(patch)
 
     def _replay_safe(self, refusal: str | None, before_hardening: Callable[[], str | None]) -> str | None:
         """In a handler (replayed, unlike validators): a refusal that only the HARDENED_CHECKS make

@@ -20,9 +20,10 @@ A person who may close the source case merges it into the target, with a reason:
 `merge_into` is an update: refused before anything is written when the requester is not in policy or
 may not close the source (`close_roles`), the reason is empty or too long, the target is the source
 itself, the source is in triage, closed, merged (or being merged), has a rollback or a retry under
-way or an action running, the target was merged into the source (a cycle), or (where the policy does
-not trust unsigned requests) the request is not signed. A target that refuses (it ended, or is being
-merged itself) is refused by the source too, recorded among its refusals, and nothing changes.
+way or an action running (or a rollback request that met the quorum is being checked), the target was
+merged into the source (a cycle), or (where the policy does not trust unsigned requests) the request
+is not signed. A target that refuses (it ended, is being merged itself, is still in triage or was
+closed automatically) is refused by the source too, recorded among its refusals, and nothing changes.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ with workflow.unsafe.imports_passed_through():
         ApprovalRecord,
         CaseStatus,
         Decision,
+        DecisionKind,
         MergeDelivery,
         MergedFrom,
         MergedInto,
@@ -56,8 +58,21 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from policies.engine import GovernanceSnapshot
-    from signoff.models import Alert, CaseInput, CloseRequest, Entity, RollbackRequest, ScoreResult
+    from signoff.models import (
+        Alert,
+        CaseDecision,
+        CaseInput,
+        CloseRequest,
+        Entity,
+        RollbackRequest,
+        ScoreResult,
+    )
 
+# Review 9: merges refused (in their handlers too) while a rollback request that met the quorum is being checked
+# (the check could accept the rollback after the merge, which then undid the actions of a case that ended
+# `merged`), and into a case still in triage (it planned its playbook's steps on the merged entities, a step
+# rejected in the source offered again) or auto-closed. Taken only for such a merge.
+MERGE_GUARDS = "merge-guards"
 # Until the target has the alerts (the server is back): the source changes nothing before it does.
 DELIVER_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30),
                             maximum_attempts=20, non_retryable_error_types=[MERGE_REFUSED])
@@ -91,6 +106,8 @@ class CaseMerge:
     failed_attempt: tuple[str, ...]  # workflows/case_retry.py
     case_status: CaseStatus
     escalations: list[str]
+    rollback_checking: bool  # workflows/case_recheck.py
+    decision: CaseDecision | None
 
     def _init_merge(self) -> None:
         self.merged_into: MergedInto | None = None
@@ -107,7 +124,7 @@ class CaseMerge:
         if self.merged_into is not None and self.merged_into.target == req.target:  # the same answer
             return self._merge_reply(self.merged_into, again=True)
         # Checked again: a merge or a rollback accepted in the same workflow task may have come first.
-        refusal = self._merge_refusal(req)
+        refusal = self._merge_refusal(req) or self._merge_guard(self._waits_for_rollback_check(), handler=True)
         if refusal:
             raise ApplicationError(refusal, type=MERGE_REFUSED, non_retryable=True)
         if req.token:
@@ -148,7 +165,7 @@ class CaseMerge:
 
     @merge_into.validator
     def _validate_merge(self, req: MergeRequest) -> None:
-        refusal = self._merge_refusal(req)
+        refusal = self._merge_refusal(req) or self._waits_for_rollback_check()
         if refusal:
             raise ApplicationError(refusal, type=MERGE_REFUSED, non_retryable=True)
 
@@ -194,6 +211,19 @@ class CaseMerge:
         if self.action_running:
             return "an action is running on this case; merge it once the action is done (`signoff show`)"
         return self._case_token_refusal(Decision.merge, who, req.token)
+
+    def _waits_for_rollback_check(self) -> str | None:
+        if not self.rollback_checking or self.merged_into is not None or self.merging is not None:
+            return None  # (a repeated merge is answered with its record)
+        return ("a rollback request met the quorum and is being checked against the policy in force: "
+                "merge once it is settled (`signoff show`)")
+
+    @staticmethod
+    def _merge_guard(refusal: str | None, *, handler: bool) -> str | None:
+        """A refusal of MERGE_GUARDS: always in a validator (not replayed), in a handler only where patched."""
+        if refusal is None or not handler:
+            return refusal
+        return refusal if workflow.patched(MERGE_GUARDS) else None
 
     def _merge_holds(self, decision: Decision) -> str | None:
         """A close, rollback, retry or detach while the case is being merged or has been: refused (the
@@ -253,7 +283,7 @@ class CaseMerge:
         done = next((m for m in self.merged_from if m.source == delivery.source), None)
         if done is not None:  # a re-delivery: counted once
             return self._merged_from_reply(done, again=True)
-        refusal = self._accept_refusal(delivery)
+        refusal = self._accept_refusal(delivery) or self._merge_guard(self._not_triaged(), handler=True)
         if refusal:
             raise ApplicationError(refusal, type=MERGE_REFUSED, non_retryable=True)
         count_before, known = self.alert_count, len(self.entities)
@@ -277,7 +307,7 @@ class CaseMerge:
     def _validate_accept_merge(self, delivery: MergeDelivery) -> None:
         if any(m.source == delivery.source for m in self.merged_from):
             return
-        refusal = self._accept_refusal(delivery)
+        refusal = self._accept_refusal(delivery) or self._not_triaged()
         if refusal:
             raise ApplicationError(refusal, type=MERGE_REFUSED, non_retryable=True)
 
@@ -293,6 +323,16 @@ class CaseMerge:
             return f"case {case_id} is being merged into {self.merging.target}: merge into that case instead"
         if len(self.merged_from) >= MAX_MERGED_FROM:
             return f"{MAX_MERGED_FROM} cases were merged into case {case_id} already: fix the correlation rule"
+        return None
+
+    def _not_triaged(self) -> str | None:
+        """A target still in triage would plan its playbook on the merged entities too (a step rejected
+        in the source offered again); an auto-closed one is ending without anyone looking at it."""
+        case_id = self.inp.case_id
+        if self.decision is None:
+            return f"case {case_id} is still being triaged: merge into it once its playbook is planned"
+        if self.decision.kind == DecisionKind.auto_close:
+            return f"case {case_id} was closed automatically: merge into a running case"
         return None
 
     def _merged_from_reply(self, record: MergedFrom, *, again: bool = False) -> str:

@@ -172,6 +172,17 @@ class CaseRecheck:
         return True
 
     async def _check_rollback(self, req: RollbackRequest) -> None:
+        """A task nothing awaits (an exception in it would only be logged): whatever happens, the flag
+        is cleared, so the update that met the quorum answers and the case can end."""
+        try:
+            await self._check_rollback_quorum(req)
+        finally:
+            if self.rollback_checking:  # an unexpected error: nothing accepted, the requester is told
+                self.rollback_check_answer = self.rollback_check_answer or (
+                    "refused: the rollback request could not be checked; nothing was undone: ask again")
+                self.rollback_checking = False
+
+    async def _check_rollback_quorum(self, req: RollbackRequest) -> None:
         """Accept the rollback only if the requests behind its quorum still count under the policy in
         force; otherwise the voided ones are dropped (kept among the refusals, a human is told) and the
         rollback waits for more requests. A policy that cannot be read leaves the votes as they were."""

@@ -43,6 +43,7 @@ class CaseRetry:
     verdict_window_over: bool
     finishing: bool
     rollback_request: RollbackRequest | None
+    rollback_checking: bool  # workflows/case_recheck.py
     rollback_done: bool
     escalations: list[str]
 
@@ -87,7 +88,7 @@ class CaseRetry:
             return "the case is closed: open a new case to act again"
         if self.retry_pending:
             return "a retry is already under way"
-        if self.rollback_request is not None:
+        if self.rollback_request is not None or self.rollback_checking:
             return "the case has been rolled back (or is rolling back): open a new case to act again"
         if self.case_status == CaseStatus.rollback_failed:
             return ("a compensation failed: undo what is left first (`signoff rollback`, or by hand), "

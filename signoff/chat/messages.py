@@ -68,14 +68,9 @@ def _approved(step: StepView) -> list[ApprovalRecord]:
     return [a for a in step.approvals if a.accepted and a.decision == Decision.approve]
 
 
-def context_lines(view: CaseView, step: StepView, policy: Policy) -> list[str]:
-    """The context of one step, as lines of Slack mrkdwn."""
-    tier = policy.effective_tier(step)
-    rule = policy.rule_for(step)
-    spec = ACTIONS.get(step.action)
-    lines = [f"*Case* `{escape(view.case_id)}`: {escape(view.title or '(no title)')}",
-             f"*Alert type* {escape(view.alert_type)} · severity {escape(view.severity)} · "
-             f"{view.alert_count} alert(s)"]
+def score_lines(view: CaseView) -> list[str]:
+    """The case's score (its top contributions) and the decision made on it, as lines of Slack mrkdwn."""
+    lines = []
     if view.score:
         s = view.score
         lines.append(f"*Score* predicted {s.predicted.value}, calibrated confidence {s.confidence:.2f} "
@@ -86,6 +81,18 @@ def context_lines(view: CaseView, step: StepView, policy: Policy) -> list[str]:
         lines.append("*Score* none")
     if view.decision:
         lines.append(f"*Decision* {view.decision.kind.value}: {escape(view.decision.reason)}")
+    return lines
+
+
+def context_lines(view: CaseView, step: StepView, policy: Policy) -> list[str]:
+    """The context of one step, as lines of Slack mrkdwn."""
+    tier = policy.effective_tier(step)
+    rule = policy.rule_for(step)
+    spec = ACTIONS.get(step.action)
+    lines = [f"*Case* `{escape(view.case_id)}`: {escape(view.title or '(no title)')}",
+             f"*Alert type* {escape(view.alert_type)} · severity {escape(view.severity)} · "
+             f"{view.alert_count} alert(s)"]
+    lines += score_lines(view)
     lines.append(f"*Action* `{escape(step.step_id)}`: {escape(step.action)}"
                  + (f" ({escape(spec.description)})" if spec and spec.description else ""))
     lines.append(f"*Tier* {tier.value}" + (f" (declared {step.tier.value}, raised: irreversible)"
@@ -236,7 +243,7 @@ def verdict_open(state: CaseState) -> bool:
     view = state.view
     if state.ended or view.verdict is not None or view.decision is None or view.status in NOT_YET:
         return False
-    if view.status in (CaseStatus.closed, CaseStatus.auto_closed):
+    if view.status in (CaseStatus.closed, CaseStatus.auto_closed, CaseStatus.merged) or view.merged_into is not None:
         return False
     return view.decision.kind == DecisionKind.analyst or view.status in AFTER_PLAYBOOK
 
@@ -358,16 +365,7 @@ def case_message(state: CaseState, policy: Policy) -> tuple[str, list[dict[str, 
             f" (its workflow {state.how or 'ended'})" if state.ended else "")
     lines = [head, f"*Case* `{escape(view.case_id)}`: {escape(view.title or '(no title)')} · status {view.status.value}",
              f"*Alert type* {escape(view.alert_type)} · severity {escape(view.severity)} · {view.alert_count} alert(s)"]
-    if view.score:
-        s = view.score
-        lines.append(f"*Score* predicted {s.predicted.value}, calibrated confidence {s.confidence:.2f} "
-                     f"(P(not a true positive) {s.benign_confidence:.2f}), model `{s.model_id[:12]}`")
-        for c in s.contributions[:TOP_CONTRIBUTIONS]:
-            lines.append(f"  • {escape(contribution_text(c, s.predicted.value))}")
-    else:
-        lines.append("*Score* none")
-    if view.decision:
-        lines.append(f"*Decision* {view.decision.kind.value}: {escape(view.decision.reason)}")
+    lines += score_lines(view)
     for st in view.steps:
         if st.result is not None and not policy.rule_for(st).auto:  # the high-impact actions that ran
             lines.append(f"*Action* `{escape(st.step_id)}`: {escape(st.action)} on {escape(st.target.kind)} "
