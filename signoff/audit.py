@@ -186,7 +186,9 @@ def case_events(h: DecodedHistory) -> list[dict[str, Any]]:
             kind = "rollback_signal_undetermined"
         events.append(_event(rb["at"], kind, h, rb["requested_by"], via=rb["via"], reason=rb["reason"],
                              identity=rb["identity"], result=rb["result"], signed=rb.get("signed", False),
-                             seconds_to_last_compensation=rb["seconds_to_last_compensation"]))
+                             seconds_to_last_compensation=rb["seconds_to_last_compensation"],
+                             # QA9: who else the rollback quorum counted (the actor is the last to ask)
+                             **({"quorum_with": rb["quorum_with"]} if rb.get("quorum_with") else {})))
     for e in ex["escalations"]:
         # an escalation's own `kind` (action_failed, approval_timeout, ...) must not collide with the event kind
         events.append(_event(e["at"], "escalation", h, "signoff",
@@ -231,7 +233,8 @@ def _merge_events(ex: dict[str, Any], h: DecodedHistory) -> list[dict[str, Any]]
         events.append(_event(m["at"], "merge", h, m["requested_by"], side="source", source=h.workflow_id,
                              target=m["target"], reason=m["reason"], signed=m["signed"], identity=m["identity"],
                              update_id=m["update_id"], alerts=m["alerts"], skipped_steps=m["skipped_steps"],
-                             acted_steps=m["acted_steps"], delivered=m["delivered"]))
+                             acted_steps=m["acted_steps"], delivered=m["delivered"],
+                             **({"handed_over_steps": m["handed_over_steps"]} if m.get("handed_over_steps") else {})))
     for f in ex.get("merged_from", []):
         events.append(_event(f["at"], "merge", h, f["requested_by"], side="target", source=f["source"],
                              target=h.workflow_id, reason=f["reason"], signed=f["signed"], identity=f["identity"],

@@ -7,6 +7,13 @@ too. This reads Temporal alone: visibility finds the cases whose history execute
 (`ExecutedActions`), each case's own state says which are still in effect (running: its `status`
 query; ended: its result, less what its undo workflow restored since), and its history says when
 each ran. Irreversible actions (revoking sessions) are done, not in effect: they are counted apart.
+
+A case that has ended (closed, merged) cannot be told when another case's rollback restores a target
+it holds too (signoff/holds.py hands a target over to open cases only): its own state still says
+"executed". So the compensations recorded in the histories read here (the cases' and their undo
+workflows') are compared with each row: one by another case, after the row's action, that restored
+another state than the row's action left, means the target is no longer as that case left it. Such a
+row is reported apart ("released"), with the case whose rollback released it and when.
 """
 
 from __future__ import annotations
@@ -45,9 +52,10 @@ def containment_query(extra: str | None = None) -> str:
 
 async def actions_in_effect(client: Any, *, query: str | None = None, limit: int = 500,
                             progress: Callable[[int, int], None] | None = None,
-                            ) -> tuple[list[dict[str, Any]], list[str], int]:
-    """(rows, problems, irreversible): one row per gated action in effect, the oldest first; the
-    cases that could not be read, with why; how many irreversible actions those cases ran."""
+                            ) -> tuple[list[dict[str, Any]], list[str], int, list[dict[str, Any]]]:
+    """(rows, problems, irreversible, released): one row per gated action in effect, the oldest first;
+    the cases that could not be read, with why; how many irreversible actions those cases ran; the
+    rows of ended cases whose target another case's rollback restored since (`released_by`, `released_at`)."""
     from signoff.listing import visibility_pages
 
     case_ids: list[str] = []
@@ -58,30 +66,52 @@ async def actions_in_effect(client: Any, *, query: str | None = None, limit: int
     gate = asyncio.Semaphore(CONCURRENCY)
     done = 0
 
-    async def one(case_id: str) -> tuple[list[dict[str, Any]], str, int]:
+    async def one(case_id: str) -> tuple[list[dict[str, Any]], str, int, list[dict[str, Any]]]:
         nonlocal done
         async with gate:
             try:
                 return await _case_rows(client, case_id)
             except Exception as exc:  # one unreadable case must not hide the others
-                return [], f"{case_id}: {exc}", 0
+                return [], f"{case_id}: {exc}", 0, []
             finally:
                 done += 1
                 if progress is not None:
                     progress(done, len(case_ids))
 
     results = await asyncio.gather(*(one(c) for c in case_ids))
-    rows = [row for found, _, _ in results for row in found]
+    rows = [row for found, _, _, _ in results for row in found]
+    rows, released = _split_released(rows, [r for _, _, _, found in results for r in found])
     _mark_shared(rows)
     rows.sort(key=lambda r: (r["since"] or "9999", r["case_id"], r["step_id"]))
-    problems = [p for _, p, _ in results if p]
+    released.sort(key=lambda r: (r["released_at"], r["case_id"], r["step_id"]))
+    problems = [p for _, p, _, _ in results if p]
     if more:
         problems.append(f"more than {limit} cases ran a gated action: only {limit} were read, actions of the others "
                         "may be in effect too: raise --limit, or narrow with --query")
-    return rows, problems, sum(n for _, _, n in results)
+    return rows, problems, sum(n for _, _, n, _ in results), released
 
 
-async def _case_rows(client: Any, case_id: str) -> tuple[list[dict[str, Any]], str, int]:
+def _split_released(rows: list[dict[str, Any]], restores: list[dict[str, Any]],
+                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(in effect, released): a row whose target another case restored, after the row's action, to
+    another state than the one the row's action left is no longer in effect (the newest restore decides)."""
+    kept, released = [], []
+    for row in rows:
+        later = sorted((r for r in restores
+                        if (r["action"], r["target_kind"], r["target"]) == (row["action"], row["target_kind"], row["target"])
+                        and r["case_id"] != row["case_id"] and row["since"] is not None and r["at"] > row["since"]),
+                       key=lambda r: r["at"])
+        if later and later[-1]["restored"] != row["state"]:
+            last = later[-1]
+            released.append({**row, "released_by": last["case_id"], "released_at": last["at"],
+                             "released_to": last["restored"]})
+        else:
+            kept.append(row)
+    return kept, released
+
+
+async def _case_rows(client: Any, case_id: str,
+                     ) -> tuple[list[dict[str, Any]], str, int, list[dict[str, Any]]]:
     from temporalio.client import WorkflowExecutionStatus
 
     from signoff.undo import read_undo
@@ -97,13 +127,15 @@ async def _case_rows(client: Any, case_id: str) -> tuple[list[dict[str, Any]], s
         undo = await read_undo(client, case_id)
         left = {s.step_id: s.outcome.value for s in undo.steps} if undo is not None else {}
     else:
-        return [], f"{case_id}: the case {described.status.name.lower()}: read it with `signoff explain {case_id}`", 0
+        return [], f"{case_id}: the case {described.status.name.lower()}: read it with `signoff explain {case_id}`", 0, []
     irreversible = sum(1 for s in view.steps if s.state == StepState.executed and s.quorum > 0
                        and s.reversibility == Reversibility.irreversible)
     steps = [s for s in view.steps if s.state in _IN_EFFECT and s.quorum > 0 and s.result is not None
              and s.reversibility != Reversibility.irreversible and left.get(s.step_id, "to_restore") in _UNDO_LEAVES]
+    gated = {s.action for s in view.steps if s.quorum > 0}
+    restores = await _restores(client, case_id, gated, with_undo=not running and bool(left))
     if not steps:
-        return [], "", irreversible
+        return [], "", irreversible, restores
     since = await _executed_at(client, case_id)
     rows = []
     for s in steps:
@@ -116,8 +148,35 @@ async def _case_rows(client: Any, case_id: str) -> tuple[list[dict[str, Any]], s
             "rollback_open_until": view.rollback_open_until.isoformat() if view.rollback_open_until else None,
             "how_to_release": f"signoff rollback {case_id} --as USER --reason TEXT",
             "also_held_by": [],
+            "merged_into": view.merged_into.target if view.merged_into is not None else None,
+            "state": s.result.after if s.result is not None else None,
         })
-    return rows, "", irreversible
+    return rows, "", irreversible, restores
+
+
+async def _restores(client: Any, case_id: str, actions: set[str], *, with_undo: bool) -> list[dict[str, Any]]:
+    """The compensations of gated actions this case ran (in the case, and in its undo workflow after it
+    ended): which target, restored to what, when."""
+    from signoff.history import load_history
+    from signoff.undo import undo_id
+
+    if not actions:
+        return []
+    found = []
+    for workflow_id in (case_id, undo_id(case_id)) if with_undo else (case_id,):
+        try:
+            history = await load_history(client, workflow_id)
+        except KeyError:  # an undo deleted by retention and not archived: its outcome was read already
+            continue
+        for run in history.activities_named("compensate_action"):
+            req = run.input or {}
+            target = req.get("target") or {}
+            if run.failure or run.completed_at is None or req.get("forward_action") not in actions:
+                continue
+            restored = (run.result or {}).get("restored", req.get("restore_to"))
+            found.append({"case_id": case_id, "action": req.get("forward_action"), "target_kind": target.get("kind"),
+                          "target": target.get("id"), "at": run.completed_at.isoformat(), "restored": restored})
+    return found
 
 
 async def _executed_at(client: Any, case_id: str) -> dict[str, str]:

@@ -379,6 +379,8 @@ def _rollbacks(h: DecodedHistory, view: CaseView | None = None, gov: Any = None)
     votes: list[str] = []  # who has asked in the current round, towards the quorum
     last_accepted = 0  # event id of the request that last met the quorum (0: none yet)
     rows: list[tuple[int, datetime, dict[str, Any]]] = []
+    round_of: dict[int, int] = {}  # event id -> the quorum round it belongs to (a round ends when a quorum is met)
+    current = 0
     for event_id, at, raw, via, identity, result, done, failure in requests:
         req = _without_token(raw) if isinstance(raw, dict) else {"raw": raw}
         who = str(req.get("requested_by"))[:80]
@@ -396,6 +398,9 @@ def _rollbacks(h: DecodedHistory, view: CaseView | None = None, gov: Any = None)
         else:
             outcome = "accepted"
             votes, last_accepted = [], event_id
+        round_of[event_id] = current
+        if outcome == "accepted":
+            current += 1
         rows.append((event_id, at, {
             "at": _iso(at), "via": via, "requested_by": req.get("requested_by"), "reason": req.get("reason"),
             "signed": bool(raw.get("token")) if isinstance(raw, dict) else False,
@@ -421,7 +426,10 @@ def _rollbacks(h: DecodedHistory, view: CaseView | None = None, gov: Any = None)
             comps = [c for c in h.activities_named("compensate_action")
                      if c.event_id > event_id and (until is None or c.event_id < until) and c.completed_at]
         last = max((c.completed_at for c in comps if c.completed_at), default=None)
-        out.append({**row, "compensations": len(comps),
+        # who else the quorum counted (QA9: the line named only the last requester; a voided request is not one)
+        quorum_with = [r["requested_by"] for e, _, r in rows if r["outcome"] == "counted"
+                       and round_of.get(e) == round_of.get(event_id)] if row["outcome"] == "accepted" else []
+        out.append({**row, "compensations": len(comps), "quorum_with": quorum_with,
                     "seconds_to_last_compensation": (last - at).total_seconds() if last else None})
     return out
 
@@ -768,7 +776,9 @@ async def explain_case(case_id: str) -> dict[str, Any]:
         return {**explanation_from_history(archived), "note": note,
                 "rollback_after_close": await archived_undo_explanation(case_id)}
     live_view = None
-    if history.close == "running" and history.signals_named(*CHECKED_SIGNALS):
+    # a rollback quorum's counted requests can be voided in state (the requester left the policy): the
+    # running case's view says so, its history not yet (QA9)
+    if history.close == "running" and (history.signals_named(*CHECKED_SIGNALS) or history.updates_named("rollback")):
         try:
             live_view = await client.get_workflow_handle(case_id).query("status", result_type=CaseView)
         except Exception:  # no worker to answer: the outcomes of approval signals stay "recorded"
@@ -918,16 +928,18 @@ def render_explanation(ex: dict[str, Any]) -> str:
     for rb in ex["rollbacks"]:
         took = rb["seconds_to_last_compensation"]
         if rb.get("refusal"):
-            add(f"Rollback refused: {rb['at']} from {rb['requested_by']} via {rb['via']} ({rb['reason']!r}): "
+            add(f"Rollback {'request voided' if rb.get('outcome') == 'voided' else 'refused'}: {rb['at']} from {rb['requested_by']} via {rb['via']} ({rb['reason']!r}): "
                 f"{rb['refusal']}")
             continue
         by = str(rb["requested_by"]) + (f" via {channel_text(rb['channel'])}" if rb.get("channel") else "")
         if rb["outcome"] == "counted":
-            add(f"Rollback requested: {rb['at']} by {by} via {rb['via']} ({rb['reason']!r}); "
+            add(f"Rollback requested: {rb['at']} by {by} via {rb['via']}{' (signed)' if rb.get('signed') else ''} "
+                f"({rb['reason']!r}); "
                 "counted towards the policy's rollback quorum" + (f": {rb['result']}" if rb["result"] else ""))
             continue
+        with_ = rb.get("quorum_with") or []
         add(f"Rollback: {rb['at']} by {by} via {rb['via']}{' (signed)' if rb.get('signed') else ''} "
-            f"({rb['reason']!r}); "
+            f"({rb['reason']!r}); " + (f"the quorum with {', '.join(map(str, with_))}; " if with_ else "") +
             f"{rb['compensations']} compensations" + (f", done in {took:.1f} s" if took is not None else ""))
     for e in ex["escalations"]:
         add(f"Escalation: {e['at']} ({e.get('kind')}): {e.get('reason')}")

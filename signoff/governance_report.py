@@ -187,9 +187,7 @@ async def build_report(client: Client, task_queue: str | None = None) -> dict[st
 
     # 2. traceability
     complete = [ex for ex in explanations if ex["complete_decision_record"]]
-    # A case merged into another ends with no verdict by design: its target carries the incident (and the verdict).
-    closed_by_people = [ex for ex in explanations if ex["workflow_status"] != "running"
-                        and (ex.get("decision") or {}).get("kind") != "auto_close" and not ex.get("merged_into")]
+    closed_by_people = _closed_by_people(explanations)
     with_feedback = [ex for ex in closed_by_people if ex["verdicts"]]
     traceability = {
         "cases": len(explanations), "complete_decision_records": len(complete),
@@ -274,6 +272,13 @@ def _unchanged(event: dict[str, Any]) -> bool:
     return bool(event["accepted"]) and event["kind"] in ("autonomy", "drift") and event["before"] == event["after"]
 
 
+def _closed_by_people(explanations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Ended cases a person had to decide: not closed by the model, and not merged into another case
+    (QA9: a merged case has no verdict by design, the case it went to carries it)."""
+    return [ex for ex in explanations if ex["workflow_status"] != "running" and not ex.get("merged_into")
+            and (ex.get("decision") or {}).get("kind") != "auto_close"]
+
+
 def _time_to_verdict(explanations: list[dict[str, Any]], policy: Any, now: datetime) -> list[dict[str, Any]]:
     """Per severity, for cases that went to a human: open to verdict (seconds), verdicts within the
     policy's verdict_sla or late, the open ones and how many of them are past it, and how many
@@ -283,8 +288,8 @@ def _time_to_verdict(explanations: list[dict[str, Any]], policy: Any, now: datet
     rows: dict[str, dict[str, Any]] = {}
     for ex in explanations:
         kind = (ex.get("decision") or {}).get("kind")
-        if kind in (None, "auto_close") or not ex.get("opened_at") or ex.get("merged_into"):
-            continue  # still in triage, closed by the model or merged into another case: no verdict was due here
+        if kind in (None, "auto_close") or not ex.get("opened_at"):
+            continue  # still in triage or closed by the model: no verdict was due (a merged case counts as merged)
         severity = ex["case"].get("severity") or "medium"
         # QA6: each case is judged by the SLA of the policy it decided under (recorded in its history),
         # not by the reader's policy file: a report run with another file called 77 escalated cases
@@ -293,7 +298,8 @@ def _time_to_verdict(explanations: list[dict[str, Any]], policy: Any, now: datet
         sla_text = recorded.get(severity) if isinstance(recorded, dict) else policy.verdict_sla.get(severity)
         sla = parse_duration(sla_text) if sla_text else None
         row = rows.setdefault(severity, {"seconds": [], "within_sla": 0, "late": 0, "open": 0, "open_overdue": 0,
-                                         "closed_without_verdict": 0, "escalated_overdue": 0, "slas": set()})
+                                         "closed_without_verdict": 0, "merged": 0, "escalated_overdue": 0,
+                                         "slas": set()})
         if sla_text:
             row["slas"].add(sla_text)
         opened = datetime.fromisoformat(ex["opened_at"])
@@ -304,6 +310,8 @@ def _time_to_verdict(explanations: list[dict[str, Any]], policy: Any, now: datet
             row["seconds"].append(took)
             if sla is not None:
                 row["within_sla" if took <= sla.total_seconds() else "late"] += 1
+        elif ex.get("merged_into"):  # QA9: its verdict is the target's; neither late nor a missing verdict
+            row["merged"] += 1
         elif ex["workflow_status"] == "running":
             row["open"] += 1
             row["open_overdue"] += sla is not None and now - opened > sla
@@ -402,6 +410,8 @@ def render_text(r: dict[str, Any]) -> str:
         sla = f"SLA {v['sla']}: {v['within_sla']} within, {v['late']} late" if v["sla"] else "no SLA"
         if v["closed_without_verdict"]:
             sla += f" ({v['closed_without_verdict']} closed without a verdict)"
+        if v.get("merged"):
+            sla += f"; {v['merged']} merged into other cases (their verdict is the other case's)"
         add(f"   {v['severity']:<13} {stats['count']} verdicts, median {_fmt_span(stats['median'])}, p95 "
             f"{_fmt_span(stats['p95'])}; {sla}; {v['open']} open ({v['open_overdue']} past due); "
             f"{v['escalated_overdue']} escalated as overdue")

@@ -26,6 +26,9 @@ def merge_lines(view: CaseView) -> list[str]:
         if m.acted_steps:
             lines.append(f"  still in effect: {', '.join(m.acted_steps)} (`signoff rollback {view.case_id} --as USER "
                          "--reason TEXT` undoes them)")
+        if m.handed_over_steps:
+            lines.append(f"  handed over to case {m.target}, which holds the same: {', '.join(m.handed_over_steps)} "
+                         f"(its rollback undoes them)")
     for f in view.merged_from:
         lines.append(f"merged in: case {f.source} by {f.by} at {f.at:%Y-%m-%d %H:%M} UTC ({f.reason}); "
                      f"{f.alerts_added} alert(s) added of {f.alerts_sent}, {f.entities_added} new entit(ies)")
@@ -66,6 +69,7 @@ def merge_explanation(h: DecodedHistory, view: CaseView | None) -> dict[str, Any
             "alerts": record.alerts if record else None,
             "skipped_steps": list(record.skipped_steps) if record else [],
             "acted_steps": list(record.acted_steps) if record else [],
+            "handed_over_steps": list(record.handed_over_steps) if record else [],
         }
     scored = h.activities_named("score_case")
     scored_at = scored[0].event_id if scored and scored[0].result is not None else None
@@ -131,6 +135,9 @@ def render_merge(ex: dict[str, Any]) -> list[str]:
         if m["acted_steps"]:
             lines.append(f"    still in effect after the merge: {', '.join(m['acted_steps'])} "
                          f"(`signoff rollback {ex['case_id']}` undoes them)")
+        if m.get("handed_over_steps"):
+            lines.append(f"    handed over to case {m['target']}, which holds the same: "
+                         f"{', '.join(m['handed_over_steps'])} (its rollback undoes them)")
     for f in ex.get("merge_failures", []):
         lines.append(f"  Merge into case {f['target']} by {f['requested_by']} at {f['at']} FAILED (escalated; the case "
                      "stayed open)")

@@ -380,6 +380,7 @@ class MergedInto(Frozen):
     skipped_steps: tuple[str, ...] = ()  # steps not yet run, skipped ("merged into TARGET")
     acted_steps: tuple[str, ...] = ()  # executed steps still in effect (`signoff rollback SOURCE` undoes them)
     delivered: str = ""  # what the target answered
+    handed_over_steps: tuple[str, ...] = ()  # executed steps the target holds too: handed to it (signoff.holds)
 
 
 class MergedFrom(Frozen):

@@ -191,10 +191,10 @@ async def test_contained_lists_an_action_its_rollback_failed_to_undo_and_says_wh
                     break
                 await asyncio.sleep(0.05)
             assert found == ids, found
-            rows, problems, _ = await actions_in_effect(client, query=scoped, limit=10)
+            rows, problems, _, _ = await actions_in_effect(client, query=scoped, limit=10)
             assert {r["case_id"] for r in rows} == ids, rows  # the failed rollback left the IP blocked
             assert problems == []
-            rows, problems, _ = await actions_in_effect(client, query=scoped, limit=1)
+            rows, problems, _, _ = await actions_in_effect(client, query=scoped, limit=1)
             assert len({r["case_id"] for r in rows}) == 1
             assert any("more than 1 cases ran a gated action" in p for p in problems), problems
             for handle in handles:

@@ -196,6 +196,7 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
         self.entities: dict[tuple[str, str], Entity] = {}
         self.enrichment: Enrichment | None = None
         self.score: ScoreResult | None = None
+        self.scored_uids: frozenset[str] | None = None  # the alerts the score was computed with (QA9)
         self.shadow: ScoreResult | None = None  # a candidate model's score (shadow mode; never decides)
         self.decision: CaseDecision | None = None
         self.steps: dict[str, _Step] = {}
@@ -404,6 +405,7 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
         if self.unscored:
             return None, (f"alert type {self.inp.alert_type} is not scored (policy `scored: false`: the triage "
                           "model was not trained on it); an analyst decides")
+        self.scored_uids = frozenset(a.uid for a in self.timeline)
         try:
             score = await workflow.execute_local_activity(
                 score_case,

@@ -56,6 +56,8 @@ MAX_DETACHES = 100  # per case: past it, the correlation rule is wrong; fix it a
 # A detach after a failed attempt also takes the steps aimed only at the alert out of what a retry runs
 # again (histories recorded before replay without it: the marker is taken only when there is one).
 DETACH_LEAVES_RETRY = "detach-leaves-retry"
+# An alert that arrived after the score (merged in, or a later batch) was not in it (QA9: the record said it was).
+DETACH_SCORED_WITH = "detach-scored-with"
 # Steps not yet run: the ones a detach may skip.
 _NOT_RUN = (StepState.pending, StepState.awaiting_approval, StepState.approved, StepState.escalated)
 
@@ -78,6 +80,7 @@ class CaseDetach:
     first_seen: datetime | None
     last_seen: datetime | None
     score: ScoreResult | None
+    scored_uids: frozenset[str] | None  # the alerts the score was computed with
     used_nonces: set[str]
     verdict: CloseRequest | None
     verdict_window_over: bool
@@ -240,11 +243,15 @@ class CaseDetach:
         self._upsert([], defer=defer)
         if skipped:
             self._refresh_awaiting()
+        score_included = self.score is not None
+        if score_included and self.scored_uids is not None and alert.uid not in self.scored_uids \
+                and workflow.patched(DETACH_SCORED_WITH):
+            score_included = False
         return DetachRecord(
             alert_uid=alert.uid, requested_by=by, reason=reason, at=workflow.now(),
             new_case=detached_case_id(self.inp.case_id, len(self.detached) + 1), signed=req.token is not None,
             alert_title=alert.title[:200], entities_removed=tuple(sorted(f"{t}:{v}" for t, v in only_here)),
-            skipped_steps=tuple(skipped), acted_steps=tuple(acted), score_included=self.score is not None,
+            skipped_steps=tuple(skipped), acted_steps=tuple(acted), score_included=score_included,
         )
 
     def _detach_reply(self, record: DetachRecord, *, again: bool = False) -> str:

@@ -38,8 +38,10 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.case import Escalation
     from activities.merge import MERGE_REFUSED, deliver_merge
+    from activities.response import other_holders
     from policies.engine import close_roles
     from policies.signing import CASE_STEP, token_nonce
+    from signoff.holds import hold_key
     from signoff.models import (
         MAX_REASON_CHARS,
         AlertBatch,
@@ -47,6 +49,8 @@ with workflow.unsafe.imports_passed_through():
         CaseStatus,
         Decision,
         DecisionKind,
+        HoldersRequest,
+        HoldHandover,
         MergeDelivery,
         MergedFrom,
         MergedInto,
@@ -76,8 +80,13 @@ MERGE_GUARDS = "merge-guards"
 # Until the target has the alerts (the server is back): the source changes nothing before it does.
 DELIVER_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30),
                             maximum_attempts=20, non_retryable_error_types=[MERGE_REFUSED])
+_QUICK = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=5)
 MAX_MERGED_FROM = 100  # cases merged into one case: past it, fix the correlation rule
 _ENTITY_CAP = 200  # workflows.case.ENTITY_CAP
+# QA9: an executed action the target holds too (same action, same target) goes to the target at the merge
+# (`take_over_hold`, signoff/holds.py): the source ends, so no later rollback could tell it, and the target's
+# rollback released what the merged case still showed "in effect".
+MERGE_HANDS_OVER_HOLDS = "merge-hands-over-holds"
 # Steps not yet run: the ones a merge skips.
 _NOT_RUN = (StepState.pending, StepState.awaiting_approval, StepState.approved, StepState.escalated)
 
@@ -159,9 +168,47 @@ class CaseMerge:
             self.escalations.append(message)
             await self._escalate(Escalation(case_id=self.inp.case_id, reason=message, kind="merge_failed"))
             return f"not merged: {message}"
+        handed: list[str] = []
+        if workflow.patched(MERGE_HANDS_OVER_HOLDS):
+            handed = await self._hand_holds_to(req.target)
         self.merging = None
         self.merged_into = self._end_as_merged(delivery, delivered)
+        if handed:
+            self.merged_into = self.merged_into.model_copy(update={"handed_over_steps": tuple(handed)})
         return self._merge_reply(self.merged_into)
+
+    async def _hand_holds_to(self, target: str) -> list[str]:
+        """The executed steps whose action the target holds on the same target: handed to it (it keeps the
+        state from before both cases for its rollback), kept here, not undone by this case's rollback."""
+        from workflows.handover import tell_holders
+
+        handed = []
+        for step_id, step in self.steps.items():
+            plan = step.plan
+            if step.state != StepState.executed or step.before is None or step.result is None \
+                    or plan.compensation is None:
+                continue
+            try:
+                holders = await workflow.execute_activity(
+                    other_holders, HoldersRequest(case_id=self.inp.case_id, key=hold_key(plan.action, plan.target)),
+                    start_to_close_timeout=timedelta(seconds=30), retry_policy=_QUICK,
+                )
+            except ActivityError:
+                continue  # unknown: it stays in effect here, as before (a rollback of this case undoes it)
+            if target not in holders:
+                continue
+            handover = HoldHandover(from_case=self.inp.case_id, action=plan.action, target=plan.target,
+                                    before=step.before, after=step.result.after)
+            if not await tell_holders([target], handover):
+                continue
+            step.state = StepState.kept
+            note = (f"handed over at the merge: case {target} holds {plan.action} on {plan.target.kind} "
+                    f"{plan.target.id} too and restores the state from before both cases on its rollback")
+            step.note = f"{step.note}; {note}" if step.note else note
+            handed.append(step_id)
+        if handed:
+            self._upsert(self._held_targets())
+        return handed
 
     @merge_into.validator
     def _validate_merge(self, req: MergeRequest) -> None:
@@ -273,6 +320,9 @@ class CaseMerge:
         if record.acted_steps:
             parts.append(f"still in effect (`signoff rollback {self.inp.case_id}` undoes them): "
                          f"{', '.join(record.acted_steps)}")
+        if record.handed_over_steps:
+            parts.append(f"handed over to {record.target}, which holds the same (its rollback undoes them): "
+                         f"{', '.join(record.handed_over_steps)}")
         return "; ".join(parts)
 
     # ------------------------------------------------------------------ the target
@@ -355,4 +405,10 @@ class CaseMerge:
         raise NotImplementedError
 
     async def _escalate(self, escalation: Escalation) -> None:
+        raise NotImplementedError
+
+    def _upsert(self, updates: list[Any], *, defer: bool = False) -> None:
+        raise NotImplementedError
+
+    def _held_targets(self) -> list[Any]:
         raise NotImplementedError

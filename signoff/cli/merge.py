@@ -130,4 +130,7 @@ def _text(source: str, r: MergedInto, again: bool, view: CaseView, target_count:
     if r.acted_steps:
         lines.append(f"still in effect: {', '.join(r.acted_steps)}; `signoff rollback {source} --as USER --reason TEXT` "
                      "undoes them")
+    if r.handed_over_steps:
+        lines.append(f"handed over to {r.target}, which holds the same: {', '.join(r.handed_over_steps)} "
+                     f"(`signoff rollback {r.target}` undoes them)")
     return "\n".join(lines)
