@@ -32,7 +32,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.detach import OpenDetachedRequest, open_detached_case
-    from policies.engine import close_roles
+    from policies.engine import Policy, close_roles
     from policies.signing import token_nonce
     from signoff.models import (
         MAX_REASON_CHARS,
@@ -65,6 +65,24 @@ _NOT_RUN = (StepState.pending, StepState.awaiting_approval, StepState.approved, 
 def detached_case_id(case_id: str, n: int) -> str:
     """The case opened for the n-th alert detached from `case_id` (follow-ups use `-rN`)."""
     return f"{case_id}-d{n}"
+
+
+def decider_refusal(policy: Policy, alert_type: str, who: str, reason: str, *, doing: str, who_may: str,
+                    say: str) -> str | None:
+    """The first checks of a case-wide request only the people who may decide the case make (detach,
+    merge): in policy, one of the alert type's `close_roles`, a reason of a sensible length."""
+    if who not in policy.approvers:
+        return f"{who!r} is not in policy; people in policy: {sorted(policy.approvers)}"
+    allowed = close_roles(policy, alert_type)
+    roles = policy.roles_of(who)
+    if not set(roles) & set(allowed):
+        return f"{who!r} has roles {list(roles)}; {doing} needs one of {list(allowed)} ({who_may})"
+    if not reason.strip():
+        return f"a reason is required: say {say}"
+    if len(reason) > MAX_REASON_CHARS:
+        return (f"the reason is {len(reason)} characters; keep it under {MAX_REASON_CHARS} "
+                "(link a ticket for the details)")
+    return None
 
 
 class CaseDetach:
@@ -147,20 +165,11 @@ class CaseDetach:
         case_id = self.inp.case_id
         if self.gov is None:
             return "the case is still being triaged; try again in a moment"
-        policy = self.gov.policy
-        who = req.requested_by
-        if who not in policy.approvers:
-            return f"{who!r} is not in policy; people in policy: {sorted(policy.approvers)}"
-        allowed = close_roles(policy, self.gov.alert_type)
-        roles = policy.roles_of(who)
-        if not set(roles) & set(allowed):
-            return (f"{who!r} has roles {list(roles)}; detaching an alert from a case needs one of {list(allowed)} "
-                    "(the roles that may decide cases)")
-        if not req.reason.strip():
-            return "a reason is required: say why the alert does not belong to this case"
-        if len(req.reason) > MAX_REASON_CHARS:
-            return (f"the reason is {len(req.reason)} characters; keep it under {MAX_REASON_CHARS} "
-                    "(link a ticket for the details)")
+        refusal = decider_refusal(self.gov.policy, self.gov.alert_type, req.requested_by, req.reason,
+                                  doing="detaching an alert from a case", who_may="the roles that may decide cases",
+                                  say="why the alert does not belong to this case")
+        if refusal:
+            return refusal
         if self.verdict is not None or self.verdict_window_over or self.finishing:
             return (f"the case is closed (status {self.case_status.value}): its alerts are final; "
                     f"`signoff explain {case_id}` shows them")
@@ -182,7 +191,7 @@ class CaseDetach:
         if len(self.detached) >= MAX_DETACHES:
             return (f"{MAX_DETACHES} alerts were already detached from this case: fix the correlation rule "
                     "and re-ingest instead")
-        return self._case_token_refusal(Decision.detach, who, req.token)
+        return self._case_token_refusal(Decision.detach, req.requested_by, req.token)
 
     def _detach_record_of(self, uid: str) -> DetachRecord | None:
         return next((r for r in self.detached if r.alert_uid == uid), None)

@@ -39,11 +39,9 @@ with workflow.unsafe.imports_passed_through():
     from activities.case import Escalation
     from activities.merge import MERGE_REFUSED, deliver_merge
     from activities.response import other_holders
-    from policies.engine import close_roles
     from policies.signing import CASE_STEP, token_nonce
     from signoff.holds import hold_key
     from signoff.models import (
-        MAX_REASON_CHARS,
         AlertBatch,
         ApprovalRecord,
         CaseStatus,
@@ -57,6 +55,7 @@ with workflow.unsafe.imports_passed_through():
         MergeRequest,
         StepState,
     )
+    from workflows.case_detach import decider_refusal
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -226,20 +225,12 @@ class CaseMerge:
             return f"a case cannot be merged into itself ({case_id}); `signoff related {case_id}` lists other cases"
         if self.gov is None:
             return "the case is still being triaged; try again in a moment"
-        policy = self.gov.policy
         who = req.requested_by
-        if who not in policy.approvers:
-            return f"{who!r} is not in policy; people in policy: {sorted(policy.approvers)}"
-        allowed = close_roles(policy, self.gov.alert_type)
-        roles = policy.roles_of(who)
-        if not set(roles) & set(allowed):
-            return (f"{who!r} has roles {list(roles)}; merging a case into another needs one of {list(allowed)} "
-                    "(the roles that may close it)")
-        if not req.reason.strip():
-            return "a reason is required: say why the two cases are one incident"
-        if len(req.reason) > MAX_REASON_CHARS:
-            return (f"the reason is {len(req.reason)} characters; keep it under {MAX_REASON_CHARS} "
-                    "(link a ticket for the details)")
+        refusal = decider_refusal(self.gov.policy, self.gov.alert_type, who, req.reason,
+                                  doing="merging a case into another", who_may="the roles that may close it",
+                                  say="why the two cases are one incident")
+        if refusal:
+            return refusal
         if self.merged_into is not None:
             return (f"case {case_id} was already merged into {self.merged_into.target} by {self.merged_into.by}; "
                     f"merge {self.merged_into.target} instead")
