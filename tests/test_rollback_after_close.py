@@ -40,7 +40,7 @@ from signoff.models import (
     StepState,
     Verdict,
 )
-from signoff.undo import UndoOutcome, UndoStatus, UndoView, read_undo, request_undo, undo_id
+from signoff.undo import UndoInput, UndoOutcome, UndoStatus, UndoView, read_undo, request_undo, undo_id
 from tests.auditkit import acli, address_of
 from tests.casekit import alert, awaiting, case_input, settled_worker, start_case, step, wait_for
 from tests.standins import (  # noqa: F401
@@ -261,6 +261,26 @@ async def test_a_request_counted_before_its_person_left_does_not_complete_the_qu
         third = await _ask(client, task_queue, case.id, _rollback("alice"))
         assert "rolled_back" in third, third
         assert lab().read("host", host)["network"] == "connected"
+
+
+async def test_an_undo_started_by_hand_under_another_id_undoes_nothing(
+    time_env: WorkflowEnvironment, task_queue: str, policy_file: Path
+) -> None:
+    """QA7 F13: a second CaseUndoWorkflow for the same case under its own id (`temporal workflow start`) had
+    nonces of its own: the tokens spent on the real undo could be replayed there. It refuses every request."""
+    _edit_policy(policy_file)
+    client = time_env.client
+    async with settled_worker(client, task_queue):
+        case, _ = await _contained_then_closed(client, task_queue)
+        host = f"host-{case.id}"
+        rogue = await client.start_workflow(CaseUndoWorkflow.run, UndoInput(case_id=case.id), id=f"rogue-{case.id}",
+                                            task_queue=task_queue)
+        with pytest.raises(WorkflowUpdateFailedError) as info:
+            await rogue.execute_update(CaseUndoWorkflow.rollback, _rollback("carol"))
+        assert "is not the undo workflow of case" in str(info.value.cause), info.value.cause
+        view = await rogue.result()
+        assert view.status == UndoStatus.unavailable and view.runs == ()
+        assert lab().read("host", host)["network"] == "isolated" and not _undo_calls("host", host)
 
 
 def test_undo_requests_are_checked_again_by_the_identities_in_force() -> None:

@@ -79,6 +79,8 @@ FIRST_REQUEST_WAIT = timedelta(minutes=10)
 QUORUM_WAIT = timedelta(days=7)
 # Undos recorded before the requests behind a quorum were checked again when it is met replay without it.
 RECHECK_UNDO_VOTES = "recheck-undo-votes"
+# An undo started under another id than `<case>-undo` runs nothing (taken only for such a start).
+UNDO_ID_CHECKED = "undo-id-checked"
 READ_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30),
                          maximum_attempts=10)
 _NEVER_RAN = (StepState.pending, StepState.awaiting_approval, StepState.approved, StepState.escalated,
@@ -109,6 +111,12 @@ class CaseUndoWorkflow:
 
     @workflow.run
     async def run(self, inp: UndoInput) -> UndoView:
+        if workflow.info().workflow_id != undo_id(self.case_id) and workflow.patched(UNDO_ID_CHECKED):
+            # QA7 F13: a second undo under another id (`temporal workflow start`) kept its own nonces, so the
+            # rollback tokens spent on the real one could be replayed there: it undoes nothing.
+            return await self._finish(UndoStatus.unavailable, (
+                f"{workflow.info().workflow_id!r} is not the undo workflow of case {self.case_id} "
+                f"({undo_id(self.case_id)!r}): use `signoff rollback {self.case_id}`"))
         try:
             self.ended = await workflow.execute_activity(
                 read_ended_case, inp, start_to_close_timeout=timedelta(seconds=60), retry_policy=READ_RETRY)
