@@ -218,6 +218,13 @@ def case_events(h: DecodedHistory) -> list[dict[str, Any]]:
                              acted_steps=d["acted_steps"], score_included=d["score_included"], signed=d["signed"],
                              identity=d["identity"], update_id=d["update_id"]))
     events.extend(_merge_events(ex, h))
+    for r in ex.get("resets", []):
+        # `temporal workflow reset` (QA7): this run replaced `base_run_id` from `event_id` on; the base run is
+        # exported under its own run id, and what it recorded after that point is not part of this run.
+        events.append(_event(r["at"], "workflow_reset", h, "temporal", base_run_id=r["base_run_id"],
+                             reset_event_id=r["event_id"], reason=r["reason"],
+                             note="the events this run copied from its base run before the reset point are in "
+                                  "both runs' records; what the base run recorded after it was discarded"))
     if h.closed_at:
         final = ex.get("final") or {}
         events.append(_event(ex["closed_at"], "case_closed", h, "signoff", workflow=h.close,

@@ -238,6 +238,14 @@ async def test_explain_shows_a_reset_and_the_rejection_it_discarded(
         text = render_explanation(ex)
         assert "RESET" in text and "DISCARDED by the reset" in text and "carol" in text, text
         assert (await fresh.describe()).run_id == ex["run_id"]  # the run explained is the reset run
+        # The audit export says so too: a `workflow_reset` event in the reset run's record.
+        from signoff.audit import case_events
+        from signoff.history import load_history
+
+        exported = case_events(await load_history(client, inp.case_id))
+        (reset_event,) = [e for e in exported if e["kind"] == "workflow_reset"]
+        assert reset_event["run_id"] == ex["run_id"] and reset_event["detail"]["base_run_id"] == reset["base_run_id"]
+        assert reset_event["detail"]["reason"].endswith("stuck task")
 
 
 # ---------------------------------------------------------------- 4. a governance token is no case approval
