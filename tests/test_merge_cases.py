@@ -170,6 +170,9 @@ async def test_merge_moves_the_alerts_and_ends_the_source_merged(
         elsewhere = await acli(address, "merge", src, "--into", f"x-{tag}", "--as", "carol", "--reason", "x", env=env)
         assert elsewhere.exit_code == 1 and f"already merged into {dst}" in elsewhere.output, elsewhere.output
         assert (await target.query(CaseWorkflow.status)).alert_count == 3
+        # A late approval on the merged source says where the incident went (not just "closed").
+        late = await acli(address, "approve", src, "isolate_host", "--as", "alice", "--reason", "late", env=env)
+        assert late.exit_code == 1 and f"was merged into case {dst}" in " ".join(late.output.split()), late.output
 
         # show, explain, the audit export: both sides.
         shown = await acli(address, "show", src, env=env)

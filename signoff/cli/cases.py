@@ -670,10 +670,21 @@ async def _update(case_id: str, name: str, arg: Any, update_id: str) -> str:
         if "already completed" in exc.message.lower():
             # Refused like any other decision (QA6 M4: an approval on a closed case, a rollback that
             # arrived as the case ended were in no trail); Temporal keeps no trace of it.
-            line = _closed_case_line(case_id, name, exc.message)
+            line = _closed_case_line(case_id, name, exc.message, await _merged_into(handle))
             record_refusal(name, case_id, arg.model_dump(mode="json"), line)
             fail(line)
         raise
+
+
+async def _merged_into(handle: Any) -> str | None:
+    """The case an ended case was merged into (from its result), or None (not merged, or unreadable)."""
+    try:
+        final = await handle.result(follow_runs=False)
+    except Exception:  # noqa: BLE001 - optional detail: the refusal stands without it
+        return None
+    merged = final.get("merged_into") if isinstance(final, dict) else getattr(final, "merged_into", None)
+    target = merged.get("target") if isinstance(merged, dict) else getattr(merged, "target", None)
+    return str(target) if target else None
 
 
 def _refusal_next_step(arg: Any, reason: str) -> str:
@@ -745,8 +756,11 @@ def _not_in_local_policy(user: str) -> str | None:
     return f"{user!r} is not an approver in the policy ({policy_path()})"
 
 
-def _closed_case_line(case_id: str, name: str, detail: str) -> str:
+def _closed_case_line(case_id: str, name: str, detail: str, merged_into: str | None = None) -> str:
     """A decision sent to a case that has ended: what that means, and where to look next."""
+    if merged_into and name != "rollback":  # QA9 L4: "closed" sent people looking for a verdict that is not there
+        return (f"case {case_id} was merged into case {merged_into} ({detail}): its incident is decided there "
+                f"(`signoff show {merged_into}`)")
     if name == "rollback":
         then = (f"it ended while this request was on its way; run the same `signoff rollback {case_id}` again: on an "
                 f"ended case it runs through the case's undo workflow ({case_id}-undo), which restores what has not "
