@@ -86,7 +86,8 @@ async def actions_in_effect(client: Any, *, query: str | None = None, limit: int
     released.sort(key=lambda r: (r["released_at"], r["case_id"], r["step_id"]))
     problems = [p for _, p, _, _ in results if p]
     if more:
-        problems.append(f"more than {limit} cases ran a gated action: only {limit} were read, actions of the others "
+        problems.append(f"more than {limit} case{'s' if limit != 1 else ''} ran a gated action: only {limit} "
+                        f"{'were' if limit != 1 else 'was'} read, actions of the others "
                         "may be in effect too: raise --limit, or narrow with --query")
     return rows, problems, sum(n for _, _, n, _ in results), released
 

@@ -196,7 +196,7 @@ async def test_contained_lists_an_action_its_rollback_failed_to_undo_and_says_wh
             assert problems == []
             rows, problems, _, _ = await actions_in_effect(client, query=scoped, limit=1)
             assert len({r["case_id"] for r in rows}) == 1
-            assert any("more than 1 cases ran a gated action" in p for p in problems), problems
+            assert any("more than 1 case ran a gated action: only 1 was read" in p for p in problems), problems
             for handle in handles:
                 await handle.terminate("test done")
     finally:
