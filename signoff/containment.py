@@ -19,11 +19,15 @@ row is reported apart ("released"), with the case whose rollback released it and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from signoff.models import CaseView, Reversibility, StepState
+from signoff.models import Reversibility, StepState
+
+if TYPE_CHECKING:
+    from signoff.history import DecodedHistory
 
 # Cases read at once (each is a describe, a query or result, and a history fetch).
 CONCURRENCY = 8
@@ -115,29 +119,35 @@ async def _case_rows(client: Any, case_id: str,
                      ) -> tuple[list[dict[str, Any]], str, int, list[dict[str, Any]]]:
     from temporalio.client import WorkflowExecutionStatus
 
-    from signoff.undo import read_undo
+    from signoff.case_view import read_case_view
+    from signoff.history import load_history
+    from signoff.undo import read_undo, undo_id
 
-    handle = client.get_workflow_handle(case_id, result_type=CaseView)
-    described = await handle.describe()
+    described = await client.get_workflow_handle(case_id).describe()
     running = described.status == WorkflowExecutionStatus.RUNNING
-    if running:
-        view: CaseView = await handle.query("status", result_type=CaseView)
-        left: dict[str, str] = {}
-    elif described.status == WorkflowExecutionStatus.COMPLETED:
-        view = await handle.result(follow_runs=False)
+    if not running and described.status != WorkflowExecutionStatus.COMPLETED:
+        return [], f"{case_id}: the case {described.status.name.lower()}: read it with `signoff explain {case_id}`", 0, []
+    view = await read_case_view(client, case_id, completed=not running, run_id=None if running else described.run_id)
+    left: dict[str, str] = {}
+    if not running:
         undo = await read_undo(client, case_id)
         left = {s.step_id: s.outcome.value for s in undo.steps} if undo is not None else {}
-    else:
-        return [], f"{case_id}: the case {described.status.name.lower()}: read it with `signoff explain {case_id}`", 0, []
     irreversible = sum(1 for s in view.steps if s.state == StepState.executed and s.quorum > 0
                        and s.reversibility == Reversibility.irreversible)
     steps = [s for s in view.steps if s.state in _IN_EFFECT and s.quorum > 0 and s.result is not None
              and s.reversibility != Reversibility.irreversible and left.get(s.step_id, "to_restore") in _UNDO_LEAVES]
     gated = {s.action for s in view.steps if s.quorum > 0}
-    restores = await _restores(client, case_id, gated, with_undo=not running and bool(left))
+    if not gated:
+        return [], "", irreversible, []
+    history = await load_history(client, case_id)  # read once: restores and execution times
+    restores = _restores(history, case_id, gated)
+    if not running and left:
+        # KeyError: an undo deleted by retention and not archived (its outcome was read already)
+        with contextlib.suppress(KeyError):
+            restores += _restores(await load_history(client, undo_id(case_id)), case_id, gated)
     if not steps:
         return [], "", irreversible, restores
-    since = await _executed_at(client, case_id)
+    since = _executed_at(history)
     rows = []
     for s in steps:
         approvers = sorted({a.approver for a in s.approvals if a.accepted and a.decision.value == "approve"})
@@ -155,36 +165,23 @@ async def _case_rows(client: Any, case_id: str,
     return rows, "", irreversible, restores
 
 
-async def _restores(client: Any, case_id: str, actions: set[str], *, with_undo: bool) -> list[dict[str, Any]]:
-    """The compensations of gated actions this case ran (in the case, and in its undo workflow after it
-    ended): which target, restored to what, when."""
-    from signoff.history import load_history
-    from signoff.undo import undo_id
-
-    if not actions:
-        return []
+def _restores(history: DecodedHistory, case_id: str, actions: set[str]) -> list[dict[str, Any]]:
+    """The compensations of gated actions of `case_id` in `history` (the case's, or its undo workflow's
+    after it ended): which target, restored to what, when."""
     found = []
-    for workflow_id in (case_id, undo_id(case_id)) if with_undo else (case_id,):
-        try:
-            history = await load_history(client, workflow_id)
-        except KeyError:  # an undo deleted by retention and not archived: its outcome was read already
+    for run in history.activities_named("compensate_action"):
+        req = run.input or {}
+        target = req.get("target") or {}
+        if run.failure or run.completed_at is None or req.get("forward_action") not in actions:
             continue
-        for run in history.activities_named("compensate_action"):
-            req = run.input or {}
-            target = req.get("target") or {}
-            if run.failure or run.completed_at is None or req.get("forward_action") not in actions:
-                continue
-            restored = (run.result or {}).get("restored", req.get("restore_to"))
-            found.append({"case_id": case_id, "action": req.get("forward_action"), "target_kind": target.get("kind"),
-                          "target": target.get("id"), "at": run.completed_at.isoformat(), "restored": restored})
+        restored = (run.result or {}).get("restored", req.get("restore_to"))
+        found.append({"case_id": case_id, "action": req.get("forward_action"), "target_kind": target.get("kind"),
+                      "target": target.get("id"), "at": run.completed_at.isoformat(), "restored": restored})
     return found
 
 
-async def _executed_at(client: Any, case_id: str) -> dict[str, str]:
+def _executed_at(history: DecodedHistory) -> dict[str, str]:
     """When each step's action last completed, from the case's history (its latest run)."""
-    from signoff.history import load_history
-
-    history = await load_history(client, case_id)
     at: dict[str, datetime] = {}
     for run in history.activities_named("execute_action"):
         step = ((run.input or {}).get("request") or {}).get("step_id")
