@@ -13,7 +13,7 @@ Pure and deterministic (it runs in workflow code).
 
 from __future__ import annotations
 
-from policies.engine import Approver, Policy
+from policies.engine import Policy
 from signoff.models import ApprovalRecord, Decision, StepPlan
 
 # The refusal of an approval voided before its step ran (signoff/explain.py and the audit export read it).
@@ -25,8 +25,9 @@ def void_reason(case_policy: Policy, current: Policy, plan: StepPlan, record: Ap
     if not record.accepted or record.decision != Decision.approve:
         return None
     rule = case_policy.rule_for(plan)
-    return _identity_change(case_policy, current, record.approver, record.signed, record.channel,
-                            rule.roles, "may approve this tier", "approve")
+    return identity_change(current, record.approver, record.signed, record.channel, rule.roles,
+                           may="may approve this tier", again="approve",
+                           key_then=signing_key(case_policy, record.approver, record.channel), check_key=True)
 
 
 def rollback_vote_void_reason(case_policy: Policy, current: Policy, who: str, signed: bool,
@@ -34,13 +35,23 @@ def rollback_vote_void_reason(case_policy: Policy, current: Policy, who: str, si
     """Why a rollback request (accepted under `case_policy`, counted towards its quorum) no longer
     counts under `current` when the quorum is met, or None. The same rule as for approvals: rolling
     back a containment during an incident is as consequential as approving one."""
-    return _identity_change(case_policy, current, who, signed, channel, case_policy.rollback_roles,
-                            "may roll back", "ask again")
+    return identity_change(current, who, signed, channel, case_policy.rollback_roles, may="may roll back",
+                           again="ask again", key_then=signing_key(case_policy, who, channel), check_key=True)
 
 
-def _identity_change(case_policy: Policy, current: Policy, who: str, signed: bool, channel: str | None,
-                     roles: tuple[str, ...], may: str, again: str) -> str | None:
-    then, now = case_policy.approvers.get(who), current.approvers.get(who)
+def undo_vote_void_reason(current: Policy, who: str, signed: bool, channel: str | None,
+                          signed_with: str | None) -> str | None:
+    """The same for a request counted by a rollback after close (workflows/case_undo.py). `signed_with`:
+    the key its token verified with then (None for requests recorded before it was kept: not compared)."""
+    return identity_change(current, who, signed, channel, current.rollback_roles, may="may roll back",
+                           again="ask again", key_then=signed_with, check_key=signed_with is not None)
+
+
+def identity_change(current: Policy, who: str, signed: bool, channel: str | None, roles: tuple[str, ...], *,
+                    may: str, again: str, key_then: str | None, check_key: bool) -> str | None:
+    """Why a request `who` made (signed with `key_then`, through `channel` if a chat bridge relayed it)
+    no longer counts under `current`, which needs one of `roles`; None when it still does."""
+    now = current.approvers.get(who)
     if now is None:
         return f"{who!r} is no longer an approver in the policy in force"
     if not set(now.roles) & set(roles):
@@ -50,20 +61,12 @@ def _identity_change(case_policy: Policy, current: Policy, who: str, signed: boo
         if not current.deployment.trust_unsigned_approvals:
             return f"unsigned requests are no longer accepted by the policy in force: {again}, signed"
         return None
-    if channel:
-        return _channel_change(case_policy, current, channel, then, now, again)
-    if then is None or then.public_key != now.public_key:
+    bridge, _, chat_user = (channel or "").partition(":")
+    if check_key and (key_then is None or signing_key(current, who, channel) != key_then):
+        if channel:
+            return f"the {bridge} chat bridge's key was revoked or replaced in the policy in force: {again}"
         return (f"the key {who!r} signed with was revoked or replaced in the policy in force: "
                 f"{again} with the current key")
-    return None
-
-
-def _channel_change(case_policy: Policy, current: Policy, channel: str, then: Approver | None,
-                    now: Approver, again: str) -> str | None:
-    bridge, _, chat_user = channel.partition(":")
-    was, is_ = case_policy.deployment.chat_bridges.get(bridge), current.deployment.chat_bridges.get(bridge)
-    if is_ is None or was is None or was.public_key != is_.public_key:
-        return f"the {bridge} chat bridge's key was revoked or replaced in the policy in force: {again}"
     if bridge == "slack" and now.slack_user != chat_user:
         return f"{bridge.capitalize()} user {chat_user} is no longer this approver's in the policy in force"
     return None
@@ -85,26 +88,3 @@ def signing_key(policy: Policy, who: str, channel: str | None) -> str | None:
         return bridge.public_key if bridge else None
     entry = policy.approvers.get(who)
     return entry.public_key if entry else None
-
-
-def undo_vote_void_reason(current: Policy, who: str, signed: bool, channel: str | None,
-                          signed_with: str | None) -> str | None:
-    """Why a request counted by a rollback after close (workflows/case_undo.py) no longer counts under
-    `current` when the quorum is met, or None. `signed_with`: the key its token verified with then
-    (None for requests recorded before it was kept: the key is not compared)."""
-    now = current.approvers.get(who)
-    if now is None:
-        return f"{who!r} is no longer an approver in the policy in force"
-    if not set(now.roles) & set(current.rollback_roles):
-        return (f"{who!r} no longer has a role that may roll back (roles now {list(now.roles)}, "
-                f"needs one of {list(current.rollback_roles)})")
-    if not signed:
-        if not current.deployment.trust_unsigned_approvals:
-            return "unsigned requests are no longer accepted by the policy in force: ask again, signed"
-        return None
-    if channel and channel.partition(":")[0] == "slack" and now.slack_user != channel.partition(":")[2]:
-        return f"Slack user {channel.partition(':')[2]} is no longer this approver's in the policy in force"
-    if signed_with is not None and signing_key(current, who, channel) != signed_with:
-        return (f"the key {who!r}'s request was signed with was revoked or replaced in the policy in force: "
-                "ask again with the current key")
-    return None
