@@ -670,21 +670,21 @@ async def _update(case_id: str, name: str, arg: Any, update_id: str) -> str:
         if "already completed" in exc.message.lower():
             # Refused like any other decision (QA6 M4: an approval on a closed case, a rollback that
             # arrived as the case ended were in no trail); Temporal keeps no trace of it.
-            line = _closed_case_line(case_id, name, exc.message, await _merged_into(handle))
+            line = _closed_case_line(case_id, name, exc.message, await _merged_into(client, case_id))
             record_refusal(name, case_id, arg.model_dump(mode="json"), line)
             fail(line)
         raise
 
 
-async def _merged_into(handle: Any) -> str | None:
+async def _merged_into(client: Any, case_id: str) -> str | None:
     """The case an ended case was merged into (from its result), or None (not merged, or unreadable)."""
+    from signoff.case_view import read_case_view
+
     try:
-        final = await handle.result(follow_runs=False)
+        final = await read_case_view(client, case_id, completed=True)
     except Exception:  # noqa: BLE001 - optional detail: the refusal stands without it
         return None
-    merged = final.get("merged_into") if isinstance(final, dict) else getattr(final, "merged_into", None)
-    target = merged.get("target") if isinstance(merged, dict) else getattr(merged, "target", None)
-    return str(target) if target else None
+    return final.merged_into.target if final.merged_into is not None else None
 
 
 def _refusal_next_step(arg: Any, reason: str) -> str:
