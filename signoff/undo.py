@@ -184,6 +184,18 @@ class UndoRefused(Exception):
     the case unreadable): the message says why."""
 
 
+def rollback_reply_text(reply: str) -> str:
+    """A rollback's reply in words: "rolled back: ..." for the case's "rollback rolled_back: ..." or the
+    undo workflow's "rollback after close rolled_back: ..." (QA6 L10);
+    the CLI and the chat bridge say it alike."""
+    for prefix in ("rollback after close ", "rollback "):
+        for status, words in (("rolled_back", "rolled back"), ("partly_rolled_back", "partly rolled back"),
+                              ("rollback_failed", "rollback failed")):
+            if reply.startswith(f"{prefix}{status}"):
+                return words + reply.removeprefix(f"{prefix}{status}")
+    return reply
+
+
 def finished_text(view: UndoView) -> str:
     """A request that came after the rollback finished: what happened, nothing run again."""
     run = view.runs[-1] if view.runs else None

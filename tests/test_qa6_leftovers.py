@@ -249,8 +249,8 @@ async def test_show_lists_a_refused_rollback_signal_once(
 
 async def test_report_and_rollback_answers_read_as_words(dev_env: WorkflowEnvironment, task_queue: str) -> None:
     """QA6 L10: "1 cases" in the governance report; "rollback rolled_back: ..." as the CLI's answer."""
-    from signoff.cli.cases import _rollback_reply_text
     from signoff.governance_report import build_report, render_text
+    from signoff.undo import rollback_reply_text as _rollback_reply_text
     from signoff.worker import build_worker
 
     async with build_worker(dev_env.client, task_queue):

@@ -87,7 +87,7 @@ from signoff.keys import ApproverKeyError, read_key_file, write_key_file
 from signoff.listing import case_pages, case_query
 from signoff.models import ApprovalRequest, CaseStatus, CaseView, CloseRequest, RollbackRequest, Verdict
 from signoff.refused_log import record_refusal
-from signoff.undo import UndoRefused, read_undo, request_undo, undo_id
+from signoff.undo import UndoRefused, read_undo, request_undo, rollback_reply_text, undo_id
 
 log = logging.getLogger("signoff.chat")
 
@@ -477,9 +477,8 @@ class SlackBridge:
             # same modal again is safe (same update id: a request that did get in is not counted twice).
             log.warning("could not send %s's rollback of %s to Temporal: %s", who, case_id, exc)
             return False, f"Temporal did not take the rollback request ({type(exc).__name__}); submit again"
-        from signoff.cli.cases import _rollback_reply_text  # the CLI's words for the same reply
 
-        text = _rollback_reply_text(reply)
+        text = rollback_reply_text(reply)
         return True, f"{who}: {text}" if running else f"{who}: case {case_id} has ended; rollback after close " \
                                                      f"({undo_id(case_id)}): {text}"
 

@@ -29,7 +29,7 @@ from signoff.models import (
     Verdict,
 )
 from signoff.refused_log import record_refusal
-from signoff.undo import UndoView, describe_undo
+from signoff.undo import UndoView, describe_undo, rollback_reply_text
 
 if TYPE_CHECKING:
     from policies.engine import Policy
@@ -843,19 +843,8 @@ async def _rollback(case_id: str, req: RollbackRequest, update_id: str) -> str:
     workflow `<case>-undo` (workflows/case_undo.py), which restores what has not changed since."""
     task_queue = await _ended_case_queue(case_id)
     if task_queue is None:
-        return _rollback_reply_text(await _update(case_id, "rollback", req, update_id))
+        return rollback_reply_text(await _update(case_id, "rollback", req, update_id))
     return await _rollback_after_close(case_id, req, update_id, task_queue)
-
-
-def _rollback_reply_text(reply: str) -> str:
-    """A rollback's reply in words: "rolled back: ..." for the case's "rollback rolled_back: ..." or the
-    undo workflow's "rollback after close rolled_back: ..." (QA6 L10)."""
-    for prefix in ("rollback after close ", "rollback "):
-        for status, words in (("rolled_back", "rolled back"), ("partly_rolled_back", "partly rolled back"),
-                              ("rollback_failed", "rollback failed")):
-            if reply.startswith(f"{prefix}{status}"):
-                return words + reply.removeprefix(f"{prefix}{status}")
-    return reply
 
 
 async def _ended_case_queue(case_id: str) -> str | None:
@@ -910,7 +899,7 @@ async def _rollback_after_close(case_id: str, req: RollbackRequest, update_id: s
     except (WorkflowUpdateRPCTimeoutOrCancelledError, asyncio.CancelledError):
         fail(f"interrupted before {undo_id(case_id)} answered: this rollback request was sent and may still be "
              f"counted (it cannot be withdrawn); check `signoff show {case_id}` before asking again", code=130)
-    return f"case {case_id} has ended; rollback after close ({undo_id(case_id)}): {_rollback_reply_text(reply)}"
+    return f"case {case_id} has ended; rollback after close ({undo_id(case_id)}): {rollback_reply_text(reply)}"
 
 
 def retry(
