@@ -24,9 +24,19 @@ from pathlib import Path
 from urllib.parse import quote
 
 from signoff import search_attributes as sa
-from signoff.listing import STATUS_NAMES, CaseRow, count_value, instant_value
+from signoff.listing import (
+    ENDED_BY_TEMPORAL,
+    FINAL_STATUSES,
+    STATUS_NAMES,
+    CaseRow,
+    count_value,
+    ended_by_temporal,
+    instant_value,
+)
 
 WANTED = (sa.CASE_STATUS, sa.ALERT_TYPE, sa.CASE_SEVERITY, sa.PLAYBOOK, sa.DECISION, sa.AWAITING_APPROVAL)
+# The executions' `status` column holds WorkflowExecutionStatus numbers (listing.ENDED_BY_TEMPORAL).
+ENDED_STATUS_CODES = ", ".join(str(code) for code, name in sorted(STATUS_NAMES.items()) if name in ENDED_BY_TEMPORAL)
 OPEN_ORDER = "COALESCE(close_time, '9999-12-31 23:59:59+00:00')"  # the server's own ORDER BY
 
 
@@ -143,7 +153,8 @@ class EmbeddedVisibility:
         sql = (f"SELECT workflow_id, status, start_time, search_attributes FROM executions_visibility "
                f"WHERE namespace_id = ? AND TemporalNamespaceDivision IS NULL AND workflow_type_name = ? "
                f"AND {self.columns[sa.CASE_STATUS.name]} = ? "
-               f"ORDER BY {OPEN_ORDER} DESC, start_time DESC, run_id"
+               + ("" if status in FINAL_STATUSES else f"AND status NOT IN ({ENDED_STATUS_CODES}) ")
+               + f"ORDER BY {OPEN_ORDER} DESC, start_time DESC, run_id"
                + (" LIMIT ?" if limit is not None else ""))
         params: tuple[object, ...] = (self.namespace_id, case_type, status) + ((limit,) if limit is not None else ())
         try:
@@ -163,7 +174,7 @@ class EmbeddedVisibility:
                 value = attrs.get(cols[name])
                 return value if isinstance(value, str) else None
 
-            rows.append({
+            rows.append(ended_by_temporal({
                 "case_id": workflow_id,
                 "status": keyword(sa.CASE_STATUS.name) or "open",
                 "alert_type": keyword(sa.ALERT_TYPE.name),
@@ -176,7 +187,7 @@ class EmbeddedVisibility:
                 "alert_count": count_value(attrs.get(count_column)) if count_column else None,
                 "verdict_due": instant_value(attrs.get(due_column)) if due_column else None,
                 "assignee": owner if owner_column and isinstance(owner := attrs.get(owner_column), str) else None,
-            })
+            }))
         return rows
 
 

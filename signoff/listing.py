@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 from google.protobuf.internal.containers import MessageMap
 from temporalio.api.common.v1 import Payload
@@ -61,15 +61,33 @@ class CaseRow(TypedDict):
     alert_count: int | None  # the AlertCount search attribute; None for cases started before it existed
     verdict_due: str | None  # ISO 8601, UTC: the VerdictDue search attribute (policy verdict_sla); None: no SLA
     assignee: str | None  # the Assignee search attribute (`signoff assign`); None: nobody
+    last_case_status: NotRequired[str]  # only on a case Temporal ended: its CaseStatus then (`ended_by_temporal`)
+
+
+# A case's own statuses after which it waits for nobody; any other status is a case still at work.
+FINAL_STATUSES = frozenset({CaseStatus.closed.value, CaseStatus.auto_closed.value, CaseStatus.merged.value})
+# A case that Temporal itself ended (someone terminated or cancelled it, or it timed out or failed)
+# keeps the last CaseStatus it set, `awaiting_approval` say, though nothing waits any more: it is
+# listed under what ended it (its visibility ExecutionStatus), never in the queue it left.
+ENDED_BY_TEMPORAL = {"TERMINATED": "Terminated", "CANCELED": "Canceled", "TIMED_OUT": "TimedOut", "FAILED": "Failed"}
+LISTED_AS_ENDED = {name.lower(): visibility for name, visibility in ENDED_BY_TEMPORAL.items()}
+STILL_AT_WORK = "ExecutionStatus NOT IN (" + ", ".join(f"'{v}'" for v in ENDED_BY_TEMPORAL.values()) + ")"
 
 
 def case_query(status: str | None = None, extra: str | None = None) -> str:
-    """The visibility query for case workflows, optionally in one status and ANDed with `extra`."""
+    """The visibility query for case workflows, optionally in one status and ANDed with `extra`.
+    A status of a case at work lists only cases Temporal still runs (or completed); `terminated`,
+    `canceled`, `timed_out` and `failed` list the cases Temporal ended that way."""
     clauses = [f"WorkflowType='{CASE_TYPE}'"]
-    if status:
+    if status in LISTED_AS_ENDED:
+        clauses.append(f"ExecutionStatus='{LISTED_AS_ENDED[status]}'")
+    elif status:
         if status not in {s.value for s in CaseStatus}:
-            raise ValueError(f"unknown case status {status!r}; use one of: {', '.join(s.value for s in CaseStatus)}")
+            known = [s.value for s in CaseStatus] + list(LISTED_AS_ENDED)
+            raise ValueError(f"unknown case status {status!r}; use one of: {', '.join(known)}")
         clauses.append(f"{sa.CASE_STATUS.name}='{status}'")
+        if status not in FINAL_STATUSES:
+            clauses.append(STILL_AT_WORK)
     if extra:
         clauses.append(f"({extra})")
     return " AND ".join(clauses)
@@ -104,10 +122,23 @@ def _iso(info: WorkflowExecutionInfo) -> str | None:
 STATUS_NAMES = {int(s): s.name for s in WorkflowExecutionStatus}
 
 
+def ended_by_temporal(row: CaseRow) -> CaseRow:
+    """The row of a case Temporal ended before the case did: its status says what ended it
+    (`terminated`, ...), `last_case_status` what the case was doing, and it awaits nothing."""
+    ended = row["workflow_status"]
+    if ended not in ENDED_BY_TEMPORAL or row["status"] in FINAL_STATUSES:
+        return row
+    row["last_case_status"] = row["status"]
+    row["status"] = ended.lower()
+    row["awaiting_approval"] = False
+    row["verdict_due"] = None
+    return row
+
+
 def case_row(info: WorkflowExecutionInfo) -> CaseRow:
     """The fields `signoff cases` shows, read straight from the visibility record."""
     fields = info.search_attributes.indexed_fields
-    return {
+    return ended_by_temporal({
         "case_id": info.execution.workflow_id,
         "status": _keyword(_value(fields, sa.CASE_STATUS.name)) or CaseStatus.open.value,
         "alert_type": _keyword(_value(fields, sa.ALERT_TYPE.name)),
@@ -120,7 +151,7 @@ def case_row(info: WorkflowExecutionInfo) -> CaseRow:
         "alert_count": count_value(_value(fields, sa.ALERT_COUNT.name)),
         "verdict_due": instant_value(_value(fields, sa.VERDICT_DUE.name)),
         "assignee": _keyword(_value(fields, sa.ASSIGNEE.name)),
-    }
+    })
 
 
 def instant_value(value: object) -> str | None:
@@ -251,7 +282,8 @@ async def case_rows(query: str, *, limit: int | None, each: Callable[[list[dict[
     client = client or await connect()
     pages: AsyncIterator[list[CaseRow]] | None = None
     source = "visibility api"
-    if embedded_db is not None and status is not None and query == case_query(status):
+    if embedded_db is not None and status is not None and status not in LISTED_AS_ENDED \
+            and query == case_query(status):
         direct = await _embedded_cases(client, embedded_db, status, limit)
         if direct is not None:
             pages = _chunks(direct)

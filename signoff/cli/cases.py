@@ -117,7 +117,8 @@ def _nothing_accepted(path: Path, fmt: str, summary: dict[str, Any]) -> str:
 
 
 def cases(
-    status: str = typer.Option(None, help="only cases in this status (e.g. awaiting_approval)"),
+    status: str = typer.Option(None, help="only cases in this status (e.g. awaiting_approval; terminated, "
+                                          "canceled, timed_out, failed: cases Temporal ended before they did)"),
     query: str = typer.Option(None, help="extra Temporal visibility query, ANDed"),
     limit: int = typer.Option(1000, help="at most this many; 0 lists them all"),
     json_out: bool = typer.Option(False, "--json", help="one JSON object per case"),
@@ -177,7 +178,8 @@ def cases(
         now = datetime.now(UTC)
         for row in rows:
             count = row["alert_count"]
-            table.add_row(row["case_id"], row["status"], row["alert_type"] or "", row["severity"] or "",
+            shown = row["status"] + (f" (was {row['last_case_status']})" if row.get("last_case_status") else "")
+            table.add_row(row["case_id"], shown, row["alert_type"] or "", row["severity"] or "",
                           "?" if count is None else str(count), row["decision"] or "",
                           "yes" if row["awaiting_approval"] else "", _due_cell(row, now), escape(row["assignee"] or ""))
         out.print(table)
