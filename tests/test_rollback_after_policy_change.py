@@ -27,7 +27,16 @@ from connectors.lab import lab
 from policies.signing import public_key_text, sign_case_decision
 from signoff.explain import explanation_from_history
 from signoff.history import decode_history
-from signoff.models import ApprovalRequest, CaseStatus, CloseRequest, RollbackRequest, StepState, Verdict
+from signoff.models import (
+    ApprovalRequest,
+    AssignRequest,
+    CaseStatus,
+    CloseRequest,
+    NoteRequest,
+    RollbackRequest,
+    StepState,
+    Verdict,
+)
 from signoff.worker import build_worker
 from tests.casekit import alert, awaiting, case_input, start_case, step, wait_for
 from tests.test_hostile_approvals import _token, approver_keys, signed_policy  # noqa: F401 (fixtures)
@@ -226,3 +235,51 @@ async def test_a_rotated_key_rolls_back_and_closes_a_case_opened_before_the_rota
         history = await decode_history(await other.fetch_history(), client.data_converter, source="live")
         verdicts = explanation_from_history(history, await other.query(CaseWorkflow.status))["verdicts"]
         assert [(v["analyst"], v["accepted"]) for v in verdicts] == [("dave", True)]
+
+
+async def test_a_rotated_key_assigns_and_notes_on_a_case_opened_before_the_rotation(
+    dev_env: WorkflowEnvironment, task_queue: str, signed_policy: Path,  # noqa: F811
+    approver_keys: dict[str, Ed25519PrivateKey],  # noqa: F811
+) -> None:
+    """Ninth session's leftover: an assignment or note signed with a rotated key was refused on every case
+    opened before the rotation (until the case next re-read the policy, which a case waiting for its
+    verdict may never do). Now checked against the policy in force, as approvals are; forgeries refused."""
+    client, k = dev_env.client, approver_keys
+    async with build_worker(client, task_queue):
+        inp = case_input(requested_by="bob")
+        cid = inp.case_id
+        handle = await start_case(client, task_queue, inp, alert("k2", ("account", f"u-{cid}")))
+        await wait_for(handle, awaiting("disable_account"), "disable_account waiting", attempts=2400)
+        rotated = Ed25519PrivateKey.generate()
+        raw = yaml.safe_load(signed_policy.read_text())
+        raw["approvers"]["carol"]["public_key"] = public_key_text(rotated)
+        signed_policy.write_text(yaml.safe_dump(raw))
+
+        # A note forged in dave's name: checked against the policy in force, refused and kept.
+        with pytest.raises(WorkflowUpdateFailedError) as forged:
+            await handle.execute_update(CaseWorkflow.note, NoteRequest(
+                author="dave", text="nothing to see here",
+                token=sign_case_decision(Ed25519PrivateKey.generate(), case_id=cid, decision="note", approver="dave")))
+        assert "does not verify" in str(forged.value.cause), forged.value.cause
+        view = await handle.query(CaseWorkflow.status)
+        assert [(r.approver, r.via, r.accepted) for r in view.refusals] == [("dave", "note", False)]
+        assert view.notes == ()
+
+        # Carol's new key assigns the case and writes to its log; her old key no longer does.
+        answer = await handle.execute_update(CaseWorkflow.assign, AssignRequest(
+            assignee="carol", by="carol", reason="on shift",
+            token=sign_case_decision(rotated, case_id=cid, decision="assign", approver="carol")))
+        assert answer == "assigned to carol by carol", answer
+        answer = await handle.execute_update(CaseWorkflow.note, NoteRequest(
+            author="carol", text="user confirms travel",
+            token=sign_case_decision(rotated, case_id=cid, decision="note", approver="carol")))
+        assert answer.startswith("note 1 added by carol"), answer
+        with pytest.raises(WorkflowUpdateFailedError) as old:
+            await handle.execute_update(CaseWorkflow.note, NoteRequest(
+                author="carol", text="old key",
+                token=sign_case_decision(k["carol"], case_id=cid, decision="note", approver="carol")))
+        assert "does not verify" in str(old.value.cause), old.value.cause
+        view = await handle.query(CaseWorkflow.status)
+        assert view.assignee == "carol" and [n.author for n in view.notes] == ["carol"]
+        replayer = Replayer(workflows=[CaseWorkflow], data_converter=pydantic_data_converter)
+        await replayer.replay_workflow(await handle.fetch_history())

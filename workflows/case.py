@@ -106,6 +106,10 @@ UNSCORED_TYPES = "unscored-types"
 # QA7: whoever detached an alert into a case of its own may not approve that case's steps (a rejected step was
 # offered again in the new case and approved by the detacher alone). Taken only when the detacher approves.
 DETACHER_NOT_APPROVER = "detacher-not-approver"
+# An assignment, note or retry signed with a key the case's copy of the policy does not know (rotated
+# since the case opened) is checked against the policy in force, as approvals are, instead of refused
+# until the case next re-reads it. Taken only for such a request.
+SIGNER_RECHECKED = "signer-rechecked-assign-note-retry"
 QUICK = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=5)
 # Vendor calls heartbeat (activities/response.py): a worker that dies mid-call is noticed after
 # ACTION_HEARTBEAT and the call is retried on another worker (idempotency key: no double action).
@@ -997,6 +1001,19 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
         if refusal:
             self._refuse_case_decision(decision, user, reason, token, refusal, signal=False)
             raise ApplicationError(refusal, type=error_type, non_retryable=True)
+
+    def _signer_unknown(self, refusal: str | None, decision: Decision, user: str, token: str | None) -> bool:
+        """An assignment, note or retry refused only, perhaps, because the case's policy does not know its
+        signer (`_identity_unknown_to_case`): its validator lets it through to the handler's check."""
+        return refusal is not None and self._identity_unknown_to_case(token, user, CASE_STEP, decision.value)
+
+    async def _recheck_unknown_signer(self, decision: Decision, user: str, reason: str, token: str | None,
+                                      refusal_now: Callable[[], str | None], error_type: str) -> None:
+        """In the handler of a request `_signer_unknown` let through: the identities in force decide
+        (`_check_unknown_identity`); refused, it is kept as a refusal and the update fails."""
+        if not self._signer_unknown(refusal_now(), decision, user, token) or not workflow.patched(SIGNER_RECHECKED):
+            return
+        await self._check_unknown_identity(decision, user, reason, token, refusal_now, error_type)
 
     def _ask_patches_before_a_local_activity(self) -> None:
         """The handler code after a deferred identity re-read (a local activity) may ask these patches; asked

@@ -21,6 +21,8 @@ with workflow.unsafe.imports_passed_through():
     from signoff.models import MAX_REASON_CHARS, Assignment, AssignRequest, CaseNote, Decision, NoteRequest
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from temporalio.common import SearchAttributeUpdate
 
     from policies.engine import GovernanceSnapshot
@@ -31,6 +33,8 @@ MAX_NOTES = 500  # a case's log; past it, link a ticket (each note is a history 
 
 class CaseLog:
     # Set by CaseWorkflow.
+    _signer_unknown: Callable[[str | None, Decision, str, str | None], bool]
+    _recheck_unknown_signer: Callable[..., Awaitable[None]]
     gov: GovernanceSnapshot | None
     used_nonces: set[str]
     verdict_window_over: bool
@@ -42,7 +46,9 @@ class CaseLog:
         self.notes: list[CaseNote] = []
 
     @workflow.update(description='Give the case an owner: {"assignee": "bob", "by": "carol", "reason": "on shift"}')
-    def assign(self, req: AssignRequest) -> str:
+    async def assign(self, req: AssignRequest) -> str:
+        await self._recheck_unknown_signer(Decision.assign, req.by, req.reason, req.token,
+                                           lambda: self._assign_refusal(req), "AssignRefused")
         self._take_token(req.token)
         self.assignments.append(Assignment(assignee=req.assignee, by=req.by, reason=req.reason.strip(),
                                            at=workflow.now(), signed=req.token is not None))
@@ -52,17 +58,23 @@ class CaseLog:
 
     @assign.validator
     def _validate_assign(self, req: AssignRequest) -> None:
+        refusal = self._assign_refusal(req)
+        if refusal and not self._signer_unknown(refusal, Decision.assign, req.by, req.token):
+            raise ApplicationError(refusal, type="AssignRefused", non_retryable=True)
+
+    def _assign_refusal(self, req: AssignRequest) -> str | None:
         refusal = self._log_refusal(Decision.assign, req.by, req.reason, req.token, text_required=False)
         if refusal is None and self.gov is not None and req.assignee not in self.gov.policy.approvers:
             refusal = (f"{req.assignee!r} is not in policy, so could not decide the case; "
                        f"assign one of {sorted(self.gov.policy.approvers)}")
         if refusal is None and req.assignee == self.assignee:
             refusal = f"the case is already assigned to {req.assignee}"
-        if refusal:
-            raise ApplicationError(refusal, type="AssignRefused", non_retryable=True)
+        return refusal
 
     @workflow.update(description='Add to the investigation log: {"author": "alice", "text": "user confirms travel"}')
-    def note(self, req: NoteRequest) -> str:
+    async def note(self, req: NoteRequest) -> str:
+        await self._recheck_unknown_signer(Decision.note, req.author, req.text, req.token,
+                                           lambda: self._note_refusal(req), "NoteRefused")
         self._take_token(req.token)
         self.notes.append(CaseNote(author=req.author, text=req.text.strip(), at=workflow.now(),
                                    signed=req.token is not None))
@@ -70,11 +82,15 @@ class CaseLog:
 
     @note.validator
     def _validate_note(self, req: NoteRequest) -> None:
+        refusal = self._note_refusal(req)
+        if refusal and not self._signer_unknown(refusal, Decision.note, req.author, req.token):
+            raise ApplicationError(refusal, type="NoteRefused", non_retryable=True)
+
+    def _note_refusal(self, req: NoteRequest) -> str | None:
         refusal = self._log_refusal(Decision.note, req.author, req.text, req.token, text_required=True)
         if refusal is None and len(self.notes) >= MAX_NOTES:
             refusal = f"the case has {MAX_NOTES} notes, the most it keeps; link a ticket for the rest"
-        if refusal:
-            raise ApplicationError(refusal, type="NoteRefused", non_retryable=True)
+        return refusal
 
     def _log_refusal(self, decision: Decision, user: str, text: str, token: str | None, *,
                      text_required: bool) -> str | None:

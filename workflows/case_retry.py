@@ -27,6 +27,8 @@ with workflow.unsafe.imports_passed_through():
     from signoff.models import MAX_REASON_CHARS, CaseStatus, Decision, RetryRecord, RetryRequest, StepState
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from policies.engine import GovernanceSnapshot
     from signoff.models import CloseRequest, RollbackRequest
 
@@ -34,7 +36,9 @@ MAX_RETRIES = 5  # per case: past it the cause is not fixed; roll back or close,
 
 
 class CaseRetry:
-    # Set by CaseWorkflow.
+    # Set by CaseWorkflow (workflows/case.py; annotations only: a stub here would shadow it).
+    _signer_unknown: Callable[[str | None, Decision, str, str | None], bool]
+    _recheck_unknown_signer: Callable[..., Awaitable[None]]
     gov: GovernanceSnapshot | None
     steps: dict[str, Any]  # step id -> workflows.case._Step
     case_status: CaseStatus
@@ -53,7 +57,9 @@ class CaseRetry:
         self.failed_attempt: tuple[str, ...] = ()  # what a retry would run again, in playbook order
 
     @workflow.update(description='Run a failed attempt again once its cause is fixed: {"requested_by": "carol", "reason": "EDR API key renewed"}')
-    def retry(self, req: RetryRequest) -> str:
+    async def retry(self, req: RetryRequest) -> str:
+        await self._recheck_unknown_signer(Decision.retry, req.requested_by, req.reason, req.token,
+                                           lambda: self._retry_refusal(req), "RetryRefused")
         if req.token:
             self.used_nonces.add(token_nonce(req.token))
         steps = self.failed_attempt
@@ -67,7 +73,7 @@ class CaseRetry:
     @retry.validator
     def _validate_retry(self, req: RetryRequest) -> None:
         refusal = self._retry_refusal(req)
-        if refusal:
+        if refusal and not self._signer_unknown(refusal, Decision.retry, req.requested_by, req.token):
             raise ApplicationError(refusal, type="RetryRefused", non_retryable=True)
 
     def _retry_refusal(self, req: RetryRequest) -> str | None:
