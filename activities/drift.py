@@ -207,6 +207,7 @@ async def open_drift_case(req: DriftCaseRequest) -> DriftCase:
     from temporalio.exceptions import WorkflowAlreadyStartedError
     from temporalio.service import RPCError, RPCStatusCode
 
+    from signoff.ingest import signed
     from signoff.models import AlertBatch, CaseInput
     from workflows.case import CaseWorkflow
 
@@ -221,7 +222,7 @@ async def open_drift_case(req: DriftCaseRequest) -> DriftCase:
             if state == "running":
                 batch = AlertBatch(case_id=case_id, alerts=(req.finding,), batch_id=req.finding.uid)
                 try:
-                    await client.get_workflow_handle(case_id).signal(CaseWorkflow.add_alerts, batch)
+                    await client.get_workflow_handle(case_id).signal(CaseWorkflow.add_alerts, signed(batch))
                 except RPCError as exc:
                     if exc.status != RPCStatusCode.NOT_FOUND:  # it closed just now: look again
                         raise
@@ -232,7 +233,7 @@ async def open_drift_case(req: DriftCaseRequest) -> DriftCase:
                             requested_by=req.requested_by, alerts=(req.finding,))
             try:
                 await client.start_workflow(
-                    CaseWorkflow.run, inp, id=case_id, task_queue=activity.info().task_queue,
+                    CaseWorkflow.run, signed(inp), id=case_id, task_queue=activity.info().task_queue,
                     id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                     id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                     static_summary=f"{req.case_alert_type} · high · {req.title}"[:200],

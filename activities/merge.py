@@ -28,9 +28,11 @@ async def deliver_merge(delivery: MergeDelivery) -> str:
     from temporalio.client import WorkflowUpdateFailedError
     from temporalio.service import RPCError, RPCStatusCode
 
+    from signoff.ingest import signed
+
     handle = activity.client().get_workflow_handle(delivery.target)
     try:
-        reply = await handle.execute_update("accept_merge", delivery, id=merge_update_id(delivery.source),
+        reply = await handle.execute_update("accept_merge", signed(delivery), id=merge_update_id(delivery.source),
                                             result_type=str)
     except WorkflowUpdateFailedError as exc:
         cause = getattr(exc.cause, "message", None) or str(exc.cause or exc)

@@ -158,6 +158,12 @@ class Deployment(_Model):
     approval_token_max_ttl: str = "1h"
     # Chat bridges whose signed approvals count, by platform (only "slack" so far): `{slack: {public_key: ...}}`.
     chat_bridges: dict[str, ChatBridge] = Field(default_factory=dict)
+    # Signed case input (policies/ingest_signing.py): with `require_signed_ingest`, a case acts only on
+    # alerts signed by an ingester key listed here (base64 raw Ed25519 public keys, `signoff keys
+    # ingest-show`); anyone else with Temporal write access who starts a case or sends it alerts is
+    # recorded, and nothing runs on what they sent. Several keys: rotation.
+    ingest_keys: tuple[str, ...] = ()
+    require_signed_ingest: bool = False
 
 
 class AutonomyPolicy(_Model):
@@ -257,6 +263,10 @@ class Policy(_Model):
         # Fields added later hash only when set: a policy file that does not use them keeps its version.
         if not dumped["deployment"].get("chat_bridges"):
             dumped["deployment"].pop("chat_bridges", None)
+        if not dumped["deployment"].get("ingest_keys"):
+            dumped["deployment"].pop("ingest_keys", None)
+        if not dumped["deployment"].get("require_signed_ingest"):
+            dumped["deployment"].pop("require_signed_ingest", None)
         for bridge in dumped["deployment"].get("chat_bridges", {}).values():
             if bridge.get("team_id") is None:
                 bridge.pop("team_id", None)
@@ -439,6 +449,7 @@ def promise_violations(policy: Policy, playbooks: Collection[str] | None = None)
             f"one of rollback_roles {list(policy.rollback_roles)}: no rollback could ever run; lower it or add people"
         )
     problems += chat_identity_violations(policy)
+    problems += ingest_key_violations(policy)
     alert_types = sorted(policy.alert_types)
     if policy.default_alert_type not in policy.alert_types:
         problems.append(
@@ -483,6 +494,27 @@ def _tier_order_violations(policy: Policy) -> list[str]:
                 f"{field}.requester_may_approve is true while tiers.{lower.value} forbids it: a higher tier must not "
                 f"let requesters approve their own steps; set {field}.requester_may_approve: false"
             )
+    return problems
+
+
+def ingest_key_violations(policy: Policy) -> list[str]:
+    """Signed case input: every ingester key parses, and a policy that requires signatures lists one."""
+    import base64
+    import binascii
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    problems: list[str] = []
+    for i, key in enumerate(policy.deployment.ingest_keys):
+        try:
+            Ed25519PublicKey.from_public_bytes(base64.b64decode(key, validate=True))
+        except (ValueError, binascii.Error):
+            problems.append(f"deployment.ingest_keys[{i}] is not a base64 Ed25519 public key (32 bytes); paste the "
+                            "line `signoff keys ingest-show` prints")
+    if policy.deployment.require_signed_ingest and not policy.deployment.ingest_keys:
+        problems.append("deployment.require_signed_ingest is true but deployment.ingest_keys is empty: every case "
+                        "would be refused its alerts; create the ingesters' key with `signoff keys ingest-create` "
+                        "and add the line it prints")
     return problems
 
 

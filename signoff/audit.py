@@ -189,6 +189,11 @@ def case_events(h: DecodedHistory) -> list[dict[str, Any]]:
                              seconds_to_last_compensation=rb["seconds_to_last_compensation"],
                              # QA9: who else the rollback quorum counted (the actor is the last to ask)
                              **({"quorum_with": rb["quorum_with"]} if rb.get("quorum_with") else {})))
+    for problem in ex.get("unsigned_input", []):  # the case acted on none of it (policies/ingest_signing.py)
+        events.append(_event(ex["opened_at"], "input_unsigned", h, "signoff", problem=problem))
+    for b in ex.get("refused_batches", []):
+        events.append(_event(b["at"], "alert_batch_refused", h, "signoff", alerts=b["alerts"],
+                             alert_uids=b["alert_uids"], reason=b["reason"]))
     for e in ex["escalations"]:
         # an escalation's own `kind` (action_failed, approval_timeout, ...) must not collide with the event kind
         events.append(_event(e["at"], "escalation", h, "signoff",

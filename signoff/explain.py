@@ -660,6 +660,9 @@ def _explain(h: DecodedHistory, live_view: CaseView | None = None) -> dict[str, 
         **_case_log(h),
         "detaches": _detaches(h, view),
         "detached_from": start.get("detached_from"),
+        # Under `require_signed_ingest` (policies/ingest_signing.py): input no ingester signed
+        "unsigned_input": list(view.unsigned_input) if view else [],
+        "refused_batches": [b.model_dump(mode="json") for b in view.refused_batches] if view else [],
         **merge_explanation(h, view),  # signoff/merge_text.py: merged into another case, or others into this one
         "final": {
             "status": view.status.value if view else None,
@@ -888,6 +891,10 @@ def render_explanation(ex: dict[str, Any]) -> str:
     d = ex["decision"]
     if d:
         add(f"Decision: {d['kind'].upper()} because {d['reason']}")
+    for problem in ex.get("unsigned_input", []):
+        add(f"NOT FROM AN INGESTER: {problem} (nothing ran on its own; the playbook was not planned)")
+    for b in ex.get("refused_batches", []):
+        add(f"Alerts refused at {b['at']}: {b['alerts']} ({', '.join(b['alert_uids'][:3])}): {b['reason']}")
         if d["recorded"] and not d["recomputed_matches_recorded"]:
             add(f"  WARNING: the workflow recorded {d['recorded']}; recomputing from the history gives {d['kind']}")
     add("")

@@ -16,8 +16,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, TypeVar
 
+from pydantic import BaseModel
 from temporalio.client import Client
 
 from policies.engine import SEVERITIES
@@ -269,6 +270,8 @@ async def ingest_path(
         raise FileNotFoundError(f"{path} does not exist")
     if path.is_dir():
         raise ValueError(f"{path} is a directory: give one file (ingest each file of it in turn)")
+    if problem := unsigned_ingest_problem():
+        raise ValueError(problem)
     loop = asyncio.get_running_loop()
     started = loop.time()
     store = store or AlertStore(settings.home() / "alerts.db")
@@ -398,6 +401,31 @@ def follow_up_id(case_id: str, n: int) -> str:
     return f"{case_id}-r{n}"
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
+def unsigned_ingest_problem() -> str | None:
+    """Why this host must not open cases: the policy requires signed input and there is no key here
+    (every case would be a human's alone, its alerts acted on by nobody)."""
+    from signoff.keys import ingest_key_path, load_ingest_key
+
+    if not load_policy().deployment.require_signed_ingest or load_ingest_key() is not None:
+        return None
+    return (f"the policy requires signed case input (deployment.require_signed_ingest) and this host has no "
+            f"ingest key at {ingest_key_path()}: set SIGNOFF_INGEST_KEY_FILE to the ingesters' key file "
+            "(`signoff keys ingest-create` made it; docs/deployment.md §3)")
+
+
+def signed(model: M) -> M:
+    """`model` signed with the ingesters' key where this host has one (policies/ingest_signing.py);
+    unsigned otherwise, which only a policy with `require_signed_ingest` refuses to act on."""
+    from policies.ingest_signing import sign_input
+    from signoff.keys import load_ingest_key
+
+    key = load_ingest_key()
+    return sign_input(key, model) if key is not None else model
+
+
 # `_signal_with_start`'s "started" when a closed case already holds every alert of the draft.
 ALREADY_TAKEN: Any = "already-taken"
 
@@ -443,8 +471,9 @@ async def _signal_with_start(
             previous = case_id
             continue
         title = draft.title if previous is None else f"follow-up of closed case {previous}: {draft.title}"
-        case = CaseInput(case_id=case_id, alert_type=draft.alert_type, severity=_worst(a.severity for a in alerts),
-                         title=title[:200], requested_by=requested_by, follows=previous, detached_from=detached_from)
+        case = signed(CaseInput(case_id=case_id, alert_type=draft.alert_type, severity=_worst(a.severity for a in alerts),
+                                title=title[:200], requested_by=requested_by, follows=previous,
+                                detached_from=detached_from))
         try:
             handle = await client.start_workflow(
                 workflow_cls.run,
@@ -453,7 +482,7 @@ async def _signal_with_start(
                 task_queue=queue,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 start_signal="add_alerts",
-                start_signal_args=[batch.model_copy(update={"case_id": case_id})],
+                start_signal_args=[signed(batch.model_copy(update={"case_id": case_id}))],
                 static_summary=f"{case.alert_type} · {case.severity} · {case.title}"[:200],
                 static_details=(
                     f"Opened by {requested_by} from {draft.case_id.split('-', 1)[0]} alerts"

@@ -24,6 +24,9 @@ from policies.signing import public_key_text
 from signoff import settings
 
 KEY_FILE_ENV = "SIGNOFF_APPROVER_KEY_FILE"
+# The ingesters' key (policies/ingest_signing.py): held by whatever opens cases (`signoff ingest`, the
+# SIEM pull) and by the workers (detach, merge and drift cases are opened by activities).
+INGEST_KEY_ENV = "SIGNOFF_INGEST_KEY_FILE"
 
 
 class ApproverKeyError(RuntimeError):
@@ -88,10 +91,50 @@ def read_key_file(path: Path) -> Ed25519PrivateKey | None:
     return key
 
 
+def ingest_key_path() -> Path:
+    """`SIGNOFF_INGEST_KEY_FILE`, else `home()/keys/ingest.ed25519`."""
+    override = os.environ.get(INGEST_KEY_ENV, "").strip()
+    return Path(override) if override else settings.home() / "keys" / "ingest.ed25519"
+
+
+def create_ingest_key(*, overwrite: bool = False) -> tuple[Path, Ed25519PrivateKey]:
+    path = ingest_key_path()
+    if path.exists() and not overwrite:
+        raise ApproverKeyError(f"{path} already exists; `signoff keys ingest-show` prints its policy line")
+    return path, write_key_file(path, private_folder=not os.environ.get(INGEST_KEY_ENV, "").strip())
+
+
+_ingest_key_cache: dict[tuple[str, int], Ed25519PrivateKey] = {}
+
+
+def load_ingest_key() -> Ed25519PrivateKey | None:
+    """The ingesters' key, or None where there is none (the lab: cases open unsigned, which only a
+    policy with `require_signed_ingest` refuses to act on). Read again when the file changes."""
+    path = ingest_key_path()
+    try:
+        cache_key = (str(path), path.stat().st_mtime_ns)
+    except OSError:
+        return None
+    key = _ingest_key_cache.get(cache_key)
+    if key is None:
+        key = read_key_file(path)
+        if key is None:
+            return None
+        _ingest_key_cache.clear()
+        _ingest_key_cache[cache_key] = key
+    return key
+
+
+def ingest_policy_lines(key: Ed25519PrivateKey) -> str:
+    return ("deployment:\n  require_signed_ingest: true\n  ingest_keys:\n"
+            f"    - {public_key_text(key)}")
+
+
 def policy_line(user: str, key: Ed25519PrivateKey, roles: tuple[str, ...] = ("analyst",)) -> str:
     """The line to paste under `approvers:` in the policy."""
     return f"  {user}: {{roles: [{', '.join(roles)}], public_key: {public_key_text(key)}}}"
 
 
-__all__ = ["KEY_FILE_ENV", "ApproverKeyError", "create_key", "key_path", "load_private_key", "policy_line",
+__all__ = ["INGEST_KEY_ENV", "KEY_FILE_ENV", "ApproverKeyError", "create_ingest_key", "create_key",
+           "ingest_key_path", "ingest_policy_lines", "key_path", "load_ingest_key", "load_private_key", "policy_line",
            "public_key_text", "read_key_file", "write_key_file"]

@@ -68,6 +68,7 @@ class AlertBatch(Frozen):
     first_seen: datetime | None = None
     last_seen: datetime | None = None
     batch_id: str = ""  # sha256 of the batch's alert uids: a re-sent batch counts once
+    ingest_signature: str = ""  # an ingester's signature over the rest (policies/ingest_signing.py)
 
 
 class CaseStatus(StrEnum):
@@ -119,6 +120,7 @@ class CaseInput(Frozen):
     follows: str | None = None
     # The case this case's alert was detached from (workflows/case_detach.py).
     detached_from: DetachedFrom | None = None
+    ingest_signature: str = ""  # an ingester's signature over the rest (policies/ingest_signing.py)
 
 
 class CaseCarry(Frozen):
@@ -411,6 +413,7 @@ class MergeDelivery(Frozen):
     batch: AlertBatch
     entities: tuple[Entity, ...] = ()  # the source's entities (past its timeline's cap too)
     source_title: str = ""
+    ingest_signature: str = ""  # the sending worker's ingester signature over the rest
 
 
 # ---------------------------------------------------------------- enrichment, scoring, decision
@@ -551,6 +554,21 @@ class CaseView(Frozen):
     # After the verdict, while what the case executed is still in effect: a rollback is possible until
     # then (policy rollback_window); the case ends at that time.
     rollback_open_until: datetime | None = None
+    # Under `require_signed_ingest`: what reached the case without an ingester's signature. Before
+    # triage (the case's start, its first batches) it makes the case a human's alone: no automatic
+    # close, no playbook; after, such a batch is kept out of the case (`refused_batches`).
+    unsigned_input: tuple[str, ...] = ()
+    refused_batches: tuple[RefusedBatch, ...] = ()
+
+
+class RefusedBatch(Frozen):
+    """Alerts sent to a case that it did not take: not signed by an ingester the policy lists."""
+
+    at: datetime
+    alert_uids: tuple[str, ...]  # the first ones, in full (the batch is in the history as sent)
+    alerts: int
+    reason: str
 
 
 CaseInput.model_rebuild()
+CaseView.model_rebuild()

@@ -39,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.scoring import ScoreRequest, score_case
     from playbooks import get_playbook
     from policies.engine import GovernanceSnapshot, approval_refusal, close_roles, parse_duration, quorum_met
+    from policies.ingest_signing import ingest_refusal
     from policies.signing import CASE_STEP, MAX_CLOCK_SKEW, token_channel, token_nonce, token_refusal
     from signoff import search_attributes as sa
     from signoff.holds import hold_key
@@ -64,6 +65,8 @@ with workflow.unsafe.imports_passed_through():
         EscalationStage,
         HoldersRequest,
         HoldHandover,
+        MergeDelivery,
+        RefusedBatch,
         Reversibility,
         RollbackRequest,
         ScoreResult,
@@ -229,6 +232,11 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
         self.faster_triage = False
         self.running = False  # `run` has started
         self.unscored = False  # the policy says this alert type gets no score (UNSCORED_TYPES)
+        # Signed case input (policies/ingest_signing.py): batches that came before the policy was read
+        # are checked once it is; what was not signed by an ingester is listed, and kept out after.
+        self.early_batches: list[AlertBatch] = []
+        self.unsigned_input: list[str] = []
+        self.refused_batches: list[RefusedBatch] = []
         self._add_alerts(inp.alerts)
 
     # ------------------------------------------------------------------ main line
@@ -254,6 +262,7 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
             start_to_close_timeout=timedelta(seconds=30), retry_policy=UNTIL_FIXED,
         )
         policy = self.gov.policy
+        self._check_early_input()
         self.playbook = policy.alert_type(inp.alert_type).playbook
         self.unscored = self._unscored()
         # Deferred until the decision: only automatic steps run in between, no human waits on them.
@@ -276,6 +285,10 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
         if decision.kind == DecisionKind.auto_close:  # a kill switch may have moved since: re-read
             self.gov = await recheck_governance(inp)
             decision = decide(self.gov, self.score, scoring_problem)
+        if self.unsigned_input:  # not (all) from an ingester: nothing runs on it, a human decides
+            decision = decision.model_copy(update={"kind": DecisionKind.analyst, "reason": (
+                "the case's input was not (all) signed by an ingester the policy lists, so nothing runs on its own: "
+                f"an analyst decides ({self.unsigned_input[0]})")})
         self.decision = decision
         attrs = [sa.DECISION.value_set(self.decision.kind.value)]
         if self.score is not None:
@@ -291,7 +304,11 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
             return self.view()
 
         self._start_verdict_clock()
-        self._plan_steps()
+        if self.unsigned_input:
+            await self._escalate(Escalation(case_id=inp.case_id, kind="unsigned_input", reason=(
+                "input not signed by an ingester: " + "; ".join(self.unsigned_input))[:1000]))
+        else:  # a playbook aims at the case's entities: never at ones someone typed in by hand
+            self._plan_steps()
         await self._run_steps()
         self._settle_status_after_steps()
         await self._wait_for_close()
@@ -1035,6 +1052,43 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
 
     @workflow.signal(description="More alerts for this case (sent by the ingester with signal-with-start)")
     def add_alerts(self, batch: AlertBatch) -> None:
+        if self.gov is None:
+            self.early_batches.append(batch)  # checked when the policy is read (`_check_early_input`)
+        elif refusal := self._ingest_refusal(batch):
+            self._refuse_batch(batch, refusal)
+            return
+        self._take_batch(batch)
+
+    def _check_early_input(self) -> None:
+        """Under `require_signed_ingest`: was the case started, and sent its alerts so far, by an ingester?"""
+        assert self.gov is not None
+        early, self.early_batches = self.early_batches, []
+        if not self.gov.policy.deployment.require_signed_ingest:
+            return
+        if refusal := self._ingest_refusal(self.inp):
+            self.unsigned_input.append(f"the case's start: {refusal}")
+        for batch in early:
+            if refusal := self._ingest_refusal(batch):
+                uids = ", ".join(a.uid for a in batch.alerts[:3]) + (" ..." if len(batch.alerts) > 3 else "")
+                self.unsigned_input.append(f"alerts {uids}: {refusal}")
+        for problem in self.unsigned_input:
+            self.escalations.append(f"unsigned input: {problem}")
+
+    def _ingest_refusal(self, model: AlertBatch | CaseInput | MergeDelivery) -> str | None:
+        assert self.gov is not None
+        # Imports passed through for the same reason as in `_refusal` (cryptography's lazy backend).
+        with workflow.unsafe.imports_passed_through():
+            return ingest_refusal(self.gov.policy, model)
+
+    def _refuse_batch(self, batch: AlertBatch, refusal: str) -> None:
+        """Alerts after triage that no ingester signed: kept out of the case, listed (the history has them)."""
+        uids = tuple(a.uid[:200] for a in batch.alerts[:20])
+        self.refused_batches.append(RefusedBatch(at=workflow.now(), alert_uids=uids,
+                                                 alerts=batch.total or len(batch.alerts), reason=refusal))
+        self.escalations.append(f"refused {batch.total or len(batch.alerts)} alert(s) ({', '.join(uids[:3])}"
+                                f"{' ...' if len(uids) > 3 else ''}): {refusal}")
+
+    def _take_batch(self, batch: AlertBatch) -> None:
         if batch.batch_id:
             if batch.batch_id in self.seen_batches:
                 return  # a re-sent batch (ingester retry) never counts twice
@@ -1100,6 +1154,7 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
             **self._log_view(), retries=tuple(self.retries), retryable_steps=self.failed_attempt,
             **self._detach_view(), **self._merge_view(),
             rollback_open_until=self.rollback_open_until,
+            unsigned_input=tuple(self.unsigned_input), refused_batches=tuple(self.refused_batches),
         )
 
     def _stopping(self) -> bool:

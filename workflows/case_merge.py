@@ -58,6 +58,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.case_detach import decider_refusal
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from datetime import datetime
 
     from policies.engine import GovernanceSnapshot
@@ -91,6 +92,7 @@ _NOT_RUN = (StepState.pending, StepState.awaiting_approval, StepState.approved, 
 
 
 class CaseMerge:
+    _ingest_refusal: Callable[[MergeDelivery], str | None]  # CaseWorkflow's (annotation only: no stub)
     # Set by CaseWorkflow.
     inp: CaseInput
     gov: GovernanceSnapshot | None
@@ -332,7 +334,7 @@ class CaseMerge:
             key = (entity.type, entity.value)
             if key not in self.entities and len(self.entities) < _ENTITY_CAP:
                 self.entities[key] = entity
-        self.add_alerts(delivery.batch)  # type: ignore[attr-defined]  # the normal alert path (CaseWorkflow's)
+        self._take_batch(delivery.batch)  # type: ignore[attr-defined]  # the normal alert path (CaseWorkflow's)
         record = MergedFrom(
             source=delivery.source, by=delivery.by, reason=delivery.reason, at=workflow.now(), signed=delivery.signed,
             alerts_sent=delivery.batch.total or len(delivery.batch.alerts), alerts_added=self.alert_count - count_before,
@@ -364,6 +366,8 @@ class CaseMerge:
             return f"case {case_id} is being merged into {self.merging.target}: merge into that case instead"
         if len(self.merged_from) >= MAX_MERGED_FROM:
             return f"{MAX_MERGED_FROM} cases were merged into case {case_id} already: fix the correlation rule"
+        if self.gov is not None and (unsigned := self._ingest_refusal(delivery)):
+            return f"case {case_id} takes no merge delivery a Signoff worker did not sign: {unsigned}"
         return None
 
     def _not_triaged(self) -> str | None:

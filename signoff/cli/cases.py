@@ -386,6 +386,11 @@ def print_case(view: CaseView, requester: str | None = None) -> None:
     out.print(f"status [bold]{e(view.status.value)}[/]  type {e(view.alert_type)}  severity {e(view.severity)}  "
               f"playbook {e(view.playbook)}  policy {e(view.policy_version[:12])}")
     out.print(f"alerts {view.alert_count}  first seen {view.first_seen}  last seen {view.last_seen}")
+    for problem in view.unsigned_input:  # the policy requires signed input: nothing runs on this case
+        out.print(f"[red]NOT FROM AN INGESTER:[/] {e(problem)}; nothing runs on its own here, an analyst decides")
+    for batch in view.refused_batches:
+        out.print(f"[yellow]alerts refused[/] at {batch.at:%Y-%m-%d %H:%M:%S} UTC: {batch.alerts} "
+                  f"({e(', '.join(batch.alert_uids[:3]))}{' ...' if batch.alerts > 3 else ''}): {e(batch.reason)}")
     for line in detach_lines(view) + merge_lines(view):
         out.print(e(line))
     if view.rules:

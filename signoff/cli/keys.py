@@ -6,7 +6,8 @@ import typer
 
 from signoff.cli._common import fail
 
-app = typer.Typer(help="Approver signing keys: create one, show its public key for the policy.",
+app = typer.Typer(help="Signing keys: approvers' keys, and the ingesters' key that signs case input; create one, "
+                       "show its public key for the policy.",
                   no_args_is_help=True)
 
 
@@ -47,3 +48,38 @@ def show(
     # `keys create` does (the roles are for the line only: the policy decides them).
     typer.echo("# paste under `approvers:` in the policy (check the roles):", err=True)
     typer.echo(policy_line(user, key, tuple(r.strip() for r in roles.split(",") if r.strip())))
+
+
+@app.command("ingest-create")
+def ingest_create(
+    force: bool = typer.Option(False, "--force", help="replace an existing key (keep the old public key in "
+                                                      "deployment.ingest_keys until cases it signed have ended)"),
+) -> None:
+    """Generate the ingesters' key (SIGNOFF_INGEST_KEY_FILE, else .signoff/keys/ingest.ed25519) and print the
+    policy lines: with them, cases act only on alerts `signoff ingest` and the workers signed."""
+    from signoff.keys import ApproverKeyError, create_ingest_key, ingest_policy_lines
+
+    try:
+        path, key = create_ingest_key(overwrite=force)
+    except ApproverKeyError as exc:
+        fail(str(exc))
+    typer.echo(f"# private key written to {path} (mode 0600); give it to every host that runs `signoff ingest` "
+               "and to the workers (SIGNOFF_INGEST_KEY_FILE)", err=True)
+    typer.echo("# add to the policy by pull request:", err=True)
+    typer.echo(ingest_policy_lines(key))
+
+
+@app.command("ingest-show")
+def ingest_show() -> None:
+    """Print the ingesters' public key lines for the policy (never the private key)."""
+    from signoff.keys import ApproverKeyError, ingest_key_path, ingest_policy_lines, load_ingest_key
+
+    try:
+        key = load_ingest_key()
+    except ApproverKeyError as exc:
+        fail(str(exc))
+    if key is None:
+        fail(f"no ingest key at {ingest_key_path()}; create one with `signoff keys ingest-create` "
+             "(or set SIGNOFF_INGEST_KEY_FILE to its file)")
+    typer.echo("# add to the policy by pull request:", err=True)
+    typer.echo(ingest_policy_lines(key))
