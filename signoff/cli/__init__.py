@@ -37,6 +37,7 @@ for module, name in (
     ("signoff.cli.bench", "bench"),
     ("signoff.cli.keys", "keys"),
     ("signoff.cli.chat", "chat"),
+    ("signoff.cli.gateway", "gateway"),
 ):
     try:
         mod = importlib.import_module(module)
