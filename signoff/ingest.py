@@ -12,7 +12,7 @@ import contextlib
 import gc
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -113,17 +113,21 @@ def guide_chunks(path: Path, store: AlertStore) -> Iterator[Chunk]:
     """GUIDE: one case per incident (OrgId + IncidentId). Small files: one chunk.
 
     An alert is a duplicate when the store holds its uid for this incident's case (or a follow-up
-    of it). GUIDE re-uses an AlertId across incidents of one organisation: in another incident it
-    is that incident's evidence, so it goes to that incident's case, whichever file brought it."""
+    of it, or the case it was merged into). GUIDE re-uses an AlertId across incidents of one
+    organisation: in another incident it is that incident's evidence, so it goes to that incident's
+    case, whichever file brought it."""
     from signoff.sources.guide import read_guide
 
     policy = load_policy()
     read = read_guide(path)
     chunk = Chunk(rejected=list(read.rejected))
     holding = store.cases_holding([a.uid for i in read.incidents for a in i.alerts])
+    routes: dict[str, list[str]] = store.get_state(MERGE_ROUTES_STATE) or {}
     for incident in read.incidents:
+        # This incident's case, and the cases its alerts went to because it was merged (record_merge_routes).
+        its = (incident.case_id, *routes.get(incident.case_id, ()))
         known = {a.uid for a in incident.alerts
-                 if any(_same_case(held, incident.case_id) for held in holding.get(a.uid, ()))}
+                 if any(_same_case(held, case) for held in holding.get(a.uid, ()) for case in its)}
         fresh = [a for a in incident.alerts if a.uid not in known]
         # Already ingested: the evidence rows of every alert of this incident the store knows,
         # also when the incident brings a new alert too.
@@ -280,6 +284,7 @@ async def ingest_path(
     queue = task_queue or settings.task_queue()
     gate = asyncio.Semaphore(CONCURRENCY)
     touched: set[str] = set()
+    merges = MergeRoutes()
     # The next chunk is parsed while this one is delivered: delivery mostly waits on the server.
     # The parser reads the store through its own connection; the loop below is the only writer.
     reports_started = await _reports_started(client)
@@ -296,11 +301,12 @@ async def ingest_path(
             summary.duplicates += chunk.duplicates
 
             held_open = await _closed_but_running(client)
+            merges.merged = await _merged_cases(client)
 
             async def deliver(draft: CaseDraft, closed: frozenset[str] = held_open) -> tuple[str, bool | None]:
                 async with gate:
                     return await _signal_with_start(client, CaseWorkflow, draft, draft.alerts, requested_by, queue,
-                                                    closed=closed)
+                                                    closed=closed, merges=merges)
 
             # The case each draft landed in (its own, or the follow-up of a closed one), and whether
             # this delivery started it: Temporal's answer, right also when two ingests run at once.
@@ -323,10 +329,12 @@ async def ingest_path(
             # which the workflow recognises by its batch id and counts once.
             await asyncio.to_thread(
                 store.put_assigned,
-                [(landed[d.case_id], a, r) for d in chunk.drafts.values()
-                 for a, r in zip(d.alerts, d.raw, strict=True)],
+                [(landed[d.case_id], _as_landed(a, merges.routed.get(d.case_id), landed[d.case_id]), r)
+                 for d in chunk.drafts.values() for a, r in zip(d.alerts, d.raw, strict=True)],
                 per_case=fmt in UIDS_PER_CASE,
             )
+            if routes := {d: landed[d] for d in chunk.drafts if d in merges.routed}:
+                await asyncio.to_thread(record_merge_routes, store, routes)
             if chunk.correlator_state is not None:
                 await asyncio.to_thread(store.put_state, CORRELATOR_STATE, chunk.correlator_state)
             for draft_id, case_id in landed.items():
@@ -351,6 +359,28 @@ async def ingest_path(
     summary.records = summary.accepted + summary.rejected
     summary.seconds = round(loop.time() - started, 3)
     return summary
+
+
+def _as_landed(alert: Alert, via: tuple[str, ...] | None, case_id: str) -> Alert:
+    return routed_alert(alert, via, case_id) if via else alert
+
+
+MERGE_ROUTES_STATE = "merge_routes"
+
+
+def record_merge_routes(store: AlertStore, routes: dict[str, str]) -> None:
+    """Remember that alerts of case X went to case Y because X was merged (`signoff merge`, or ingest
+    following one): a GUIDE alert of X's incident that Y holds is then a duplicate, not a new alert
+    (GUIDE alert ids name an alert within its incident: the store keeps them per case)."""
+    saved: dict[str, Any] = store.get_state(MERGE_ROUTES_STATE) or {}
+    changed = False
+    for source, landed in routes.items():
+        known = saved.setdefault(source, [])
+        if landed != source and landed not in known:
+            known.append(landed)
+            changed = True
+    if changed:
+        store.put_state(MERGE_ROUTES_STATE, saved)
 
 
 def _next_chunk(chunks: Iterator[Chunk]) -> Chunk | None:
@@ -449,31 +479,39 @@ async def _closed_but_running(client: Client) -> frozenset[str]:
 async def _signal_with_start(
     client: Client, workflow_cls: Any, draft: CaseDraft, alerts: list[Alert], requested_by: str, queue: str,
     *, closed: frozenset[str] = frozenset(), detached_from: DetachedFrom | None = None,
+    merges: MergeRoutes | None = None,
 ) -> tuple[str, bool | None]:
-    """Deliver `alerts` to the draft's case, or to its open follow-up when the case has closed;
-    returns the case id they landed in and whether this delivery started that case (None: unknown;
-    ALREADY_TAKEN: a closed case took every one of these alerts before, so nothing was sent)."""
+    """Deliver `alerts` to the draft's case, or to its open follow-up when the case has closed, or to
+    the case it was merged into (`signoff merge`: the incident lives there now; that case's follow-up
+    if it has closed too); returns the case id they landed in and whether this delivery started that
+    case (None: unknown; ALREADY_TAKEN: a closed or merged case took every one of these alerts before,
+    so nothing was sent)."""
     from temporalio.common import WorkflowIDReusePolicy
     from temporalio.exceptions import WorkflowAlreadyStartedError
 
+    merges = merges or MergeRoutes()
     batch = AlertBatch(
         case_id=draft.case_id, alerts=tuple(alerts[:BATCH_ALERTS_IN_SIGNAL]), total=len(alerts),
         rules=_count_rules(alerts), first_seen=min(a.time for a in alerts),
         last_seen=max(a.time for a in alerts),
         batch_id=hashlib.sha256("\n".join(a.uid for a in alerts).encode()).hexdigest(),
     )
-    previous = None
-    for n in range(1, FOLLOW_UPS_AT_MOST + 1):
-        case_id = draft.case_id if n == 1 else follow_up_id(draft.case_id, n)
-        if case_id in closed:  # closed with its verdict, open only for a rollback: its follow-up takes them
-            if await _closed_case_took(client, case_id, batch, alerts):  # ... unless it had them already
+    base, n, previous = draft.case_id, 1, None
+    via: list[str] = []  # the merged cases these alerts correlated to, in the order they were followed
+    while True:
+        case_id = base if n == 1 else follow_up_id(base, n)
+        merged = case_id in merges.merged
+        if merged or case_id in closed:  # closed with its verdict (open only for a rollback), or merged
+            if await _closed_case_took(client, case_id, batch, alerts):  # ... it had them already
                 return case_id, ALREADY_TAKEN
-            previous = case_id
+            target = await merges.target_of(client, case_id) if merged else None
+            base, n, previous = _next_case(draft.case_id, case_id, base, n, target, via)
             continue
         title = draft.title if previous is None else f"follow-up of closed case {previous}: {draft.title}"
         case = signed(CaseInput(case_id=case_id, alert_type=draft.alert_type, severity=_worst(a.severity for a in alerts),
                                 title=title[:200], requested_by=requested_by, follows=previous,
                                 detached_from=detached_from))
+        sent = signed(_routed(batch, via, case_id) if via else batch.model_copy(update={"case_id": case_id}))
         try:
             handle = await client.start_workflow(
                 workflow_cls.run,
@@ -482,11 +520,12 @@ async def _signal_with_start(
                 task_queue=queue,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 start_signal="add_alerts",
-                start_signal_args=[signed(batch.model_copy(update={"case_id": case_id}))],
+                start_signal_args=[sent],
                 static_summary=f"{case.alert_type} · {case.severity} · {case.title}"[:200],
                 static_details=(
                     f"Opened by {requested_by} from {draft.case_id.split('-', 1)[0]} alerts"
                     + (f", after case {previous} had closed" if previous else "")
+                    + (f", for alerts of case {via[0]}, which was merged" if via else "")
                     + (f", for the alert {detached_from.by} detached from case {detached_from.case_id}"
                        if detached_from else "") + ". "
                     "Send the `approve` update to sign off a step; the `status` query shows the whole case."
@@ -496,16 +535,116 @@ async def _signal_with_start(
             # (The SDK keeps it on the handle; if a later SDK does not, None: the store answers.)
             response = getattr(handle, "_start_workflow_response", None)
             started = getattr(response, "started", None)
+            if via:
+                merges.routed[draft.case_id] = tuple(via)
             return case_id, started if isinstance(started, bool) else None
-        except WorkflowAlreadyStartedError:  # this case id has closed: its follow-up takes the alerts
+        except WorkflowAlreadyStartedError:  # this case id has ended: its follow-up takes the alerts
             # QA: ingesting from another state directory (its alert store does not know these alerts)
             # opened `-r2` follow-ups holding the very alerts the closed case had decided on, and put
             # their high-impact steps up for approval again. The closed case's history says.
             if await _closed_case_took(client, case_id, batch, alerts):
                 return case_id, ALREADY_TAKEN
-            previous = case_id
-    raise RuntimeError(f"case {draft.case_id} and its {FOLLOW_UPS_AT_MOST - 1} follow-ups have all closed; "
-                       "new alerts for it need a case of their own: check the correlation settings")
+            # Merged after this chunk's visibility query (or a server without visibility): it says so itself.
+            target = await merges.target_of(client, case_id)
+            base, n, previous = _next_case(draft.case_id, case_id, base, n, target, via)
+
+
+# Merges followed for one delivery at most: a merge never makes a cycle (workflows/case_merge.py refuses
+# one), so a longer chain means something else is wrong.
+MERGE_HOPS_AT_MOST = 20
+
+
+def _next_case(first: str, ended: str, base: str, n: int, target: str | None,
+               via: list[str]) -> tuple[str, int, str | None]:
+    """Where alerts go after the case `ended`: the case it was merged into (`target`), else the next
+    follow-up of `base`. Returns (base, follow-up number, the closed case the next one follows)."""
+    if target is not None:
+        if target in via or target == ended or len(via) >= MERGE_HOPS_AT_MOST:
+            raise RuntimeError(f"alerts of case {first} follow merges {' -> '.join([*via, ended, target])} "
+                               "without end: check `signoff show` of those cases")
+        via.append(ended)
+        return (*_follow_up_of(target), None)
+    if n >= FOLLOW_UPS_AT_MOST:
+        raise RuntimeError(f"case {base} and its {FOLLOW_UPS_AT_MOST - 1} follow-ups have all closed; "
+                           "new alerts for it need a case of their own: check the correlation settings")
+    return base, n + 1, ended
+
+
+def _follow_up_of(case_id: str) -> tuple[str, int]:
+    """(base, n) of a follow-up id `{base}-r{n}`; (case_id, 1) for any other: the next follow-up of a
+    merge target that was itself a follow-up is `{base}-r{n+1}`, as for the alerts of its own case."""
+    base, sep, number = case_id.rpartition("-r")
+    if sep and base and number.isdigit() and int(number) >= 2:
+        return base, int(number)
+    return case_id, 1
+
+
+def _routed(batch: AlertBatch, via: list[str], case_id: str) -> AlertBatch:
+    """The batch as sent to `case_id` after following merges: each alert says it correlated to the
+    merged case (`signoff show`/`explain` list why it joined), the batch names them (`via`)."""
+    alerts = tuple(routed_alert(a, via, case_id) for a in batch.alerts)
+    return batch.model_copy(update={"case_id": case_id, "alerts": alerts, "via": tuple(via)})
+
+
+def routed_alert(alert: Alert, via: Sequence[str], case_id: str) -> Alert:
+    """`alert`, saying it correlated to the merged case `via[0]` and came to `case_id` through merges."""
+    note = f"correlated to case {via[0]}, merged ({' -> '.join([*via, case_id])})"
+    return alert.model_copy(update={"joined_because": f"{alert.joined_because}; {note}" if alert.joined_because
+                                    else note})
+
+
+@dataclass
+class MergeRoutes:
+    """Cases merged into another (`signoff merge`): alerts that correlate to one go to the case it was
+    merged into. `merged` comes from one visibility query per chunk; a case's target is read once per
+    ingest, from the case itself: its `status` query while it still runs, its result once it has ended."""
+
+    merged: frozenset[str] = frozenset()
+    targets: dict[str, str | None] = field(default_factory=dict)
+    routed: dict[str, tuple[str, ...]] = field(default_factory=dict)  # draft case id -> the merged cases followed
+
+    async def target_of(self, client: Client, case_id: str) -> str | None:
+        if case_id not in self.targets:
+            self.targets[case_id] = await _merge_target(client, case_id)
+        return self.targets[case_id]
+
+
+async def _merged_cases(client: Client) -> frozenset[str]:
+    """The cases that ended `merged` (running for a moment after the merge, or completed). One
+    visibility query per chunk; none on a server without visibility (a case then says so itself
+    when a delivery finds it ended: `_merge_target`)."""
+    from temporalio.service import RPCError
+
+    from signoff.listing import case_query
+
+    try:
+        return frozenset([wf.id async for wf in client.list_workflows(case_query("merged"))])
+    except RPCError:
+        return frozenset()
+
+
+async def _merge_target(client: Client, case_id: str) -> str | None:
+    """The case `case_id` was merged into, or None (not merged, or it cannot say)."""
+    from temporalio.client import WorkflowExecutionStatus, WorkflowQueryFailedError
+    from temporalio.service import RPCError
+
+    from signoff import search_attributes as sa
+    from signoff.models import CaseStatus, CaseView
+
+    handle = client.get_workflow_handle(case_id, result_type=CaseView)
+    try:
+        described = await handle.describe()
+        if described.typed_search_attributes.get(sa.CASE_STATUS) != CaseStatus.merged.value:
+            return None
+        if described.status == WorkflowExecutionStatus.RUNNING:
+            view = await handle.query("status", result_type=CaseView)
+        elif described.status == WorkflowExecutionStatus.COMPLETED:
+            view = await handle.result()
+        else:
+            return None  # terminated after the merge: no record to follow, its follow-up takes them
+    except (RPCError, WorkflowQueryFailedError):
+        return None
+    return view.merged_into.target if view.merged_into is not None else None
 
 
 async def _closed_case_took(client: Client, case_id: str, batch: AlertBatch, alerts: list[Alert]) -> bool:

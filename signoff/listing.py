@@ -259,6 +259,17 @@ async def _embedded_cases(client: Client, db: Path, status: str, limit: int | No
     return rows if len(rows) == expected and rows[:1] == first else None
 
 
+def as_merged(row: dict[str, Any]) -> None:
+    """QA9: a merged case's alerts are counted by the case it was merged into (which lists them), so a
+    merged row reports `alert_count` 0 (a dashboard summing counts counts each alert once), what it
+    sent in `merged_alerts`, no `alert_uids`, and no `verdict_due` (it ended without a verdict)."""
+    row["merged_alerts"] = row["alert_count"]
+    row["alert_count"] = 0
+    row["verdict_due"] = None
+    if "alert_uids" in row:
+        row["alert_uids"] = []
+
+
 async def case_rows(query: str, *, limit: int | None, each: Callable[[list[dict[str, Any]]], None],
                     with_alerts: bool = False, client: Client | None = None, home: Path | None = None,
                     status: str | None = None, embedded_db: Path | None = None,
@@ -305,6 +316,10 @@ async def case_rows(query: str, *, limit: int | None, each: Callable[[list[dict[
                     row["alert_count"] = stored
                 if with_alerts:
                     row["alert_uids"] = store.uids(case["case_id"]) if store is not None and stored else []
+                if row["status"] == CaseStatus.merged.value:
+                    as_merged(row)
+                    rows.append(row)
+                    continue
                 if not stored and from_cases is not None and (with_alerts or not row["alert_count"]):
                     lacking.append(row)
                 rows.append(row)

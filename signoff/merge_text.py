@@ -34,6 +34,9 @@ def merge_lines(view: CaseView) -> list[str]:
                      f"{f.alerts_added} alert(s) added of {f.alerts_sent}, {f.entities_added} new entit(ies)")
         if f.after_scoring:
             lines.append(f"  the case's score was computed before case {f.source} was merged in (it is not rescored)")
+    for source, count in view.routed_from_merged.items():
+        lines.append(f"routed in: {count} later alert(s) correlated to case {source}, which was merged "
+                     "(ingest sends them here)")
     return lines
 
 
@@ -88,7 +91,27 @@ def merge_explanation(h: DecodedHistory, view: CaseView | None) -> dict[str, Any
             "after_scoring": scored_at is not None and u.event_id > scored_at,
             "_alerts": alerts,
         })
-    return {"merged_into": merged_into, "merge_failures": failures, "merged_from": merged_from}
+    return {"merged_into": merged_into, "merge_failures": failures, "merged_from": merged_from,
+            "routed_from_merged": _routed_in(h)}
+
+
+def _routed_in(h: DecodedHistory) -> list[dict[str, Any]]:
+    """Alert batches ingest sent here after correlating them to a merged case (`AlertBatch.via`),
+    per that case: when first and last, through which merged cases, how many alerts (a re-sent batch once)."""
+    routed: dict[str, dict[str, Any]] = {}
+    batches: set[str] = set()
+    for s in h.signals_named("add_alerts"):
+        batch = s.args[0] if s.args and isinstance(s.args[0], dict) else {}
+        via = [str(v) for v in batch.get("via") or ()]
+        if not via or (batch.get("batch_id") and batch["batch_id"] in batches):
+            continue
+        batches.add(batch.get("batch_id") or "")
+        entry = routed.setdefault(via[0], {"source": via[0], "via": via, "first_at": _iso(s.at), "alerts_sent": 0,
+                                           "alert_uids": []})
+        entry["last_at"] = _iso(s.at)
+        entry["alerts_sent"] += int(batch.get("total") or 0) or len(batch.get("alerts") or ())
+        entry["alert_uids"].extend(a["uid"] for a in batch.get("alerts") or () if isinstance(a, dict) and "uid" in a)
+    return list(routed.values())
 
 
 def with_merged_alerts(ex: dict[str, Any]) -> None:
@@ -120,6 +143,8 @@ def merge_timeline(ex: dict[str, Any]) -> list[tuple[str, str]]:
         items.append((f["at"] or "", f"merge into case {f['target']} by {f['requested_by']} failed: the case stayed open"))
     for f in ex.get("merged_from", []):
         items.append((f["at"] or "", f"case {f['source']} merged in by {f['requested_by']}: {f['reason']}"))
+    for r in ex.get("routed_from_merged", []):
+        items.append((r["first_at"] or "", f"alerts correlated to merged case {r['source']} routed here by ingest"))
     return items
 
 
@@ -147,4 +172,7 @@ def render_merge(ex: dict[str, Any]) -> list[str]:
         if f["after_scoring"]:
             lines.append(f"    this case's score was computed before case {f['source']} was merged in; it includes "
                          "none of its alerts (the case is not rescored)")
+    for r in ex.get("routed_from_merged", []):
+        lines.append(f"  Routed in: {r['alerts_sent']} later alert(s) correlated to case {r['source']}, which was "
+                     f"merged ({' -> '.join([*r['via'], ex['case_id']])}); first {r['first_at']}")
     return lines

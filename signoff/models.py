@@ -68,6 +68,9 @@ class AlertBatch(Frozen):
     first_seen: datetime | None = None
     last_seen: datetime | None = None
     batch_id: str = ""  # sha256 of the batch's alert uids: a re-sent batch counts once
+    # The merged cases these alerts correlated to (ingest followed `signoff merge` to this case), first the
+    # one correlation chose. Empty for alerts correlated to this case itself.
+    via: tuple[str, ...] = ()
     ingest_signature: str = ""  # an ingester's signature over the rest (policies/ingest_signing.py)
 
 
@@ -551,6 +554,9 @@ class CaseView(Frozen):
     detached_from: DetachedFrom | None = None  # this case was opened for an alert taken out of that case
     merged_into: MergedInto | None = None  # this case was merged into another (workflows/case_merge.py)
     merged_from: tuple[MergedFrom, ...] = ()  # cases merged into this one, oldest first
+    # Alerts ingest sent here after correlating them to a case merged into this one (directly or along a
+    # chain): that merged case -> how many counted here.
+    routed_from_merged: dict[str, int] = Field(default_factory=dict)
     # After the verdict, while what the case executed is still in effect: a rollback is possible until
     # then (policy rollback_window); the case ends at that time.
     rollback_open_until: datetime | None = None

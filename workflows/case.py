@@ -1093,6 +1093,7 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
             if batch.batch_id in self.seen_batches:
                 return  # a re-sent batch (ingester retry) never counts twice
             self.seen_batches.add(batch.batch_id)
+        count_before = self.alert_count
         fresh = [a for a in batch.alerts if a.uid not in self.seen_uids]
         self._add_alerts(tuple(fresh))
         extra = max(batch.total - len(batch.alerts), 0)
@@ -1105,6 +1106,7 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
                 self.first_seen = batch.first_seen
             if batch.last_seen and (self.last_seen is None or batch.last_seen > self.last_seen):
                 self.last_seen = batch.last_seen
+        self._note_routed(batch, self.alert_count - count_before)  # workflows/case_merge.py
         if self.running:  # the first batch (signal-with-start) is published by `run`'s first upsert
             # Joins a pending deferred upsert (triage, where nothing waits on a human) instead of
             # flushing it early; otherwise its own upsert, only when the count changed.

@@ -16,6 +16,9 @@ A person who may close the source case merges it into the target, with a reason:
   nothing goes to the model's feedback. Its verdict SLA and escalation chains stop.
 - when the delivery fails (the server unreachable for long), the source does not end: it escalates,
   stays open as it was, and the merge can be run again (the same batch id: the alerts count once).
+- later alerts that correlate to the source go to the target: ingest follows the merge
+  (signoff/ingest.py, `MergeRoutes`); their batch names the merged case (`AlertBatch.via`) and the
+  target counts them per merged case (`routed_from_merged`: `signoff show`).
 
 `merge_into` is an update: refused before anything is written when the requester is not in policy or
 may not close the source (`close_roles`), the reason is empty or too long, the target is the source
@@ -123,6 +126,7 @@ class CaseMerge:
         self.merged_into: MergedInto | None = None
         self.merging: MergeRequest | None = None  # accepted, its delivery under way
         self.merged_from: list[MergedFrom] = []
+        self.routed_from_merged: dict[str, int] = {}  # later alerts of a merged case, routed here by ingest
 
     # ------------------------------------------------------------------ the source
 
@@ -387,7 +391,14 @@ class CaseMerge:
                 + ("; the case was scored before: it is not rescored" if record.after_scoring else ""))
 
     def _merge_view(self) -> dict[str, Any]:
-        return {"merged_into": self.merged_into, "merged_from": tuple(self.merged_from)}
+        return {"merged_into": self.merged_into, "merged_from": tuple(self.merged_from),
+                "routed_from_merged": dict(self.routed_from_merged)}
+
+    def _note_routed(self, batch: AlertBatch, added: int) -> None:
+        """Alerts ingest correlated to a merged case and sent here (`AlertBatch.via`): counted per that
+        case, for `signoff show`. State only (no command): histories replay unchanged."""
+        if batch.via and added > 0:
+            self.routed_from_merged[batch.via[0]] = self.routed_from_merged.get(batch.via[0], 0) + added
 
     # Provided by CaseWorkflow.
     def _case_token_refusal(self, decision: Decision, user: str, token: str | None) -> str | None:

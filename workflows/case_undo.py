@@ -40,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
     from signoff.models import (
         MAX_REASON_CHARS,
         ActionRequest,
+        CaseStatus,
         CompensationRequest,
         Decision,
         HoldersRequest,
@@ -81,6 +82,9 @@ QUORUM_WAIT = timedelta(days=7)
 RECHECK_UNDO_VOTES = "recheck-undo-votes"
 # An undo started under another id than `<case>-undo` runs nothing (taken only for such a start).
 UNDO_ID_CHECKED = "undo-id-checked"
+# QA9: the reply said "the case's verdict stays on record" for a case that had none (merged, or closed idle).
+# Taken only on that path, when the reply is made.
+UNDO_REPLY_NO_VERDICT = "undo-reply-no-verdict"
 READ_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30),
                          maximum_attempts=10)
 _NEVER_RAN = (StepState.pending, StepState.awaiting_approval, StepState.approved, StepState.escalated,
@@ -402,7 +406,15 @@ class CaseUndoWorkflow:
         left = [f"{s.step_id} ({s.why})" for s in self.steps.values()
                 if s.outcome == UndoOutcome.left and s.case_state not in _NEVER_RAN]
         return (f"rollback after close {run.result}" + (f"; left as they were: {'; '.join(left)}" if left else "")
-                + f" (policy {run.policy_version[:12]}; the case's verdict stays on record)")
+                + f" (policy {run.policy_version[:12]}; {self._verdict_note()})")
+
+    def _verdict_note(self) -> str:
+        ended = self.ended
+        if ended is None or ended.verdict is not None or not workflow.patched(UNDO_REPLY_NO_VERDICT):
+            return "the case's verdict stays on record"
+        if ended.status == CaseStatus.merged:
+            return "the case was merged into another and has no verdict; this undid only what it executed itself"
+        return "the case ended without a verdict"
 
     async def _drop_votes_no_longer_backed(self) -> str:
         """The quorum is met: the earlier requests (counted under the policy of their day, for up to

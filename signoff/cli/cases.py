@@ -121,7 +121,9 @@ def cases(
                                           "canceled, timed_out, failed: cases Temporal ended before they did)"),
     query: str = typer.Option(None, help="extra Temporal visibility query, ANDed"),
     limit: int = typer.Option(1000, help="at most this many; 0 lists them all"),
-    json_out: bool = typer.Option(False, "--json", help="one JSON object per case"),
+    json_out: bool = typer.Option(False, "--json",
+                                  help="one JSON object per case (a merged case: alert_count 0, its alerts in "
+                                       "merged_alerts)"),
     with_alerts: bool = typer.Option(False, "--with-alerts", help="with --json: add alert_uids"),
     overdue: bool = typer.Option(False, "--overdue",
                                  help="only open cases past their verdict SLA (policy verdict_sla), most overdue first"),
@@ -205,7 +207,8 @@ def _no_overdue_note() -> str:
 def _due_cell(row: dict[str, Any], now: datetime) -> str:
     """When an open case's verdict is due, or how long it is overdue ("" without an SLA or once closed)."""
     due = row.get("verdict_due")
-    if not due or row.get("workflow_status") != "RUNNING" or row.get("status") == CaseStatus.closed.value:
+    if not due or row.get("workflow_status") != "RUNNING" or row.get("status") in (CaseStatus.closed.value,
+                                                                                   CaseStatus.merged.value):
         return ""
     left = datetime.fromisoformat(due) - now
     if left.total_seconds() < 0:

@@ -111,11 +111,13 @@ def _store_moves(source: str, target: str) -> int:
     there. Returns how many moved (0 where the store never had them, or on a repeat)."""
     from signoff import settings
     from signoff.alertstore import AlertStore
+    from signoff.ingest import record_merge_routes
 
     path = settings.home() / "alerts.db"
     if not path.exists():
         return 0
     with AlertStore(path) as store:
+        record_merge_routes(store, {source: target})  # a GUIDE re-ingest of its alerts: duplicates of the target
         return sum(1 for uid in store.uids(source) if store.move_alert(uid, source, target))
 
 
