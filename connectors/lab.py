@@ -23,6 +23,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "ip": {"blocked": False},
     "url": {"blocked": False},  # domains and URLs (docs/playbooks.md's block_domain example)
     "access_key": {"status": "Active"},
+    "file": {"blocked": False},  # file hashes on the EDR blocklist (block_file_hash)
     "watchlist": {"watched": False},
 }
 

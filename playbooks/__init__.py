@@ -6,10 +6,12 @@ See docs/playbooks.md for the authoring guide.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 
 from playbooks.actions import ACTIONS, ActionSpec
-from signoff.models import ActionTarget, Entity, StepPlan
+from signoff.models import ActionTarget, Entity, PlaybookRecord, PlaybookStepRecord, StepPlan
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,34 @@ class Playbook:
                 )
             )
         return plans
+
+    def record(self) -> PlaybookRecord:
+        """This playbook as a case records it (with its policy): running cases keep planning from it."""
+        steps = tuple(
+            PlaybookStepRecord(
+                step_id=s.step_id, action=s.action.name, target_kind=s.action.target_kind, tier=s.action.tier,
+                reversibility=s.action.reversibility, compensation=s.action.compensation,
+                description=s.action.description, params=dict(s.params), target_types=s.target_types,
+            )
+            for s in self.steps
+        )
+        body = {"name": self.name, "description": self.description,
+                "steps": [s.model_dump(mode="json") for s in steps]}
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        return PlaybookRecord(name=self.name, description=self.description, steps=steps, digest=digest)
+
+    @classmethod
+    def from_record(cls, record: PlaybookRecord) -> Playbook:
+        """The playbook a case recorded, as it was then (not registered: the code may have moved on)."""
+        return cls(
+            name=record.name,
+            description=record.description,
+            steps=tuple(
+                Step(s.step_id, ActionSpec(s.action, s.target_kind, s.tier, s.reversibility, s.compensation,
+                                           s.description), dict(s.params), tuple(s.target_types))
+                for s in record.steps
+            ),
+        )
 
 
 def _choose_target(step: Step, case_id: str, entities: tuple[Entity, ...]) -> ActionTarget | None:

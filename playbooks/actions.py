@@ -41,6 +41,15 @@ def declare(
         raise ValueError(f"action {name!r} is {reversibility.value} and must declare its compensation")
     if reversibility == IRREVERSIBLE and compensation is not None:
         raise ValueError(f"action {name!r} is irreversible: it cannot declare a compensation")
+    # The policy would raise it to the top tier anyway, but `signoff show`, `explain` and the audit
+    # trail print the declared tier: an irreversible step labelled "high" misleads every reader.
+    if reversibility == IRREVERSIBLE and tier != CRITICAL:
+        raise ValueError(f"action {name!r} is irreversible: declare it CRITICAL (irreversible actions need the "
+                         f"top tier), not {tier.value.upper()}")
+    # Low steps run without approval; one a rollback cannot fully undo must wait for a person.
+    if reversibility == PARTIAL and tier == LOW:
+        raise ValueError(f"action {name!r} is partial (a rollback cannot fully undo it) and LOW (runs without "
+                         "approval): declare it HIGH, or make its restore complete and declare it REVERSIBLE")
     spec = ActionSpec(name, target_kind, tier, reversibility, compensation, description)
     existing = ACTIONS.get(name)
     if existing is not None and existing != spec:
@@ -94,4 +103,8 @@ BLOCK_IP = declare("block_ip", "ip", HIGH, REVERSIBLE, "restore_ip", "Block the 
 DEACTIVATE_ACCESS_KEY = declare(
     "deactivate_access_key", "access_key", HIGH, REVERSIBLE, "restore_access_key",
     "Deactivate the cloud access key",
+)
+BLOCK_FILE_HASH = declare(
+    "block_file_hash", "file", HIGH, REVERSIBLE, "restore_file_hash",
+    "Block the file's hash on the endpoints (EDR blocklist: running copies are quarantined)",
 )

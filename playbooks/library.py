@@ -3,6 +3,7 @@
 from playbooks import Playbook, Step, register
 from playbooks.actions import (
     ADD_NOTE,
+    BLOCK_FILE_HASH,
     BLOCK_IP,
     BLOCK_SENDER,
     DEACTIVATE_ACCESS_KEY,
@@ -65,6 +66,21 @@ NETWORK_INTRUSION = register(
             Step("watch_ip", WATCH_ENTITY, target_types=("ip",)),
             Step("block_ip", BLOCK_IP),
             Step("isolate_host", ISOLATE_HOST),
+        ),
+    )
+)
+
+INFOSTEALER = register(
+    Playbook(
+        name="infostealer",
+        description="Credential-stealing malware: block its hash, isolate the host, revoke the user's stolen sessions.",
+        steps=(
+            Step("tag", TAG_CASE, {"tag": "infostealer"}),
+            Step("watch_account", WATCH_ENTITY, target_types=("account",)),
+            Step("block_file_hash", BLOCK_FILE_HASH),
+            Step("isolate_host", ISOLATE_HOST),
+            # Stolen cookies and refresh tokens outlive a password reset; revoking them cannot be undone.
+            Step("revoke_sessions", REVOKE_SESSIONS),
         ),
     )
 )

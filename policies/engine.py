@@ -11,7 +11,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from signoff.models import ApprovalRecord, Decision, Reversibility, RiskTier, StepPlan
+from signoff.models import ApprovalRecord, Decision, PlaybookRecord, Reversibility, RiskTier, StepPlan
 
 
 class TieredStep(Protocol):
@@ -225,6 +225,20 @@ class Policy(_Model):
     correlation: dict | None = None
     drift: DriftPolicy = Field(default_factory=DriftPolicy)
     autonomy: AutonomyPolicy = Field(default_factory=AutonomyPolicy)
+
+    @field_validator("tiers", mode="before")
+    @classmethod
+    def _known_tiers(cls, tiers: Any) -> Any:
+        if isinstance(tiers, dict):
+            unknown = sorted(str(k) for k in tiers if str(k) not in {t.value for t in RiskTier})
+            if unknown:
+                names = " or ".join(f"'{t.value}'" for t in RiskTier).replace(" or ", ", ", len(RiskTier) - 2)
+                raise ValueError(
+                    f"{', '.join('tiers.' + u for u in unknown)}: Signoff has no such tier (tiers are {names}); a "
+                    "step's tier is its action's declaration (playbooks/actions.py): give the approvals to high or "
+                    "critical"
+                )
+        return tiers
 
     @field_validator("tiers")
     @classmethod
@@ -461,6 +475,15 @@ def promise_violations(policy: Policy, playbooks: Collection[str] | None = None)
             problems.append(
                 f"alert_type_map.{category} is {name!r}, which is not in alert_types; name one of {alert_types}"
             )
+    drift_type = policy.drift.open_case_alert_type
+    if drift_type not in policy.alert_types:
+        # Drift cases would be governed as the default type: scored by the model whose drift they
+        # report, closed by its close roles instead of the detection engineers'.
+        problems.append(
+            f"drift.open_case_alert_type is {drift_type!r}, which is not in alert_types: drift cases would be "
+            f"governed as {policy.default_alert_type!r}; add alert_types.{drift_type} (scored: false) or name one "
+            f"of {alert_types}"
+        )
     if playbooks is not None:
         for name, typed in policy.alert_types.items():
             if typed.playbook not in playbooks:
@@ -575,6 +598,10 @@ class GovernanceSnapshot(_Model):
     governance_revision: int = 0  # revision of the live governance state (0: policy file only)
     candidate_model_id: str | None = None  # a candidate model scoring in shadow (recorded, never decides)
     review_sampled: bool = False  # on the loop: this case is in the analysts' review sample
+    # The alert type's playbook as the worker's code declared it when the case began (None in histories
+    # from before it was recorded: those plan from the code). A case plans from this, so a playbook
+    # edited and deployed while it runs neither changes its steps nor breaks its replay.
+    playbook: PlaybookRecord | None = None
 
 
 def close_roles(policy: Policy, alert_type: str | None = None) -> tuple[str, ...]:

@@ -196,6 +196,9 @@ def _decision(h: DecodedHistory, score: ScoreResult | None, problem: str) -> tup
         # The time-to-verdict SLA of the policy the case decided under (the governance report judges
         # each case by it, not by whatever policy file the reader has).
         "verdict_sla": dict(gov.policy.verdict_sla),
+        # The playbook the case planned from, as recorded when it began (None: recorded before
+        # playbooks were; that case planned from the code of the worker that ran it).
+        "playbook": {"name": gov.playbook.name, "digest": gov.playbook.digest} if gov.playbook else None,
         # Governance read again after the decision (approvers and keys before a gated step runs):
         # the approvals were checked against these; the decision was not made under them.
         "rechecks": [{"at": _iso(r.completed_at), "policy_version": g.policy_version,
@@ -867,6 +870,9 @@ def render_explanation(ex: dict[str, Any]) -> str:
             f"{gov.get('governance_revision', 0)}); {gov['alert_type']} is {gov['autonomy']} "
             f"(set by {gov.get('autonomy_set_by', 'policy file')}), threshold {_num(gov['threshold'])} "
             f"set by {gov['threshold_set_by']}" + (f"; read {gov['loaded_at']}" if gov.get("loaded_at") else ""))
+        if gov.get("playbook"):
+            add(f"  playbook {gov['playbook']['name']} sha256 {gov['playbook']['digest'][:16]} (as recorded when the "
+                "case began; later edits of it change new cases only)")
         for r in gov.get("rechecks") or ():
             add(f"  re-read {r['at']}: policy {str(r['policy_version'])[:16]} (governance revision "
                 f"{r['governance_revision']}); approvals were checked against it, the decision above stands")

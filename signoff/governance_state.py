@@ -21,6 +21,7 @@ from typing import Any
 
 from policies.engine import GovernanceSnapshot, Policy
 from signoff.autonomy.models import GovernanceState
+from signoff.models import PlaybookRecord
 
 _cache: dict[str, tuple[float, GovernanceState | None]] = {}
 
@@ -76,7 +77,15 @@ def snapshot(policy: Policy, alert_type: str, live: GovernanceState | None, case
         governance_revision=live.revision if live else 0,
         candidate_model_id=candidate,
         review_sampled=autonomy == "on_the_loop" and review_sampled(case_id, policy.review_sample_rate),
+        playbook=_recorded_playbook(rule.playbook),
     )
+
+
+def _recorded_playbook(name: str) -> PlaybookRecord | None:
+    from playbooks import PLAYBOOKS
+
+    playbook = PLAYBOOKS.get(name)
+    return playbook.record() if playbook is not None else None
 
 
 async def read_live_cached(client: Any, task_queue: str, fresh: bool = False) -> GovernanceState | None:

@@ -168,6 +168,30 @@ class StepPlan(Frozen):
     description: str = ""
 
 
+class PlaybookStepRecord(Frozen):
+    """One step of a playbook as a case recorded it: the declared action and how the step aims it."""
+
+    step_id: str
+    action: str
+    target_kind: str
+    tier: RiskTier
+    reversibility: Reversibility
+    compensation: str | None
+    description: str = ""
+    params: dict[str, str] = Field(default_factory=dict)
+    target_types: tuple[str, ...] = ()
+
+
+class PlaybookRecord(Frozen):
+    """The playbook a case plans from, recorded in its history with the policy (docs/playbooks.md):
+    a playbook edited and deployed later changes new cases only, and each case says which version it ran."""
+
+    name: str
+    description: str = ""
+    steps: tuple[PlaybookStepRecord, ...]
+    digest: str  # sha256 of the canonical JSON of name, description and steps
+
+
 class StepState(StrEnum):
     pending = "pending"
     awaiting_approval = "awaiting_approval"

@@ -37,7 +37,7 @@ with workflow.unsafe.imports_passed_through():
         other_holders,
     )
     from activities.scoring import ScoreRequest, score_case
-    from playbooks import get_playbook
+    from playbooks import Playbook, get_playbook
     from policies.engine import GovernanceSnapshot, approval_refusal, close_roles, parse_duration, quorum_met
     from policies.ingest_signing import ingest_refusal
     from policies.signing import CASE_STEP, MAX_CLOCK_SKEW, token_channel, token_nonce, token_refusal
@@ -440,10 +440,19 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
     def _plan_steps(self) -> None:
         assert self.gov is not None
         policy = self.gov.policy
-        for plan in get_playbook(self.playbook).plan(self.inp.case_id, tuple(self.entities.values())):
+        for plan in self._playbook().plan(self.inp.case_id, tuple(self.entities.values())):
             rule = policy.rule_for(plan)
             self.steps[plan.step_id] = _Step(plan, quorum=0 if rule.auto else rule.quorum, auto=rule.auto)
         self._refresh_awaiting()
+
+    def _playbook(self) -> Playbook:
+        """The playbook recorded with the case's governance (as it was when the case began); histories
+        from before it was recorded carry none and plan from the code, as they ran."""
+        assert self.gov is not None
+        recorded = self.gov.playbook
+        if recorded is not None and recorded.name == self.playbook:
+            return Playbook.from_record(recorded)
+        return get_playbook(self.playbook)
 
     def _settle_status_after_steps(self) -> None:
         if self.case_status not in (CaseStatus.rollback_failed, CaseStatus.action_failed, CaseStatus.rolled_back,

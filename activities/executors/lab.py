@@ -49,6 +49,7 @@ _lab("quarantine_email", "mail_message", ("folder",), {"folder": "quarantine"})
 _lab("block_sender", "mailbox", ("sender_blocked",), {"sender_blocked": True})
 _lab("block_ip", "ip", ("blocked",), {"blocked": True})
 _lab("deactivate_access_key", "access_key", ("status",), {"status": "Inactive"})
+_lab("block_file_hash", "file", ("blocked",), {"blocked": True})
 
 
 @register("revoke_sessions", "lab")

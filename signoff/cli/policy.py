@@ -285,3 +285,46 @@ def _write_backtest_report(path: Path, doc: dict[str, Any]) -> None:
         (in_force["auto_close_share"] or 0.0) if in_force else 0.0,
         title=f"Signoff backtest — {doc['alert_type']}: {doc['scored']} reviewed cases", population="reviewed cases",
         risk_budget=doc["risk_budget"])
+
+
+@app.command()
+def diff(
+    base: Path = typer.Argument(..., help="the policy before the change (e.g. `git show main:policies/default.yaml`)"),
+    new: Path = typer.Argument(None, help="the policy after it (default: the policy in force, $SIGNOFF_POLICY)"),
+    fail_on_weaker: bool = typer.Option(False, "--fail-on-weaker", help="exit 1 when the change weakens governance "
+                                                                         "(a CI gate for policy pull requests)"),
+    json_out: bool = typer.Option(False, "--json", help="one JSON object"),
+) -> None:
+    """What a policy change weakens: lower quorums, more people able to approve, slower escalation, ..."""
+    from policies.loader import PolicyError, load_policy, policy_path
+    from policies.review import weakenings
+    from signoff.cli._common import fail_policy
+
+    new = new or policy_path()
+    for path in (base, new):
+        if not path.is_file():
+            fail(f"{path} is not a policy file; give the policy before the change and the one after it")
+    try:
+        before = load_policy(base)
+    except PolicyError as exc:  # the base need not keep today's promises; it only has to parse
+        fail(f"the base policy cannot be compared: {exc}")
+    try:
+        after = load_policy(new)
+    except PolicyError as exc:
+        fail_policy(exc)
+    found = weakenings(before, after)
+    doc = {"base": str(base), "base_sha256": before.digest(), "new": str(new), "new_sha256": after.digest(),
+           "changed": before.digest() != after.digest(), "weaker": found}
+    if json_out:
+        emit_json(doc)
+    else:
+        out.print(f"{base} (sha256 {before.digest()[:16]}) -> {new} (sha256 {after.digest()[:16]})", highlight=False)
+        if not doc["changed"]:
+            out.print("no change", highlight=False)
+        for line in found:
+            out.print(f"weaker: {line}", highlight=False, soft_wrap=True)
+        if doc["changed"] and not found:
+            out.print("nothing weaker (the change keeps or tightens every tier, role and threshold)", highlight=False)
+    if found and fail_on_weaker:
+        fail(f"{len(found)} weakening(s) of governance; a person with a governance role must approve this "
+             "change on purpose (merge without --fail-on-weaker, or revert the lines above)")
