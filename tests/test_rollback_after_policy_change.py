@@ -32,6 +32,8 @@ from signoff.models import (
     AssignRequest,
     CaseStatus,
     CloseRequest,
+    DetachRequest,
+    MergeRequest,
     NoteRequest,
     RollbackRequest,
     StepState,
@@ -283,3 +285,45 @@ async def test_a_rotated_key_assigns_and_notes_on_a_case_opened_before_the_rotat
         assert view.assignee == "carol" and [n.author for n in view.notes] == ["carol"]
         replayer = Replayer(workflows=[CaseWorkflow], data_converter=pydantic_data_converter)
         await replayer.replay_workflow(await handle.fetch_history())
+
+
+async def test_a_rotated_key_detaches_and_merges_on_cases_opened_before_the_rotation(
+    dev_env: WorkflowEnvironment, task_queue: str, signed_policy: Path,  # noqa: F811
+    approver_keys: dict[str, Ed25519PrivateKey],  # noqa: F811
+) -> None:
+    """The same for a detach and a merge (whose handlers ask their patches before the re-read)."""
+    client = dev_env.client
+    async with build_worker(client, task_queue):
+        first, second = case_input(requested_by="bob"), case_input(requested_by="bob")
+        source = await start_case(client, task_queue, first, alert("d1", ("account", f"u-{first.case_id}")),
+                                  alert("d2", ("account", f"v-{first.case_id}")))
+        target = await start_case(client, task_queue, second, alert("d3", ("account", f"u-{second.case_id}")))
+        for handle in (source, target):
+            await wait_for(handle, awaiting("disable_account"), "disable_account waiting", attempts=2400)
+        rotated = Ed25519PrivateKey.generate()
+        raw = yaml.safe_load(signed_policy.read_text())
+        raw["approvers"]["carol"]["public_key"] = public_key_text(rotated)
+        signed_policy.write_text(yaml.safe_dump(raw))
+
+        with pytest.raises(WorkflowUpdateFailedError) as forged:
+            await source.execute_update(CaseWorkflow.detach_alert, DetachRequest(
+                alert_uid="d2", requested_by="dave", reason="other incident",
+                token=sign_case_decision(Ed25519PrivateKey.generate(), case_id=first.case_id, decision="detach",
+                                         approver="dave")))
+        assert "does not verify" in str(forged.value.cause), forged.value.cause
+        answer = await source.execute_update(CaseWorkflow.detach_alert, DetachRequest(
+            alert_uid="d2", requested_by="carol", reason="other incident",
+            token=sign_case_decision(rotated, case_id=first.case_id, decision="detach", approver="carol")))
+        assert "d2" in answer and "-d1" in answer, answer
+
+        merged = await target.execute_update(CaseWorkflow.merge_into, MergeRequest(
+            target=first.case_id, requested_by="carol", reason="same actor",
+            token=sign_case_decision(rotated, case_id=second.case_id, decision="merge", approver="carol")))
+        assert "merged into" in merged, merged
+        view = await wait_for(target, lambda v: v.status == CaseStatus.merged, "merged", attempts=2400)
+        assert [(r.approver, r.accepted) for r in (await source.query(CaseWorkflow.status)).refusals] == [
+            ("dave", False)]
+        replayer = Replayer(workflows=[CaseWorkflow], data_converter=pydantic_data_converter)
+        for handle in (source, target):
+            await replayer.replay_workflow(await handle.fetch_history())
+        assert view.merged_into is not None and view.merged_into.target == first.case_id

@@ -109,7 +109,7 @@ UNSCORED_TYPES = "unscored-types"
 # QA7: whoever detached an alert into a case of its own may not approve that case's steps (a rejected step was
 # offered again in the new case and approved by the detacher alone). Taken only when the detacher approves.
 DETACHER_NOT_APPROVER = "detacher-not-approver"
-# An assignment, note or retry signed with a key the case's copy of the policy does not know (rotated
+# An assignment, note, retry, detach or merge signed with a key the case's copy of the policy does not know (rotated
 # since the case opened) is checked against the policy in force, as approvals are, instead of refused
 # until the case next re-reads it. Taken only for such a request.
 SIGNER_RECHECKED = "signer-rechecked-assign-note-retry"
@@ -1034,11 +1034,16 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
         return refusal is not None and self._identity_unknown_to_case(token, user, CASE_STEP, decision.value)
 
     async def _recheck_unknown_signer(self, decision: Decision, user: str, reason: str, token: str | None,
-                                      refusal_now: Callable[[], str | None], error_type: str) -> None:
+                                      refusal_now: Callable[[], str | None], error_type: str,
+                                      also_ask: tuple[str, ...] = ()) -> None:
         """In the handler of a request `_signer_unknown` let through: the identities in force decide
-        (`_check_unknown_identity`); refused, it is kept as a refusal and the update fails."""
+        (`_check_unknown_identity`); refused, it is kept as a refusal and the update fails. `also_ask`: the
+        patches the handler asks after the re-read (a local activity), asked before it (docs/reliability.md
+        §7); only on this path, which no history recorded before SIGNER_RECHECKED has."""
         if not self._signer_unknown(refusal_now(), decision, user, token) or not workflow.patched(SIGNER_RECHECKED):
             return
+        for patch in also_ask:
+            workflow.patched(patch)
         await self._check_unknown_identity(decision, user, reason, token, refusal_now, error_type)
 
     def _ask_patches_before_a_local_activity(self) -> None:

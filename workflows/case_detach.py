@@ -45,6 +45,8 @@ with workflow.unsafe.imports_passed_through():
     )
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from policies.engine import GovernanceSnapshot
     from signoff.models import Alert, CaseInput, CloseRequest, Entity, RollbackRequest, ScoreResult
 
@@ -86,6 +88,9 @@ def decider_refusal(policy: Policy, alert_type: str, who: str, reason: str, *, d
 
 
 class CaseDetach:
+    # CaseWorkflow's (annotations only: a stub here would shadow them)
+    _signer_unknown: Callable[[str | None, Decision, str, str | None], bool]
+    _recheck_unknown_signer: Callable[..., Awaitable[None]]
     # Set by CaseWorkflow.
     inp: CaseInput
     gov: GovernanceSnapshot | None
@@ -116,6 +121,9 @@ class CaseDetach:
     @workflow.update(description='Take a wrongly correlated alert out of the case into a case of its own: '
                                  '{"alert_uid": "a-17", "requested_by": "carol", "reason": "other incident"}')
     async def detach_alert(self, req: DetachRequest) -> str:
+        await self._recheck_unknown_signer(Decision.detach, req.requested_by, req.reason, req.token,
+                                           lambda: self._detach_refusal(req), "DetachRefused",
+                                           also_ask=(DETACH_LEAVES_RETRY, DETACH_SCORED_WITH))
         if self._detach_record_of(req.alert_uid) is not None:  # the same alert again: the same answer
             await workflow.wait_condition(lambda: self._opening_done(req.alert_uid))
             done = self._detach_record_of(req.alert_uid)
@@ -158,7 +166,7 @@ class CaseDetach:
     @detach_alert.validator
     def _validate_detach(self, req: DetachRequest) -> None:
         refusal = self._detach_refusal(req)
-        if refusal:
+        if refusal and not self._signer_unknown(refusal, Decision.detach, req.requested_by, req.token):
             raise ApplicationError(refusal, type="DetachRefused", non_retryable=True)
 
     def _detach_refusal(self, req: DetachRequest) -> str | None:

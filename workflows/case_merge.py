@@ -61,7 +61,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.case_detach import decider_refusal
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
     from datetime import datetime
 
     from policies.engine import GovernanceSnapshot
@@ -95,7 +95,10 @@ _NOT_RUN = (StepState.pending, StepState.awaiting_approval, StepState.approved, 
 
 
 class CaseMerge:
-    _ingest_refusal: Callable[[MergeDelivery], str | None]  # CaseWorkflow's (annotation only: no stub)
+    # CaseWorkflow's (annotations only: a stub here would shadow them)
+    _ingest_refusal: Callable[[MergeDelivery], str | None]
+    _signer_unknown: Callable[[str | None, Decision, str, str | None], bool]
+    _recheck_unknown_signer: Callable[..., Awaitable[None]]
     # Set by CaseWorkflow.
     inp: CaseInput
     gov: GovernanceSnapshot | None
@@ -133,6 +136,9 @@ class CaseMerge:
     @workflow.update(description='Merge this case into another running case that is the same incident: '
                                  '{"target": "guide-1-7", "requested_by": "carol", "reason": "same host, same actor"}')
     async def merge_into(self, req: MergeRequest) -> str:
+        await self._recheck_unknown_signer(Decision.merge, req.requested_by, req.reason, req.token,
+                                           lambda: self._merge_refusal(req), MERGE_REFUSED,
+                                           also_ask=(MERGE_GUARDS, MERGE_HANDS_OVER_HOLDS))
         if self.merging is not None and self.merging.target == req.target:  # the same merge, still delivering
             await workflow.wait_condition(lambda: self.merging is None)
         if self.merged_into is not None and self.merged_into.target == req.target:  # the same answer
@@ -218,7 +224,7 @@ class CaseMerge:
     @merge_into.validator
     def _validate_merge(self, req: MergeRequest) -> None:
         refusal = self._merge_refusal(req) or self._waits_for_rollback_check()
-        if refusal:
+        if refusal and not self._signer_unknown(self._merge_refusal(req), Decision.merge, req.requested_by, req.token):
             raise ApplicationError(refusal, type=MERGE_REFUSED, non_retryable=True)
 
     def _merge_refusal(self, req: MergeRequest) -> str | None:
