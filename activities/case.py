@@ -102,5 +102,8 @@ async def escalate(req: Escalation) -> str:
             status = f" (HTTP {exc.response.status_code})" if isinstance(exc, httpx.HTTPStatusError) else ""
             raise RuntimeError(f"the escalation webhook (SIGNOFF_ESCALATION_WEBHOOK) failed: "
                                f"{type(exc).__name__}{status}") from None
-    activity.logger.warning("escalated case %s (%s): %s", req.case_id, req.kind, req.reason)
+    # The reason names targets from alerts: one log line, whatever they hold.
+    from signoff.display import clean
+
+    activity.logger.warning("escalated case %s (%s): %s", req.case_id, req.kind, clean(req.reason))
     return str(path)

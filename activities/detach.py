@@ -42,7 +42,9 @@ async def open_detached_case(req: OpenDetachedRequest) -> OpenedCase:
         outcome = "had it"
     else:  # None: the server does not say (older servers, the time-skipping test server)
         outcome = "opened" if started is True else "joined" if started is False else "delivered"
-    activity.logger.info("detach: alert %s of case %s is in case %s (%s)", req.alert.uid,
+    from signoff.display import clean  # an alert uid is alert content: one log line, whatever it holds
+
+    activity.logger.info("detach: alert %s of case %s is in case %s (%s)", clean(req.alert.uid),
                          req.detached_from.case_id, case_id, outcome)
     return OpenedCase(case_id=case_id, outcome=outcome)
 

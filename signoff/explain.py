@@ -16,12 +16,12 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
-from rich.markup import escape
 
 from policies.revocation import VOIDED
 from policies.signing import channel_text, token_channel
 from signoff import settings
 from signoff.autonomy.models import DRIFT_WORKFLOW_ID, SYSTEM_DRIFT
+from signoff.display import terminal
 from signoff.history import DecodedHistory, load_history
 from signoff.merge_text import merge_explanation, merge_timeline, render_merge, with_merged_alerts
 from signoff.models import CaseView, Contribution, Decision, RollbackRequest, ScoreResult
@@ -985,5 +985,6 @@ def render_explanation(ex: dict[str, Any]) -> str:
     add("Timeline:")
     for item in ex["timeline"]:
         add(f"  {item['at']}  {item['what']}")
-    # The CLI prints through rich: keep square brackets in alert titles or reasons literal.
-    return escape("\n".join(lines))
+    # The CLI prints through rich: keep square brackets in alert titles or reasons literal. Each entry is
+    # one line: a newline or a terminal escape inside alert content is shown as `\n` / `\x1b` (QA10).
+    return "\n".join(terminal(line) for line in lines)

@@ -25,7 +25,9 @@ from policies.engine import SEVERITIES
 from policies.loader import load_policy
 from signoff import settings
 from signoff.alertstore import AlertStore
+from signoff.display import clean
 from signoff.models import Alert, AlertBatch, CaseInput, DetachedFrom
+from signoff.payload_budget import carried, rule_counts
 from signoff.sources import Rejected
 
 Format = Literal["guide", "ocsf"]
@@ -490,9 +492,10 @@ async def _signal_with_start(
     from temporalio.exceptions import WorkflowAlreadyStartedError
 
     merges = merges or MergeRoutes()
+    sample = carried(alerts, BATCH_ALERTS_IN_SIGNAL)  # within Temporal's payload limit whatever the alerts hold
     batch = AlertBatch(
-        case_id=draft.case_id, alerts=tuple(alerts[:BATCH_ALERTS_IN_SIGNAL]), total=len(alerts),
-        rules=_count_rules(alerts), first_seen=min(a.time for a in alerts),
+        case_id=draft.case_id, alerts=sample, total=len(alerts),
+        rules=rule_counts(alerts, sample), first_seen=min(a.time for a in alerts),
         last_seen=max(a.time for a in alerts),
         batch_id=hashlib.sha256("\n".join(a.uid for a in alerts).encode()).hexdigest(),
     )
@@ -521,7 +524,8 @@ async def _signal_with_start(
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 start_signal="add_alerts",
                 start_signal_args=[sent],
-                static_summary=f"{case.alert_type} · {case.severity} · {case.title}"[:200],
+                # The Temporal UI shows it as it is: no bidi override or control character from an alert title.
+                static_summary=clean(f"{case.alert_type} · {case.severity} · {case.title}")[:200],
                 static_details=(
                     f"Opened by {requested_by} from {draft.case_id.split('-', 1)[0]} alerts"
                     + (f", after case {previous} had closed" if previous else "")
@@ -672,10 +676,3 @@ async def _closed_case_took(client: Client, case_id: str, batch: AlertBatch, ale
         if wanted <= seen:
             return True
     return False
-
-
-def _count_rules(alerts: list[Alert]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for alert in alerts:
-        counts[alert.rule] = counts.get(alert.rule, 0) + 1
-    return counts

@@ -15,6 +15,10 @@ def digest_as_before(dumped: dict[str, Any]) -> str:
     deployment = dumped["deployment"]
     if not deployment.get("chat_bridges"):
         deployment.pop("chat_bridges", None)
+    if not deployment.get("ingest_keys"):
+        deployment.pop("ingest_keys", None)
+    if not deployment.get("require_signed_ingest"):
+        deployment.pop("require_signed_ingest", None)
     for bridge in deployment.get("chat_bridges", {}).values():
         if bridge.get("team_id") is None:
             bridge.pop("team_id", None)

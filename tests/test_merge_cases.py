@@ -233,6 +233,7 @@ async def test_signed_merges_deliver_once_and_refusals_change_nothing(
         unsigned = await acli(address, "merge", src, "--into", dst, "--as", "carol", "--reason", "same", env=env)
         assert unsigned.exit_code == 1 and "unsigned merge requests are not accepted" in unsigned.output, unsigned.output
         assert _refused(signoff_home, src)[-1]["signed"] is False
+        assert await _events(source) == events  # refused by the validator: nothing written
         forged = sign_case_decision(keys["bob"], case_id=src, decision="merge", approver="carol")
         try:
             await source.execute_update(CaseWorkflow.merge_into,
@@ -246,7 +247,6 @@ async def test_signed_merges_deliver_once_and_refusals_change_nothing(
         view = await source.query(CaseWorkflow.status)
         assert [(r.approver, r.via, r.accepted) for r in view.refusals] == [("carol", "merge", False)]
         assert view.merged_into is None and view.status != CaseStatus.merged
-        events = await _events(source)
 
         # A target that is not there: the source refuses once the target says so, records it, changes nothing.
         ghost = MergeRequest(target=f"{dst}-ghost", requested_by="carol", reason="same",

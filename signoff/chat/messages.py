@@ -16,6 +16,7 @@ from typing import Any
 from playbooks.actions import ACTIONS
 from policies.engine import Policy, close_roles
 from policies.signing import channel_text, token_channel
+from signoff.display import mrkdwn, mrkdwn_code
 from signoff.explain import contribution_text
 from signoff.models import (
     ApprovalRecord,
@@ -36,6 +37,7 @@ ACTIONS_BLOCK = "signoff_decision"
 WAITING = (StepState.awaiting_approval, StepState.escalated)
 SECTION_LIMIT = 2900  # Slack refuses section text over 3000 characters
 TOP_CONTRIBUTIONS = 3
+TITLE_LIMIT = 200  # an alert title is the attacker's longest field: it must not crowd out the target and undo
 
 
 def waiting_steps(view: CaseView) -> list[StepView]:
@@ -44,8 +46,16 @@ def waiting_steps(view: CaseView) -> list[StepView]:
 
 
 def escape(text: str) -> str:
-    """Slack mrkdwn escaping: `&`, `<`, `>` (alert titles and reasons are untrusted text)."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Untrusted text (alert titles, host names, reasons) as one line of Slack mrkdwn: no mentions or
+    spoofed links (`&`, `<`, `>` escaped), no forged lines (a newline then "*Approved* by alice"), no
+    hidden or reversed characters (signoff.display)."""
+    return mrkdwn(text)
+
+
+def target_code(target_id: str) -> str:
+    """A step's target in a code span: a backtick in a host name cannot end the span, and a long one
+    cannot push the *Touches* / *Undo* lines out of the message (Slack's section limit)."""
+    return f"`{mrkdwn_code(target_id)}`"
 
 
 def who(record: ApprovalRecord) -> str:
@@ -89,7 +99,7 @@ def context_lines(view: CaseView, step: StepView, policy: Policy) -> list[str]:
     tier = policy.effective_tier(step)
     rule = policy.rule_for(step)
     spec = ACTIONS.get(step.action)
-    lines = [f"*Case* `{escape(view.case_id)}`: {escape(view.title or '(no title)')}",
+    lines = [f"*Case* `{escape(view.case_id)}`: {mrkdwn(view.title or '(no title)', limit=TITLE_LIMIT)}",
              f"*Alert type* {escape(view.alert_type)} · severity {escape(view.severity)} · "
              f"{view.alert_count} alert(s)"]
     lines += score_lines(view)
@@ -101,7 +111,7 @@ def context_lines(view: CaseView, step: StepView, policy: Policy) -> list[str]:
     lines.append(f"*Quorum* {len(approved)} of {step.quorum} · roles {', '.join(rule.roles) or '-'}"
                  + ("" if rule.requester_may_approve else " · the requester may not approve")
                  + (f" · so far: {escape(', '.join(who(a) for a in approved))}" if approved else ""))
-    target = "the case itself" if step.target.kind == "case" else f"{step.target.kind} `{escape(step.target.id)}`"
+    target = "the case itself" if step.target.kind == "case" else f"{step.target.kind} {target_code(step.target.id)}"
     lines.append(f"*Touches* {target}")
     lines.append(f"*Undo* {_undo(step)}")
     if step.escalation_chain:  # the tier's escalation chain: who was told, who is next and when
@@ -147,7 +157,7 @@ def step_message(view: CaseView, step: StepView, policy: Policy) -> tuple[str, l
     """(fallback text, blocks) of the message for `step`: buttons while it waits, the outcome after."""
     outcome = outcome_line(step)
     head = (f":hourglass: *Approval needed*: {escape(step.action)} on {escape(step.target.kind)} "
-            f"`{escape(step.target.id)}`") if outcome is None else outcome
+            f"{target_code(step.target.id)}") if outcome is None else outcome
     lines = [head, *context_lines(view, step, policy)]
     text = "\n".join(lines)
     if len(text) > SECTION_LIMIT:
@@ -310,7 +320,7 @@ def rollback_lines(state: CaseState, policy: Policy) -> list[str]:
         if view.status == CaseStatus.rolled_back:
             lines.append(f":leftwards_arrow_with_hook: *Rolled back* (asked by {who}: "
                          f"{escape(view.rollback.reason)}); restored: "
-                         + (", ".join(f"`{escape(s.step_id)}` ({escape(s.target.kind)} `{escape(s.target.id)}`)"
+                         + (", ".join(f"`{escape(s.step_id)}` ({escape(s.target.kind)} {target_code(s.target.id)})"
                                       for s in restored) or "nothing"))
         else:
             lines.append(f":warning: *Rollback failed* (asked by {who}): escalated to a human"
@@ -363,13 +373,13 @@ def case_message(state: CaseState, policy: Policy) -> tuple[str, list[dict[str, 
     else:
         head = f":heavy_minus_sign: Case `{escape(view.case_id)}` is {view.status.value}" + (
             f" (its workflow {state.how or 'ended'})" if state.ended else "")
-    lines = [head, f"*Case* `{escape(view.case_id)}`: {escape(view.title or '(no title)')} · status {view.status.value}",
+    lines = [head, f"*Case* `{escape(view.case_id)}`: {mrkdwn(view.title or '(no title)', limit=TITLE_LIMIT)} · status {view.status.value}",
              f"*Alert type* {escape(view.alert_type)} · severity {escape(view.severity)} · {view.alert_count} alert(s)"]
     lines += score_lines(view)
     for st in view.steps:
         if st.result is not None and not policy.rule_for(st).auto:  # the high-impact actions that ran
             lines.append(f"*Action* `{escape(st.step_id)}`: {escape(st.action)} on {escape(st.target.kind)} "
-                         f"`{escape(st.target.id)}` · {st.state.value} · {_undo(st)}")
+                         f"{target_code(st.target.id)} · {st.state.value} · {_undo(st)}")
     if view.rollback_open_until is not None and not state.ended:
         lines.append(f"*Rollback window* open until {view.rollback_open_until.strftime('%Y-%m-%d %H:%M UTC')}")
     lines += rollback_lines(state, policy)

@@ -9,13 +9,15 @@ from collections.abc import Coroutine, Iterable
 from typing import Any, NoReturn, TypeVar
 
 import typer
-from rich.console import Console
 from rich.markup import escape
+
+from signoff.display import SafeConsole
 
 T = TypeVar("T")
 # Piped output (CI logs, `| less`) gets a readable width instead of rich's 80-column default.
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+# Alert content reaches both: control sequences in it are shown as escapes, never sent to the terminal.
+out = SafeConsole(width=None if sys.stdout.isatty() else 160)
+err = SafeConsole(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

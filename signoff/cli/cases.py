@@ -16,6 +16,7 @@ from rich.table import Table
 
 from signoff import settings
 from signoff.cli._common import emit_json, emit_json_lines, err, fail, out, plural, run
+from signoff.display import clean, identifier, terminal
 from signoff.merge_text import merge_lines
 from signoff.models import (
     ApprovalRequest,
@@ -381,10 +382,14 @@ async def _still_running(case_id: str) -> bool:
     return described.status == WorkflowExecutionStatus.RUNNING
 
 
+VALUE_LIMIT = 120  # an entity value is alert content: 1,000 characters of it would bury the case
+
+
 def print_case(view: CaseView, requester: str | None = None) -> None:
-    # Titles, entities, reasons and names come from alerts and from whoever sends a signal: escaped,
-    # so "[/oops]" in an alert title is text, never rich markup (which would crash the view).
-    e = escape
+    # Titles, entities, reasons and names come from alerts and from whoever sends a signal: one line
+    # each, "[/oops]" shown as text, never rich markup (which would crash the view), and a newline or a
+    # terminal escape in a host name shown as `\n` / `\x1b` (a forged line, a hidden target: QA10).
+    e = terminal
     out.print(f"[bold]{e(view.case_id)}[/]  {e(view.title)}")
     out.print(f"status [bold]{e(view.status.value)}[/]  type {e(view.alert_type)}  severity {e(view.severity)}  "
               f"playbook {e(view.playbook)}  policy {e(view.policy_version[:12])}")
@@ -400,7 +405,7 @@ def print_case(view: CaseView, requester: str | None = None) -> None:
         top = sorted(view.rules.items(), key=lambda kv: -kv[1])[:8]
         out.print(e("rules fired: " + ", ".join(f"{r or '?'} x{n}" for r, n in top)))
     if view.entities:
-        out.print(e("entities: " + ", ".join(f"{x.type}:{x.value}" for x in view.entities[:12])
+        out.print(e("entities: " + ", ".join(f"{x.type}:{clean(x.value, limit=VALUE_LIMIT)}" for x in view.entities[:12])
                     + (" ..." if len(view.entities) > 12 else "")))
     if view.enrichment:
         out.print(e(f"enrichment: {view.enrichment.summary}"
@@ -422,7 +427,7 @@ def print_case(view: CaseView, requester: str | None = None) -> None:
                                   for a in st.approvals)
             if st.quorum:
                 approvals = f"{approvals} ({sum(1 for a in st.approvals if a.decision == 'approve')}/{st.quorum})"
-            table.add_row(*(e(str(cell)) for cell in (st.step_id, st.action, f"{st.target.kind} {st.target.id}",
+            table.add_row(*(e(str(cell)) for cell in (st.step_id, st.action, f"{st.target.kind} {identifier(st.target.id, limit=VALUE_LIMIT)}",
                                                       st.tier.value, st.reversibility.value, st.state.value, approvals)))
         out.print(table)
         for st in view.steps:
@@ -462,7 +467,7 @@ def print_case(view: CaseView, requester: str | None = None) -> None:
         out.print(e(f"owner: {view.assignee} (assigned by {last.by} at {last.at:%Y-%m-%d %H:%M} UTC"
                     + (f": {last.reason})" if last.reason else ")")))
     for n in view.notes:
-        out.print(f"[cyan]note[/] {n.at:%Y-%m-%d %H:%M} {e(n.author)}: {e(n.text)}")
+        out.print(f"[cyan]note[/] {n.at:%Y-%m-%d %H:%M} {e(n.author)}: {escape(n.text)}")  # may span lines
     for note in view.escalations:
         if note not in shown_refusals:
             out.print(f"[yellow]escalation[/] {e(note)}")

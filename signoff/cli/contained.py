@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from signoff.cli._common import emit_json, err, fail, out, plural, run
+from signoff.display import identifier, terminal
 
 
 def register(app: typer.Typer) -> None:
@@ -25,7 +26,7 @@ def _say_released(released: list[dict[str, Any]]) -> None:
         if r["undo_outcome"]:  # the case's own rollback ran since and left it: nothing to act on (JSON keeps it)
             continue
         after = f"`signoff rollback {r['case_id']}` would find it changed and leave it"
-        out.print(escape(f"no longer in effect: {r['action']} on {r['target_kind']} {r['target']} of case {r['case_id']} "
+        out.print(terminal(f"no longer in effect: {r['action']} on {r['target_kind']} {r['target']} of case {r['case_id']} "
                          f"({r['case_status']}, ended): released by the rollback of case {r['released_by']} at "
                          f"{str(r['released_at'])[:16].replace('T', ' ')} UTC (to {json.dumps(r['released_to'])}); "
                          f"{after}"), highlight=False)
@@ -83,7 +84,7 @@ def contained(
         elif r["rollback_open_until"]:
             notes.append(f"verdict given; rollback window until {str(r['rollback_open_until'])[:16].replace('T', ' ')} UTC")
         since = f"{str(r['since'])[:16].replace('T', ' ')} ({held_for(r['since'], now)})" if r["since"] else "?"
-        table.add_row(since, escape(f"{r['target_kind']} {r['target']}"),
+        table.add_row(since, terminal(f"{r['target_kind']} {identifier(r['target'])}"),  # "dс01" is not dc01
                       str(r["action"]), f"{r['case_id']} ({r['case_status']})",
                       escape(", ".join(r["approved_by"]) or "?"), escape("; ".join(notes)))
     out.print(table)

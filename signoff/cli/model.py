@@ -12,19 +12,19 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from signoff import settings
 from signoff.cli._common import run
+from signoff.display import SafeConsole
 
 app = typer.Typer(
     help="Triage models: train (deterministic), evaluate, cross-validate, list, promote, roll back.",
     no_args_is_help=True,
 )
-err = Console(stderr=True)
-out = Console()
+err = SafeConsole(stderr=True)
+out = SafeConsole()
 
 DATA = typer.Option(..., "--data", help="Labelled GUIDE CSV file.", exists=True, dir_okay=False, readable=True)
 FORMAT = typer.Option("guide", "--format", help="Input format; labelled training data is GUIDE ('guide').")

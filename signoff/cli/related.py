@@ -7,10 +7,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from signoff.cli._common import emit_json, fail, out, plural, run
+from signoff.display import terminal
 
 if TYPE_CHECKING:
     from signoff.models import Entity
@@ -53,7 +53,7 @@ def related(
         shared = ", ".join(f"{s['type']} {s['value']}" for s in row["shared"][:4])
         more = len(row["shared"]) - 4
         table.add_row(row["case_id"], row["status"], row["alert_type"] or "", row["severity"] or "",
-                      row["decision"] or "", escape(shared + (f" (+{more})" if more > 0 else "")))
+                      row["decision"] or "", terminal(shared + (f" (+{more})" if more > 0 else "")))
     out.print(table)
 
 
