@@ -52,6 +52,7 @@ async def train_from_verdicts(req: RetrainRequest) -> Candidate:
     """Collect verdict-labelled cases (their alerts from the case workflows), train, store."""
     from signoff.autonomy.client import read_state
     from signoff.autonomy.retrain import labelled, train_candidate
+    from signoff.scoring import model_store
     from signoff.scoring.train import TrainParams
     from workflows.case import CaseWorkflow
 
@@ -94,10 +95,13 @@ async def train_from_verdicts(req: RetrainRequest) -> Candidate:
     cases = labelled(items)
     params = TrainParams(seed=req.seed, rounds=req.rounds, folds=req.folds)
     activity.heartbeat(f"training on {len(cases)} cases")
+    # The system trains, at a person's request: both are recorded (the manifest's who/when/why).
+    trained = model_store.provenance(f"signoff-retrain (workflow {activity.info().workflow_id})", req.reason,
+                                     "retrain workflow", requested_by=req.requested_by)
     try:
         model_id, summary = await asyncio.to_thread(
             train_candidate, cases, params, f"verdicts ({len(items) - base}) + base ({base})",
-            {"verdict_cases": len(items) - base, "base_cases": base, "base_data": req.base_data or ""},
+            {"verdict_cases": len(items) - base, "base_cases": base, "base_data": req.base_data or ""}, trained,
         )
     except ValueError as exc:
         raise ApplicationError(str(exc), type="NotEnoughVerdicts", non_retryable=True) from exc

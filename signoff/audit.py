@@ -130,6 +130,8 @@ def case_events(h: DecodedHistory) -> list[dict[str, Any]]:
         events.append(_event(s.get("scored_at") or gov.get("loaded_at"), "decision", h, "signoff",
                              decision=ex["decision"]["kind"], reason=ex["decision"]["reason"],
                              model_id=s.get("model_id"), feature_hash=s.get("feature_hash"),
+                             # The vector itself: re-score it offline with the model artifact (docs/auditors.md §5).
+                             feature_vector=s.get("feature_vector") or "", feature_schema=s.get("feature_schema") or "",
                              predicted=s.get("predicted"), confidence=s.get("confidence"),
                              benign_confidence=s.get("benign_confidence"), probabilities=s.get("probabilities"),
                              shadow=s.get("shadow") or [],
@@ -420,8 +422,10 @@ def model_artifact_events() -> list[dict[str, Any]]:
     """Every model in the store and the shipped default (QA8: a model update, `signoff model train`,
     left nothing in the trail until it was promoted): what its manifest says it was trained on (data
     sha256, rows, seed, parameters, library versions), and whether its artifact still hashes to its id
-    (a swapped artifact shows as `artifact_matches_id: false`). The store records neither who trained
-    a model nor when: `at` is the artifact file's time, `actor` the manifest's `trained_by` if any."""
+    (a swapped artifact shows as `artifact_matches_id: false`). Its manifest says who trained it, when
+    and why (`trained_by`, `trained_at`, `reason`; a retraining also `requested_by`): `actor` and `at`
+    are those; for a model stored before training was attributed, `actor` is empty and `at` the
+    artifact file's time (`at_is` says which)."""
     try:
         from signoff.scoring import model_store
     except ImportError:
@@ -444,14 +448,19 @@ def model_artifact_events() -> list[dict[str, Any]]:
                            "detail": {"model_id": info.model_id, "error": str(exc)}})
             continue
         manifest = manifest if isinstance(manifest, dict) else {}
-        events.append({"at": at, "kind": "model_stored", "workflow_id": "", "run_id": "",
+        trained_at = str(manifest.get("trained_at") or "")
+        events.append({"at": trained_at or at, "kind": "model_stored", "workflow_id": "", "run_id": "",
                        "actor": str(manifest.get("trained_by") or ""),
                        "detail": {"source": "model store", "model_id": info.model_id, "shipped": info.shipped,
                                   "artifact_sha256": actual, "artifact_matches_id": actual == info.model_id,
                                   "data": manifest.get("data"), "seed": manifest.get("seed"),
                                   "params": manifest.get("params"), "format": manifest.get("format"),
                                   "libraries": manifest.get("libraries"),
-                                  "at_is": "the artifact file's time: the store records no training time"}})
+                                  **{k: manifest.get(k) for k in ("trained_by", "trained_by_from", "requested_by",
+                                                                  "reason", "trained_at", "trained_again")
+                                     if k in manifest},
+                                  "at_is": "when it was trained (its manifest)" if trained_at else
+                                  "the artifact file's time: its manifest records no training time"}})
     return events
 
 
@@ -640,7 +649,8 @@ async def export(client: Client, out: Path, since: datetime | None = None) -> di
 @dataclass
 class Issue:
     line: int
-    problem: str  # edited | deleted | inserted | reordered | duplicated | truncated | rewritten | unsigned | malformed
+    # edited | deleted | inserted | reordered | duplicated | truncated | rewritten | unsigned | malformed | vector_mismatch
+    problem: str
     message: str
 
     def as_json(self) -> dict[str, Any]:
@@ -814,6 +824,7 @@ def verify_lines(lines: list[str], name: str = "") -> Verification:
                                              f"(audit/exports.jsonl) has no export made at {at}: the file was rewritten, "
                                              "or exported by another installation (verify it there, or sign exports "
                                              "with SIGNOFF_AUDIT_KEY)"))
+    issues.extend(_vector_issues(recs))  # after the chain checks: they speak of the file, this of its content
     anchor = "+".join(a for a, on in (("hmac", hmac_ok), ("ledger", ledger == "matched")) if on) or "none"
     if anchor == "none" and not issues:
         warnings.append("NOT ANCHORED: every hash checks, but nothing outside this file vouches for it: anyone can "
@@ -822,6 +833,24 @@ def verify_lines(lines: list[str], name: str = "") -> Verification:
                         "then), or verify with the SIGNOFF_AUDIT_KEY it was exported with")
     return Verification(file=name, records=len(recs), issues=sorted(issues, key=lambda x: x.line),
                         digest=digest_value, ledger=ledger, anchor=anchor, warnings=warnings)
+
+
+def _vector_issues(recs: list[tuple[int, dict[str, Any]]]) -> list[Issue]:
+    """A decision whose recorded feature vector does not hash to its recorded feature_hash: the
+    record of what was scored contradicts itself (whatever the chain says)."""
+    from signoff.scoring import recorded_vector
+
+    issues = []
+    for n, rec in recs:
+        detail = rec.get("detail")
+        if rec.get("kind") != "decision" or not isinstance(detail, dict) or not detail.get("feature_vector"):
+            continue
+        check = recorded_vector.check(str(detail["feature_vector"]), str(detail.get("feature_hash")))
+        if check != "matches":
+            issues.append(Issue(n, "vector_mismatch", f"line {n}: {_describe(rec)}: its feature vector "
+                                                      f"{'does not hash to its feature_hash' if check == 'mismatch' else 'is not decodable'}: "
+                                                      "the score's record contradicts itself"))
+    return issues
 
 
 def _ledger_check(header: dict[str, Any] | None, digest: str | None) -> str:

@@ -22,6 +22,7 @@ from policies.signing import channel_text, token_channel
 from signoff import settings
 from signoff.autonomy.models import DRIFT_WORKFLOW_ID, SYSTEM_DRIFT
 from signoff.display import terminal
+from signoff.explain_features import recorded_features, render_features
 from signoff.history import DecodedHistory, load_history
 from signoff.merge_text import merge_explanation, merge_timeline, render_merge, with_merged_alerts
 from signoff.models import CaseView, Contribution, Decision, RollbackRequest, ScoreResult
@@ -163,6 +164,7 @@ def _score(h: DecodedHistory) -> tuple[ScoreResult | None, str, dict[str, Any] |
         "shadow": [{"model_id": sh.model_id, "predicted": sh.predicted.value, "confidence": sh.confidence,
                     "benign_confidence": sh.benign_confidence, "note": "candidate model in shadow: never decides"}
                    for sh in shadows],
+        **recorded_features(score),
     }
     return score, "", out
 
@@ -813,7 +815,8 @@ def _state(d: Any) -> str:
     return json.dumps(d, sort_keys=True) if d is not None else "(not captured)"
 
 
-def render_explanation(ex: dict[str, Any]) -> str:
+def render_explanation(ex: dict[str, Any], features: bool = False) -> str:
+    """The explanation for people; `features`: list every non-zero feature of the scored vector."""
     lines: list[str] = []
     add = lines.append
     case = ex["case"]
@@ -886,6 +889,7 @@ def render_explanation(ex: dict[str, Any]) -> str:
             add("  Top contributions:")
             for c in s["contributions"]:
                 add(f"    - {c['text']}")
+        lines.extend(render_features(s, features))
         if s.get("included_detached"):
             add(f"  This score was computed with alert(s) since detached: {', '.join(s['included_detached'])} "
                 "(the case is not rescored)")

@@ -466,6 +466,11 @@ class ScoreResult(Frozen):
     confidence: float  # calibrated probability of `predicted`
     benign_confidence: float  # calibrated P(not a true positive): what auto-close is judged on
     contributions: tuple[Contribution, ...] = ()
+    # The feature vector itself, so the score can be recomputed offline with the model artifact:
+    # base64 of its little-endian float32 bytes (signoff/scoring/recorded_vector.py), whose sha256 is
+    # `feature_hash`; "" in scores recorded before it was kept.
+    feature_vector: str = ""
+    feature_schema: str = ""  # the feature names it is ordered by: '<schema version>:<digest of the names>'
 
 
 class DecisionKind(StrEnum):

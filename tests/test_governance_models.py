@@ -167,4 +167,11 @@ async def test_retraining_builds_a_deterministic_shadow_candidate_from_verdicts(
 
         reference = load_reference(first.model_id)
         assert reference is not None and reference["cases"] == 24
+        # Who trained it, when and why: the system, at erin's request, in the manifest (not in the model id).
+        manifest = model_store.read_manifest(first.model_id)
+        assert (manifest["trained_by"], manifest["trained_by_from"], manifest["requested_by"], manifest["reason"]) == (
+            f"signoff-retrain (workflow rt-1-{task_queue})", "retrain workflow", "erin", "monthly retrain")
+        assert manifest["trained_at"]
+        [later] = manifest["trained_again"]  # the second run made the same bytes: the first record stands
+        assert later["trained_by"] == f"signoff-retrain (workflow rt-2-{task_queue})"
     assert os.environ["SIGNOFF_HOME"] == str(isolated_home)

@@ -95,6 +95,8 @@ def test_score_result_is_calibrated_probabilities_with_explanation(cases, traine
     assert result.benign_confidence == pytest.approx(1.0 - result.probabilities["TruePositive"])
     x = vector(alerts, scorer.bundle.stats)
     assert result.feature_hash == __import__("hashlib").sha256(x.tobytes()).hexdigest()
+    # the vector itself is recorded, exactly: its bytes are the scored float32 vector
+    assert __import__("base64").b64decode(result.feature_vector) == x.astype("<f4").tobytes()
     assert 0 < len(result.contributions) <= 8
     sizes = [abs(c.contribution) for c in result.contributions]
     assert sizes == sorted(sizes, reverse=True)

@@ -44,8 +44,11 @@ def digest(cases: LabelledCases) -> str:
 
 
 def train_candidate(cases: LabelledCases, params: TrainParams, source: str,
-                    extra: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
-    """Train, store (artifact + manifest + drift reference) and return (model id, summary)."""
+                    extra: dict[str, Any] | None = None,
+                    trained: dict[str, str] | None = None) -> tuple[str, dict[str, Any]]:
+    """Train, store (artifact + manifest + drift reference) and return (model id, summary).
+
+    `trained`: who trained it, when and why (`model_store.provenance`), recorded in the manifest."""
     from signoff.autonomy.drift import build_reference, save_reference
     from signoff.scoring import model_store
 
@@ -53,16 +56,16 @@ def train_candidate(cases: LabelledCases, params: TrainParams, source: str,
         raise ValueError(f"{len(cases)} labelled cases with {len(set(cases.labels.tolist()))} grades: too few to "
                          "train a candidate (needs at least 10 cases and two grades)")
     data = {"source": source, "sha256": digest(cases), "format": "verdicts", **(extra or {})}
-    trained = train(cases, params, data)
-    model_store.save(trained.model_id, trained.artifact, trained.manifest)
-    reference = build_reference(cases.alerts, trained.manifest["oof"]["benign_confidence"], trained.model_id, source)
-    save_reference(trained.model_id, reference)
-    cv = trained.manifest["cv"]
-    return trained.model_id, {
-        "model_sha256": trained.model_id,
+    model = train(cases, params, data)
+    model_store.save(model.model_id, model.artifact, model.manifest, trained=trained)
+    reference = build_reference(cases.alerts, model.manifest["oof"]["benign_confidence"], model.model_id, source)
+    save_reference(model.model_id, reference)
+    cv = model.manifest["cv"]
+    return model.model_id, {
+        "model_sha256": model.model_id,
         "incidents": len(cases),
         "data_sha256": data["sha256"],
-        "grades": trained.manifest["data"]["grades"],
+        "grades": model.manifest["data"]["grades"],
         "oof_macro_f1": cv["macro_f1"],
         "oof_ece": cv["ece"],
         # None when no threshold keeps the risk budget (too few true positives): nothing to recommend

@@ -609,6 +609,8 @@ def _left_out(view: CaseView) -> list[str]:
 def explain(
     case_id: str = typer.Argument(..., help="case id"),
     json_out: bool = typer.Option(False, "--json"),
+    features: bool = typer.Option(False, "--features", help="list every non-zero feature the case was scored on, "
+                                  "with its value (and contribution)"),
 ) -> None:
     """Why the case was decided as it was, from its workflow history."""
     try:
@@ -624,7 +626,7 @@ def explain(
     if json_out:
         emit_json(explanation)
     else:
-        out.print(render_explanation(explanation))
+        out.print(render_explanation(explanation, features=features))
 
 
 # ---------------------------------------------------------------- human decisions

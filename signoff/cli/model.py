@@ -105,9 +105,15 @@ def train(
     risk_budget: float = BUDGET,
     out_dir: Path | None = typer.Option(None, "--out", help="Write the model here instead of the local store."),
     jobs: int = JOBS,
+    user: str | None = typer.Option(None, "--as", help="Who trains it (recorded in its manifest; default: your OS "
+                                    "account, recorded as such). Training activates nothing: no role is needed."),
+    reason: str = typer.Option("", "--reason", help="Why (recorded in its manifest)."),
     as_json: bool = JSON,
 ) -> None:
-    """Train a model deterministically and store it (it is NOT activated: promote it to use it)."""
+    """Train a model deterministically and store it (it is NOT activated: promote it to use it).
+
+    Who trained it, when and why go into its manifest.json, never into model.json: the model id
+    (sha256 of model.json) stays the same for the same data and seed, whoever trains it."""
     from signoff.scoring import model_store
     from signoff.scoring.parallel import default_jobs
     from signoff.scoring.train import TrainParams
@@ -120,12 +126,15 @@ def train(
         trained = run_train(cases, params, {"sha256": digest, "name": data.name, "rows": read.rows,
                                             "rejected_rows": len(read.rejected), "format": fmt}, say,
                             jobs or default_jobs())
-    path = model_store.save(trained.model_id, trained.artifact, trained.manifest, out_dir)
+    who = model_store.provenance(user, reason, "--as") if user else model_store.provenance(_os_account(), reason,
+                                                                                         "local OS account")
+    path = model_store.save(trained.model_id, trained.artifact, trained.manifest, out_dir, trained=who)
+    recorded = model_store.read_manifest_at(path)
     from signoff.autonomy.drift import save_training_reference
 
     save_training_reference(trained, cases, path)  # drift check reference (signoff/autonomy/drift.py)
     cv = trained.manifest["cv"]
-    summary = {
+    summary: dict[str, Any] = {
         "model_sha256": trained.model_id,
         "path": str(path),
         "incidents": len(cases),
@@ -134,11 +143,14 @@ def train(
         "oof_macro_f1": cv["macro_f1"],
         "oof_ece": cv["ece"],
         "recommended_threshold": cv["threshold"],
+        **{k: recorded.get(k) for k in ("trained_by", "trained_by_from", "reason", "trained_at", "trained_again")
+           if k in recorded},
     }
     if as_json:
         _emit(summary)
         return
     out.print(f"model [bold]{trained.model_id}[/] saved in {path}")
+    out.print(_trained_line(recorded), highlight=False)
     out.print(f"out-of-fold macro-F1 {cv['macro_f1']:.3f}, ECE {cv['ece']:.3f}")
     rec = cv["threshold"]
     if rec.get("feasible", True):
@@ -152,6 +164,24 @@ def train(
             f"closed within the risk budget {risk_budget:.3%} ({rec['at']['tp_total']} true positives out-of-fold)"
         )
     out.print(f"activate it with: signoff model promote {trained.model_id[:12]} --as USER --reason TEXT")
+
+
+def _os_account() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name in the environment or the password database
+        return "unknown"
+
+
+def _trained_line(manifest: dict[str, Any]) -> str:
+    line = (f"trained by {manifest.get('trained_by')} ({manifest.get('trained_by_from')}) at "
+            f"{manifest.get('trained_at')}: {manifest.get('reason') or 'no reason given (--reason)'}")
+    if manifest.get("trained_again"):
+        line += (f"; the same bytes were trained before, so that first record is kept and this run is listed in "
+                 f"trained_again ({len(manifest['trained_again'])})")
+    return escape(line)
 
 
 async def _live_governance() -> tuple[Any, str]:
@@ -293,7 +323,7 @@ def list_models(as_json: bool = JSON) -> None:
     # QA: at 80 columns (any pipe: `signoff model list | less`) the id was cut to "dd959b71a…": the one thing
     # `signoff model promote ID` needs from this table. It is never cut.
     table.add_column("model id", no_wrap=True, min_width=16)
-    for name in ("shipped", "incidents", "OOF macro-F1", "ECE", "rec. threshold"):
+    for name in ("shipped", "incidents", "OOF macro-F1", "ECE", "rec. threshold", "trained by"):
         table.add_column(name)
     for m in models:
         if m.recommended_threshold is None:
@@ -304,7 +334,7 @@ def list_models(as_json: bool = JSON) -> None:
             rec = f"{m.recommended_threshold:.4f}"
         table.add_row("*" if m.active else "", m.model_id[:16], "yes" if m.shipped else "", str(m.incidents or ""),
                       f"{m.macro_f1:.3f}" if m.macro_f1 is not None else "", f"{m.ece:.3f}" if m.ece is not None else "",
-                      rec)
+                      rec, escape(m.trained_by or "not recorded"))
     out.print(table)
     if live_active and not any(m.active for m in models):
         err.print(f"[yellow]active (live governance at {settings.temporal_address()}): {live_active[:16]}, which is "

@@ -3,7 +3,8 @@
 Layout under `signoff.settings.home() / "models"`:
 
     <sha256>/model.json      the artifact (its sha256 is the directory name and the model id)
-    <sha256>/manifest.json   how it was made: data hash, params, seed, libraries, CV metrics
+    <sha256>/manifest.json   how it was made: data hash, params, seed, libraries, CV metrics, and
+                             who trained it, when and why (`trained_by`, `trained_at`, `reason`)
     promotions.jsonl         append-only history: promote / rollback, who, when, why
     ACTIVE                   the active model id (derived from the history; a convenience copy)
 
@@ -52,6 +53,9 @@ class ModelInfo(BaseModel):
     path: str
     shipped: bool
     active: bool
+    trained_by: str | None = None
+    trained_at: str | None = None
+    reason: str | None = None
     data_sha256: str | None = None
     incidents: int | None = None
     macro_f1: float | None = None
@@ -129,12 +133,52 @@ def read_manifest(model_id: str) -> dict[str, Any]:
     return data
 
 
-def save(model_id: str, blob: bytes, manifest: dict[str, Any], directory: Path | None = None) -> Path:
-    """Write artifact + manifest (atomically) under the store (or `directory`). Idempotent."""
+# Who trained a model, when and why: in the manifest, never in the artifact (the model id and the
+# same-bytes-on-retraining promise do not depend on who ran the training).
+PROVENANCE = ("trained_by", "trained_by_from", "requested_by", "reason", "trained_at")
+
+
+def provenance(by: str, reason: str, source: str, **extra: str) -> dict[str, str]:
+    """A training's attribution, stamped now. `source`: how `by` is known ("--as", "local OS account",
+    "retrain workflow")."""
+    return {"trained_by": by, "trained_by_from": source, "reason": reason,
+            "trained_at": datetime.now(UTC).isoformat(), **extra}
+
+
+def _attributed(target: Path, model_id: str, manifest: dict[str, Any], trained: dict[str, str] | None) -> dict[str, Any]:
+    """The manifest with its attribution. The same bytes trained again (the same data and seed, by
+    anyone) keep the first training's who/when/why; the later trainings are listed in `trained_again`.
+    Another model written over the folder (`--out DIR` again) starts its own record."""
+    before: Any = {}
+    try:
+        if (target / ARTIFACT).exists() and sha256((target / ARTIFACT).read_bytes()) == model_id:
+            before = json.loads((target / MANIFEST).read_text()) if (target / MANIFEST).exists() else {}
+    except (OSError, ValueError):
+        before = {}
+    first = {k: before[k] for k in PROVENANCE if isinstance(before, dict) and k in before}
+    again = list(before.get("trained_again") or []) if isinstance(before, dict) else []
+    if not first:
+        return {**manifest, **(trained or {})}
+    again = [*again, trained] if trained else again
+    return {**manifest, **first, **({"trained_again": again} if again else {})}
+
+
+def read_manifest_at(directory: Path) -> dict[str, Any]:
+    path = directory / MANIFEST
+    data = json.loads(path.read_text()) if path.exists() else {}
+    return data if isinstance(data, dict) else {}
+
+
+def save(model_id: str, blob: bytes, manifest: dict[str, Any], directory: Path | None = None,
+         trained: dict[str, str] | None = None) -> Path:
+    """Write artifact + manifest (atomically) under the store (or `directory`). Idempotent.
+
+    `trained`: who trained it, when and why (`provenance`), recorded in the manifest."""
     if sha256(blob) != model_id:
         raise ModelStoreError("artifact bytes do not match the model id")
     target = directory or store_dir() / model_id
     target.mkdir(parents=True, exist_ok=True)
+    manifest = _attributed(target, model_id, manifest, trained)
     for name, data in ((ARTIFACT, blob), (MANIFEST, manifest_bytes(manifest))):
         tmp = target / f".{name}.tmp"
         tmp.write_bytes(data)
@@ -232,6 +276,9 @@ def _info(model_id: str, path: Path, shipped: bool, active: str) -> ModelInfo:
         macro_f1=cv.get("macro_f1"),
         ece=cv.get("ece"),
         recommended_threshold=threshold.get("threshold"),
+        trained_by=manifest.get("trained_by"),
+        trained_at=manifest.get("trained_at"),
+        reason=manifest.get("reason"),
     )
 
 

@@ -15,11 +15,12 @@ import numpy as np
 import xgboost as xgb
 
 from signoff.models import Alert, Contribution, ScoreResult
-from signoff.scoring import artifact, model_store
+from signoff.scoring import artifact, model_store, recorded_vector
 from signoff.scoring.artifact import Bundle
-from signoff.scoring.features import CLASSES, FEATURE_NAMES, vector
+from signoff.scoring.features import CLASSES, FEATURE_NAMES, SCHEMA_VERSION, vector
 
 TOP_CONTRIBUTIONS = 8
+FEATURE_SCHEMA = recorded_vector.schema_id(SCHEMA_VERSION, FEATURE_NAMES)
 
 _cache: dict[str, Scorer] = {}
 _cache_lock = threading.Lock()
@@ -76,15 +77,26 @@ class Scorer:
 
     def result(self, x: np.ndarray, probs: np.ndarray, explain: bool = True) -> ScoreResult:
         predicted = int(self.bundle.calibration.decide(probs.reshape(1, -1), x.reshape(1, -1))[0])
+        raw = np.ascontiguousarray(x, dtype="<f4").tobytes()  # little-endian on every machine
         return ScoreResult(
             model_id=self.model_id,
-            feature_hash=hashlib.sha256(np.ascontiguousarray(x, dtype=np.float32).tobytes()).hexdigest(),
+            feature_hash=hashlib.sha256(raw).hexdigest(),
+            feature_vector=recorded_vector.encode(raw),
+            feature_schema=FEATURE_SCHEMA,
             probabilities={c.value: float(probs[i]) for i, c in enumerate(CLASSES)},
             predicted=CLASSES[predicted],
             confidence=float(probs[predicted]),
             benign_confidence=float(1.0 - probs[0]),
             contributions=tuple(self.contributions(x.reshape(1, -1), predicted)) if explain else (),
         )
+
+    def rescore(self, feature_vector: str) -> ScoreResult:
+        """The score of a recorded feature vector (`ScoreResult.feature_vector`): an auditor's check
+        that the recorded probabilities come from this model and these features."""
+        x = np.frombuffer(recorded_vector.decode(feature_vector), dtype="<f4").astype(np.float32).reshape(1, -1)
+        if x.shape[1] != len(FEATURE_NAMES):
+            raise ValueError(f"the vector has {x.shape[1]} features; this model reads {len(FEATURE_NAMES)}")
+        return self.result(x[0], self.probabilities(x)[0])
 
     def score(self, alerts: Sequence[Alert]) -> ScoreResult:
         x = self.features(alerts).reshape(1, -1)
