@@ -7,10 +7,16 @@ step is an update, so with the default authorizer everyone who approves held all
 holds `write` itself and forwards only what a person does in Signoff:
 
 - reads (describe, history, list, count, query, the result of an update, schedules);
-- Signoff's decision updates and signals (`approve`, `reject`, `rollback`, `close`, `assign`, `note`,
+- Signoff's decision updates (`approve`, `reject`, `rollback`, `close`, `assign`, `note`,
   `retry`, `detach_alert`, `merge_into`, the governance workflow's changes), whose tokens the
-  workflows verify (policies/signing.py): the gateway needs no policy logic of its own;
-- update-with-start of a case's undo workflow (`CASE-undo`) and of the governance workflow.
+  workflows verify (policies/signing.py): the gateway needs no policy logic of its own. Not the
+  decision signals (`approve_signal`, ...): Temporal writes a signal into the history before the
+  workflow can refuse it, so anyone could fill a case's history with refused signals until Temporal
+  terminates the case (its history size limit); an update's validator refuses without writing. A
+  change over MAX_CHANGE_BYTES is refused for the same reason;
+- the start (`signoff rollback` of an ended case) or update-with-start of a case's undo workflow
+  (`CASE-undo`) and of the governance workflow, joining a running one: never one that terminates it
+  (TERMINATE_EXISTING, TERMINATE_IF_RUNNING), nor with a schedule, a delay, eager execution or callbacks.
 
 Everything else is refused with PERMISSION_DENIED and a line saying who does it instead: a start or
 a signal-with-start of a case (ingest does), `add_alerts`, the updates only workers send
@@ -30,6 +36,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import grpc
+import temporalio.api.enums.v1 as enums_v1
 import temporalio.api.operatorservice.v1 as operator_v1
 import temporalio.api.workflowservice.v1 as workflow_v1
 
@@ -54,7 +61,10 @@ DECISION_UPDATES = frozenset({
     "approve", "reject", "rollback", "close", "assign", "note", "retry", "detach_alert", "merge_into",
     "set_autonomy", "set_threshold", "revert_threshold", "promote_model", "rollback_model", "set_candidate",
 })
+# The case's "checked after it is recorded" signals: not forwarded (module docstring), people send the update.
 DECISION_SIGNALS = frozenset({"approve_signal", "reject_signal", "rollback_signal", "close_signal"})
+# A decision is a reason (MAX_REASON_CHARS), a token and a few names: a few KiB. Larger ones only grow histories.
+MAX_CHANGE_BYTES = 64 * 1024
 # Update-with-start: the workflows a person's decision may start (checked by the workflow as well).
 STARTED_BY_DECISIONS: dict[str, Callable[[str], bool]] = {
     "CaseUndoWorkflow": lambda workflow_id: workflow_id.endswith("-undo"),
@@ -95,17 +105,24 @@ def judge(method: str, request: bytes, namespace: str) -> Verdict:
     wrong = _in_namespace(message, namespace, rpc)
     if wrong.refusal:
         return Verdict(wrong.refusal, True)
-    if rpc == "UpdateWorkflowExecution":
-        return _update(message.workflow_execution.workflow_id, message.request.input.name, message.request.meta.identity)
     if rpc == "SignalWorkflowExecution":
         name, workflow_id = message.signal_name, message.workflow_execution.workflow_id
-        if name not in DECISION_SIGNALS:
-            return Verdict(f"signal {name!r} is not a decision a person sends (those are {sorted(DECISION_SIGNALS)}); "
-                           f"{'ingest sends alerts' if name == 'add_alerts' else WORKERS_DO}", True, workflow_id, name,
-                           message.identity)
-        return Verdict(None, True, workflow_id, name, message.identity)
+        instead = ("ingest sends alerts" if name == "add_alerts" else
+                   f"send the update {name.removesuffix('_signal')!r} instead (`signoff {name.removesuffix('_signal')}`):"
+                   " a signal is written into the case's history before the case can refuse it"
+                   if name in DECISION_SIGNALS else WORKERS_DO)
+        return Verdict(f"signal {name!r}: the approval gateway forwards no signals; {instead}", True, workflow_id,
+                       name, message.identity)
+    if len(request) > MAX_CHANGE_BYTES:
+        return Verdict(f"{rpc} of {len(request)} bytes: a decision is at most {MAX_CHANGE_BYTES} bytes (a reason of "
+                       "at most 4,000 characters, a token); shorten it", True)
+    if rpc == "UpdateWorkflowExecution":
+        return _update(message.workflow_execution.workflow_id, message.request.input.name, message.request.meta.identity)
     if rpc == "ExecuteMultiOperation":
-        return _update_with_start(message)
+        return _update_with_start(message, namespace)
+    if rpc == "StartWorkflowExecution" and message.workflow_type.name in STARTED_BY_DECISIONS:
+        # `signoff rollback` of an ended case starts its undo workflow, then sends the update (signoff/undo.py)
+        return _decision_start(message, namespace)
     what = {"StartWorkflowExecution": "starting a workflow (cases are opened by ingest)",
             "SignalWithStartWorkflowExecution": "signal-with-start (cases are opened by ingest)",
             "TerminateWorkflowExecution": "terminating a workflow", "RequestCancelWorkflowExecution": "cancelling a workflow",
@@ -129,17 +146,49 @@ def _update(workflow_id: str, name: str, identity: str) -> Verdict:
     return Verdict(None, True, workflow_id, name, identity)
 
 
-def _update_with_start(message: workflow_v1.ExecuteMultiOperationRequest) -> Verdict:
+def _update_with_start(message: workflow_v1.ExecuteMultiOperationRequest, namespace: str) -> Verdict:
     ops = list(message.operations)
     if len(ops) != 2 or not ops[0].HasField("start_workflow") or not ops[1].HasField("update_workflow"):
         return Verdict(f"a multi-operation other than update-with-start; {WORKERS_DO}", True)
     start, update = ops[0].start_workflow, ops[1].update_workflow
+    started = _decision_start(start, namespace)
+    if started.refusal:
+        return started
+    if update.workflow_execution.workflow_id != start.workflow_id or update.namespace != start.namespace:
+        return Verdict(f"update-with-start whose update goes to {update.workflow_execution.workflow_id!r} in "
+                       f"{update.namespace!r}, not to the workflow it starts; {WORKERS_DO}", True,
+                       start.workflow_id, start.workflow_type.name, start.identity)
+    return _update(start.workflow_id, update.request.input.name, update.request.meta.identity)
+
+
+# A decision's start joins what runs or leaves it alone: it never terminates a running undo or governance
+# workflow (which would start again from the policy file, without the changes made since), and schedules,
+# delays, hands the first task to the caller (eager) or calls back nothing.
+_TERMINATES = (enums_v1.WorkflowIdConflictPolicy.WORKFLOW_ID_CONFLICT_POLICY_TERMINATE_EXISTING,
+               enums_v1.WorkflowIdReusePolicy.WORKFLOW_ID_REUSE_POLICY_TERMINATE_IF_RUNNING)
+
+
+def _decision_start(start: workflow_v1.StartWorkflowExecutionRequest, namespace: str) -> Verdict:
     kind, workflow_id = start.workflow_type.name, start.workflow_id
     allowed = STARTED_BY_DECISIONS.get(kind)
     if allowed is None or not allowed(workflow_id):
-        return Verdict(f"update-with-start of {kind} {workflow_id!r}: a decision starts only a case's undo workflow "
+        return Verdict(f"starting {kind} {workflow_id!r}: a decision starts only a case's undo workflow "
                        f"(CASE-undo) or signoff-governance; {WORKERS_DO}", True, workflow_id, kind, start.identity)
-    return _update(workflow_id, update.request.input.name, update.request.meta.identity)
+    extra = [name for name, there in (
+        ("another namespace", start.namespace != namespace),
+        ("terminating the running workflow", start.workflow_id_conflict_policy == _TERMINATES[0]
+         or start.workflow_id_reuse_policy == _TERMINATES[1]),
+        ("a cron schedule", bool(start.cron_schedule)), ("a start delay", start.HasField("workflow_start_delay")),
+        ("eager execution", start.request_eager_execution), ("completion callbacks", len(start.completion_callbacks) > 0
+                                                                  or start.on_conflict_options.attach_completion_callbacks),
+        ("search attributes", len(start.search_attributes.indexed_fields) > 0), ("a memo", len(start.memo.fields) > 0),
+        ("a previous run's result or failure", start.HasField("last_completion_result") or start.HasField("continued_failure")),
+        ("a versioning override", start.HasField("versioning_override")),
+    ) if there]
+    if extra:
+        return Verdict(f"a start of {kind} {workflow_id!r} with {', '.join(extra)}: a decision only starts it as "
+                       f"Signoff does (joining the running one); {WORKERS_DO}", True, workflow_id, kind, start.identity)
+    return Verdict(None, True, workflow_id, kind, start.identity)
 
 
 Forward = Callable[[str, bytes, list[tuple[str, str]], float | None], Awaitable[bytes]]

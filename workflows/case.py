@@ -113,6 +113,9 @@ DETACHER_NOT_APPROVER = "detacher-not-approver"
 # since the case opened) is checked against the policy in force, as approvals are, instead of refused
 # until the case next re-reads it. Taken only for such a request.
 SIGNER_RECHECKED = "signer-rechecked-assign-note-retry"
+# A signed start or batch names its case (`case_id`): one signed for another case (read from that case's history
+# and sent again by someone with Temporal write) is not an ingester's input for this one. Asked only for such input.
+SIGNED_FOR_THIS_CASE = "signed-input-for-this-case"
 QUICK = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=5)
 # Vendor calls heartbeat (activities/response.py): a worker that dies mid-call is noticed after
 # ACTION_HEARTBEAT and the call is retried on another worker (idempotency key: no double action).
@@ -234,7 +237,8 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
         self.unscored = False  # the policy says this alert type gets no score (UNSCORED_TYPES)
         # Signed case input (policies/ingest_signing.py): batches that came before the policy was read
         # are checked once it is; what was not signed by an ingester is listed, and kept out after.
-        self.early_batches: list[AlertBatch] = []
+        self.early_batches: list[tuple[AlertBatch, bool]] = []  # and whether it names another case
+        self.start_elsewhere = False  # the start names another case (SIGNED_FOR_THIS_CASE)
         self.unsigned_input: list[str] = []
         self.refused_batches: list[RefusedBatch] = []
         self._add_alerts(inp.alerts)
@@ -249,6 +253,7 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
         # before this change replay the way they were recorded.
         self.running = True
         self.faster_triage = workflow.patched("faster-triage")
+        self.start_elsewhere = self._names_another_case(inp)  # asked before the local activity below
         self._set_status(CaseStatus.triage, defer=True)
         self._publish_alert_count(defer=True)
         self._publish_entities(defer=True)
@@ -283,7 +288,10 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
             self.shadow = await shadow_score(inp, self.gov, tuple(self.timeline), self.score)
         decision = decide(self.gov, self.score, scoring_problem)
         if decision.kind == DecisionKind.auto_close:  # a kill switch may have moved since: re-read
+            first = self.gov
             self.gov = await recheck_governance(inp)
+            if first.playbook is not None:  # the case plans from the playbook it began with (`_playbook`)
+                self.gov = self.gov.model_copy(update={"playbook": first.playbook})
             decision = decide(self.gov, self.score, scoring_problem)
         if self.unsigned_input:  # not (all) from an ingester: nothing runs on it, a human decides
             decision = decision.model_copy(update={"kind": DecisionKind.analyst, "reason": (
@@ -1066,9 +1074,10 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
 
     @workflow.signal(description="More alerts for this case (sent by the ingester with signal-with-start)")
     def add_alerts(self, batch: AlertBatch) -> None:
+        elsewhere = self._names_another_case(batch)
         if self.gov is None:
-            self.early_batches.append(batch)  # checked when the policy is read (`_check_early_input`)
-        elif refusal := self._ingest_refusal(batch):
+            self.early_batches.append((batch, elsewhere))  # checked when the policy is read (`_check_early_input`)
+        elif refusal := self._ingest_refusal(batch, elsewhere):
             self._refuse_batch(batch, refusal)
             return
         self._take_batch(batch)
@@ -1079,20 +1088,27 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
         early, self.early_batches = self.early_batches, []
         if not self.gov.policy.deployment.require_signed_ingest:
             return
-        if refusal := self._ingest_refusal(self.inp):
+        if refusal := self._ingest_refusal(self.inp, self.start_elsewhere):
             self.unsigned_input.append(f"the case's start: {refusal}")
-        for batch in early:
-            if refusal := self._ingest_refusal(batch):
+        for batch, elsewhere in early:
+            if refusal := self._ingest_refusal(batch, elsewhere):
                 uids = ", ".join(a.uid for a in batch.alerts[:3]) + (" ..." if len(batch.alerts) > 3 else "")
                 self.unsigned_input.append(f"alerts {uids}: {refusal}")
         for problem in self.unsigned_input:
             self.escalations.append(f"unsigned input: {problem}")
 
-    def _ingest_refusal(self, model: AlertBatch | CaseInput | MergeDelivery) -> str | None:
+    def _names_another_case(self, model: AlertBatch | CaseInput) -> bool:
+        return model.case_id != workflow.info().workflow_id and workflow.patched(SIGNED_FOR_THIS_CASE)
+
+    def _ingest_refusal(self, model: AlertBatch | CaseInput | MergeDelivery, elsewhere: bool = False) -> str | None:
         assert self.gov is not None
         # Imports passed through for the same reason as in `_refusal` (cryptography's lazy backend).
         with workflow.unsafe.imports_passed_through():
-            return ingest_refusal(self.gov.policy, model)
+            refusal = ingest_refusal(self.gov.policy, model)
+        if refusal is None and elsewhere and self.gov.policy.deployment.require_signed_ingest:
+            return (f"signed by an ingester for case {getattr(model, 'case_id', '?')}, not for this one: sent again "
+                    "from that case's history by someone with Temporal write")
+        return refusal
 
     def _refuse_batch(self, batch: AlertBatch, refusal: str) -> None:
         """Alerts after triage that no ingester signed: kept out of the case, listed (the history has them)."""

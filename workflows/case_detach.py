@@ -60,6 +60,9 @@ MAX_DETACHES = 100  # per case: past it, the correlation rule is wrong; fix it a
 DETACH_LEAVES_RETRY = "detach-leaves-retry"
 # An alert that arrived after the score (merged in, or a later batch) was not in it (QA9: the record said it was).
 DETACH_SCORED_WITH = "detach-scored-with"
+# Under `require_signed_ingest`, no alert is detached from a case whose input no ingester signed: the worker would
+# sign the new case's start, and its playbook would aim at entities someone typed in. Asked only for such a case.
+DETACH_UNSIGNED_REFUSED = "detach-unsigned-refused"
 # Steps not yet run: the ones a detach may skip.
 _NOT_RUN = (StepState.pending, StepState.awaiting_approval, StepState.approved, StepState.escalated)
 
@@ -114,6 +117,7 @@ class CaseDetach:
     escalations: list[str]
     deferred_upserts: dict[str, Any]
     failed_attempt: tuple[str, ...]  # workflows/case_retry.py
+    unsigned_input: list[str]  # workflows/case.py (signed case input)
 
     def _init_detach(self) -> None:
         self.detached: list[DetachRecord] = []
@@ -122,8 +126,9 @@ class CaseDetach:
                                  '{"alert_uid": "a-17", "requested_by": "carol", "reason": "other incident"}')
     async def detach_alert(self, req: DetachRequest) -> str:
         await self._recheck_unknown_signer(Decision.detach, req.requested_by, req.reason, req.token,
-                                           lambda: self._detach_refusal(req), "DetachRefused",
-                                           also_ask=(DETACH_LEAVES_RETRY, DETACH_SCORED_WITH))
+                                           lambda: self._detach_refusal(req, unsigned=False), "DetachRefused",
+                                           also_ask=(DETACH_LEAVES_RETRY, DETACH_SCORED_WITH,
+                                                     *((DETACH_UNSIGNED_REFUSED,) if self.unsigned_input else ())))
         if self._detach_record_of(req.alert_uid) is not None:  # the same alert again: the same answer
             await workflow.wait_condition(lambda: self._opening_done(req.alert_uid))
             done = self._detach_record_of(req.alert_uid)
@@ -131,7 +136,9 @@ class CaseDetach:
             return self._detach_reply(done, again=True)
         # Checked again: another detach accepted in the same workflow task may have taken the case's
         # other alert meanwhile (validators of one task all run before its handlers).
-        refusal = self._detach_refusal(req)
+        refusal = self._detach_refusal(req, unsigned=False)
+        if refusal is None and self._unsigned_refusal() and workflow.patched(DETACH_UNSIGNED_REFUSED):
+            refusal = self._unsigned_refusal()
         if refusal:
             raise ApplicationError(refusal, type="DetachRefused", non_retryable=True)
         if req.token:
@@ -169,7 +176,15 @@ class CaseDetach:
         if refusal and not self._signer_unknown(refusal, Decision.detach, req.requested_by, req.token):
             raise ApplicationError(refusal, type="DetachRefused", non_retryable=True)
 
-    def _detach_refusal(self, req: DetachRequest) -> str | None:
+    def _unsigned_refusal(self) -> str | None:
+        if not self.unsigned_input:
+            return None
+        return (f"case {self.inp.case_id} holds input no ingester signed ({self.unsigned_input[0]}): its alerts are not "
+                "moved into a case of their own, which would trust them; an analyst decides this case as it is")
+
+    def _detach_refusal(self, req: DetachRequest, *, unsigned: bool = True) -> str | None:
+        """Why `req` is refused; `unsigned=False`: without the DETACH_UNSIGNED_REFUSED check (the handler's,
+        which asks its patch)."""
         case_id = self.inp.case_id
         if self.gov is None:
             return "the case is still being triaged; try again in a moment"
@@ -191,6 +206,8 @@ class CaseDetach:
             return (f"case {case_id} has no alert {req.alert_uid!r}; its alerts: {shown}"
                     + (" ..." if len(self.timeline) > 10 else "")
                     + f" (`signoff show {case_id}`, `signoff cases --json --with-alerts`)")
+        if unsigned and (refusal := self._unsigned_refusal()):
+            return refusal
         if self.alert_count <= 1:
             return (f"alert {req.alert_uid!r} is the only alert of case {case_id}: close the case instead "
                     f"(`signoff close {case_id} --as USER --verdict FalsePositive --reason TEXT`)")

@@ -90,6 +90,10 @@ _ENTITY_CAP = 200  # workflows.case.ENTITY_CAP
 # (`take_over_hold`, signoff/holds.py): the source ends, so no later rollback could tell it, and the target's
 # rollback released what the merged case still showed "in effect".
 MERGE_HANDS_OVER_HOLDS = "merge-hands-over-holds"
+# Under `require_signed_ingest`, a case holding input no ingester signed is not merged: the worker would sign the
+# delivery, and the target would hold (and could detach into a trusted case) what someone typed in. Asked only
+# for such a case, in the handler.
+MERGE_UNSIGNED_REFUSED = "merge-unsigned-refused"
 # Steps not yet run: the ones a merge skips.
 _NOT_RUN = (StepState.pending, StepState.awaiting_approval, StepState.approved, StepState.escalated)
 
@@ -100,6 +104,7 @@ class CaseMerge:
     _signer_unknown: Callable[[str | None, Decision, str, str | None], bool]
     _recheck_unknown_signer: Callable[..., Awaitable[None]]
     # Set by CaseWorkflow.
+    unsigned_input: list[str]  # signed case input (workflows/case.py)
     inp: CaseInput
     gov: GovernanceSnapshot | None
     steps: dict[str, Any]  # step id -> workflows.case._Step
@@ -138,13 +143,16 @@ class CaseMerge:
     async def merge_into(self, req: MergeRequest) -> str:
         await self._recheck_unknown_signer(Decision.merge, req.requested_by, req.reason, req.token,
                                            lambda: self._merge_refusal(req), MERGE_REFUSED,
-                                           also_ask=(MERGE_GUARDS, MERGE_HANDS_OVER_HOLDS))
+                                           also_ask=(MERGE_GUARDS, MERGE_HANDS_OVER_HOLDS,
+                                                     *((MERGE_UNSIGNED_REFUSED,) if self.unsigned_input else ())))
         if self.merging is not None and self.merging.target == req.target:  # the same merge, still delivering
             await workflow.wait_condition(lambda: self.merging is None)
         if self.merged_into is not None and self.merged_into.target == req.target:  # the same answer
             return self._merge_reply(self.merged_into, again=True)
         # Checked again: a merge or a rollback accepted in the same workflow task may have come first.
         refusal = self._merge_refusal(req) or self._merge_guard(self._waits_for_rollback_check(), handler=True)
+        if refusal is None and self._unsigned_source() and workflow.patched(MERGE_UNSIGNED_REFUSED):
+            refusal = self._unsigned_source()
         if refusal:
             raise ApplicationError(refusal, type=MERGE_REFUSED, non_retryable=True)
         if req.token:
@@ -221,9 +229,15 @@ class CaseMerge:
             self._upsert(self._held_targets())
         return handed
 
+    def _unsigned_source(self) -> str | None:
+        if not self.unsigned_input or self.merged_into is not None:  # merged before this check: answered as it was
+            return None
+        return (f"case {self.inp.case_id} holds input no ingester signed ({self.unsigned_input[0]}): it is not merged "
+                "into another case, which would then hold that input as signed; an analyst decides this case as it is")
+
     @merge_into.validator
     def _validate_merge(self, req: MergeRequest) -> None:
-        refusal = self._merge_refusal(req) or self._waits_for_rollback_check()
+        refusal = self._merge_refusal(req) or self._waits_for_rollback_check() or self._unsigned_source()
         if refusal and not self._signer_unknown(self._merge_refusal(req), Decision.merge, req.requested_by, req.token):
             raise ApplicationError(refusal, type=MERGE_REFUSED, non_retryable=True)
 
