@@ -22,7 +22,7 @@ from signoff.models import AssignRequest, NoteRequest
 from tests.auditkit import acli, address_of
 from tests.casekit import alert, awaiting, case_input, settled_worker, start_case, wait_for
 from workflows.case import CaseWorkflow
-from workflows.case_log import MAX_NOTE_CHARS
+from workflows.case_log import MAX_ASSIGNMENTS, MAX_NOTE_CHARS
 
 
 async def _refused(handle: WorkflowHandle, name: str, req: object) -> str:
@@ -134,3 +134,23 @@ async def test_where_unsigned_requests_are_not_trusted_notes_need_the_authors_ke
         view = await handle.query(CaseWorkflow.status)
         assert view.notes[0].signed and view.assignments[0].signed and view.assignee == "alice"
         await handle.terminate("test done")
+
+
+async def test_a_case_bounced_between_owners_stops_taking_hand_overs(
+    dev_env: WorkflowEnvironment, task_queue: str, policy_file: Path
+) -> None:
+    """Review10: accepted assignments were unbounded, so two people in policy could push a case to
+    Temporal's history limit (which ends it) by handing it back and forth."""
+    client = dev_env.client
+    async with settled_worker(client, task_queue):
+        inp = case_input(alert_type="malware")
+        handle = await start_case(client, task_queue, inp, alert("b1", ("host", f"h-{inp.case_id}"), category="Malware"))
+        await wait_for(handle, awaiting("isolate_host"), "waiting")
+        for i in range(MAX_ASSIGNMENTS):
+            await handle.execute_update(CaseWorkflow.assign, AssignRequest(
+                assignee=("alice", "bob")[i % 2], by="carol", reason="shift"))
+        refusal = await _refused(handle, "assign", AssignRequest(assignee="carol", by="carol", reason="mine"))
+        assert f"handed over {MAX_ASSIGNMENTS} times" in refusal, refusal
+        view = await handle.query(CaseWorkflow.status)
+        assert len(view.assignments) == MAX_ASSIGNMENTS and view.assignee == "bob"
+        await handle.execute_update(CaseWorkflow.note, NoteRequest(author="carol", text="taking it over"))

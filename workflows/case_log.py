@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 MAX_NOTE_CHARS = MAX_REASON_CHARS
 MAX_NOTES = 500  # a case's log; past it, link a ticket (each note is a history event)
+MAX_ASSIGNMENTS = 200  # hand-overs per case: past it someone is bouncing the case (each is a history event)
 
 
 class CaseLog:
@@ -69,6 +70,9 @@ class CaseLog:
                        f"assign one of {sorted(self.gov.policy.approvers)}")
         if refusal is None and req.assignee == self.assignee:
             refusal = f"the case is already assigned to {req.assignee}"
+        if refusal is None and len(self.assignments) >= MAX_ASSIGNMENTS:
+            refusal = (f"the case was handed over {MAX_ASSIGNMENTS} times, the most it keeps: ask a lead to take it "
+                       "(`signoff note` the hand-over instead)")
         return refusal
 
     @workflow.update(description='Add to the investigation log: {"author": "alice", "text": "user confirms travel"}')
