@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
@@ -116,6 +116,13 @@ SIGNER_RECHECKED = "signer-rechecked-assign-note-retry"
 # A signed start or batch names its case (`case_id`): one signed for another case (read from that case's history
 # and sent again by someone with Temporal write) is not an ingester's input for this one. Asked only for such input.
 SIGNED_FOR_THIS_CASE = "signed-input-for-this-case"
+# A local activity's result can reach the workflow one task late (the SDK completes the task with its marker
+# while a query is answered), after signals and updates that came meanwhile; replay delivers it before them,
+# so a handler's command that went first live comes second on replay: nondeterminism, the case stuck
+# (docs/reliability.md §7). From this patch on, signal handlers wait until no local activity is in flight,
+# and the identity re-reads and the before-state capture of a step are activities (updates cannot wait:
+# their acceptance is recorded at once). Asked once at the start of `run`, before any local activity.
+LOCAL_RESULT_RACE = "local-result-race"
 QUICK = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=5)
 # Vendor calls heartbeat (activities/response.py): a worker that dies mid-call is noticed after
 # ACTION_HEARTBEAT and the call is retried on another worker (idempotency key: no double action).
@@ -134,6 +141,8 @@ ACTION_RETRY = RetryPolicy(
     maximum_attempts=6,
     non_retryable_error_types=["ActionRefused", "NoExecutor", "NonRetryableConnectorError"],
 )
+
+_T = TypeVar("_T")
 
 
 class _Step:
@@ -230,6 +239,8 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
         self._init_recheck()  # identities in force behind a rollback's quorum (workflows/case_recheck.py)
         self._init_merge()  # merged into another case, or others into this one (workflows/case_merge.py)
         self.action_running = False
+        self.local_activities = 0  # in flight now (`_local`); signal handlers wait for none (LOCAL_RESULT_RACE)
+        self.local_race_safe = False
         self.search_attributes: dict[str, Any] = {}  # last value upserted, per attribute
         self.deferred_upserts: dict[str, SearchAttributeUpdate[Any]] = {}
         self.faster_triage = False
@@ -253,6 +264,7 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
         # before this change replay the way they were recorded.
         self.running = True
         self.faster_triage = workflow.patched("faster-triage")
+        self.local_race_safe = workflow.patched(LOCAL_RESULT_RACE)
         self.start_elsewhere = self._names_another_case(inp)  # asked before the local activity below
         self._set_status(CaseStatus.triage, defer=True)
         self._publish_alert_count(defer=True)
@@ -262,10 +274,10 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
         )
         # Local activities (lever: fewer server round trips): governance, enrichment and scoring
         # are reads and deterministic computation; their results are recorded as markers.
-        self.gov = await workflow.execute_local_activity(
+        self.gov = await self._local(workflow.execute_local_activity(
             load_governance, GovernanceRequest(alert_type=inp.alert_type, case_id=inp.case_id),
             start_to_close_timeout=timedelta(seconds=30), retry_policy=UNTIL_FIXED,
-        )
+        ))
         policy = self.gov.policy
         self._check_early_input()
         self.playbook = policy.alert_type(inp.alert_type).playbook
@@ -275,10 +287,10 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
             [sa.PLAYBOOK.value_set(self.playbook), sa.POLICY_VERSION.value_set(self.gov.policy_version[:16])],
             defer=True,
         )
-        enrichment = workflow.execute_local_activity(
+        enrichment = self._local(workflow.execute_local_activity(
             enrich_case, EnrichRequest(case_id=inp.case_id, entities=tuple(self.entities.values())),
             start_to_close_timeout=timedelta(seconds=60), retry_policy=QUICK,
-        )
+        ))
         if self.faster_triage:  # scoring reads the alerts, not the enrichment: no need to wait
             self.enrichment, (self.score, scoring_problem) = await asyncio.gather(enrichment, self._score())
         else:
@@ -289,7 +301,7 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
         decision = decide(self.gov, self.score, scoring_problem)
         if decision.kind == DecisionKind.auto_close:  # a kill switch may have moved since: re-read
             first = self.gov
-            self.gov = await recheck_governance(inp)
+            self.gov = await self._local(recheck_governance(inp))
             if first.playbook is not None:  # the case plans from the playbook it began with (`_playbook`)
                 self.gov = self.gov.model_copy(update={"playbook": first.playbook})
             decision = decide(self.gov, self.score, scoring_problem)
@@ -436,11 +448,11 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
                           "model was not trained on it); an analyst decides")
         self.scored_uids = frozenset(a.uid for a in self.timeline)
         try:
-            score = await workflow.execute_local_activity(
+            score = await self._local(workflow.execute_local_activity(
                 score_case,
                 ScoreRequest(case_id=self.inp.case_id, alerts=tuple(self.timeline), model_id=self.gov.model_id),
                 start_to_close_timeout=timedelta(seconds=60), retry_policy=QUICK,
-            )
+            ))
             return score, ""
         except (ActivityError, ApplicationError) as err:  # a failed local activity raises ApplicationError
             return None, f"scoring failed: {_cause(err)}"
@@ -521,11 +533,18 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
         if not step.auto:
             self._set_status(CaseStatus.running)
         try:
-            # A local activity: its marker is in history when the workflow task that schedules
-            # execute_action completes, so the before-state is durable before anything changes.
-            step.before = await workflow.execute_local_activity(
-                capture_state, request, start_to_close_timeout=timedelta(seconds=60), retry_policy=ACTION_RETRY,
-            )
+            # Recorded (a marker, or the activity's result) before execute_action is scheduled, so the
+            # before-state is durable before anything changes. An activity where LOCAL_RESULT_RACE applies:
+            # an approval of a later step (an update) may come while it runs.
+            if self.local_race_safe:
+                step.before = await workflow.execute_activity(
+                    capture_state, request, start_to_close_timeout=timedelta(seconds=60), retry_policy=ACTION_RETRY,
+                    summary=f"before-state of {plan.target.kind} {plan.target.id}",
+                )
+            else:
+                step.before = await workflow.execute_local_activity(
+                    capture_state, request, start_to_close_timeout=timedelta(seconds=60), retry_policy=ACTION_RETRY,
+                )
             step.result = await workflow.execute_activity(
                 execute_action, ExecuteRequest(request=request, before=step.before or {}),
                 start_to_close_timeout=ACTION_TIMEOUT, heartbeat_timeout=ACTION_HEARTBEAT, retry_policy=ACTION_RETRY,
@@ -626,7 +645,8 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
         return True
 
     @workflow.signal(description="Another case rolled back an action this case still holds (signoff.holds)")
-    def take_over_hold(self, handover: HoldHandover) -> None:
+    async def take_over_hold(self, handover: HoldHandover) -> None:
+        await self._after_local_activities()
         for step in self.steps.values():
             if (step.plan.action, step.plan.target) != (handover.action, handover.target) \
                     or step.state != StepState.executed:
@@ -705,11 +725,13 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
         self._validate(req, Decision.reject)
 
     @workflow.signal(description='Approve a step (checked after it is recorded): {"step": "disable_account", "approver": "alice", "reason": "C2 confirmed"}')
-    def approve_signal(self, raw: Any) -> None:
+    async def approve_signal(self, raw: Any) -> None:
+        await self._after_local_activities()
         self._signal(raw, Decision.approve)
 
     @workflow.signal(description='Reject a step (checked after it is recorded): {"step": "disable_account", "approver": "alice", "reason": "benign"}')
-    def reject_signal(self, raw: Any) -> None:
+    async def reject_signal(self, raw: Any) -> None:
+        await self._after_local_activities()
         self._signal(raw, Decision.reject)
 
     def _refusal(self, req: ApprovalRequest, decision: Decision, *, hardened: bool = True) -> str | None:
@@ -754,6 +776,7 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
                 "(separation of duties): another approver decides")
 
     def _validate(self, req: ApprovalRequest, decision: Decision) -> None:
+        self._refuse_while_local_activity("ApprovalRefused")
         refusal = self._refusal(req, decision) or self._detacher_refusal(req, decision)
         if refusal and self._identity_unknown_to_case(req.token, req.approver, req.step, decision.value):
             return  # signed by someone the case's policy does not know yet: the handler checks the policy in force
@@ -862,6 +885,7 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
 
     @rollback.validator
     def _validate_rollback(self, req: RollbackRequest) -> None:
+        self._refuse_while_local_activity("RollbackRefused")
         refusal = self._rollback_refusal(req)
         if refusal and self._identity_unknown_to_case(req.token, req.requested_by, CASE_STEP, Decision.rollback.value):
             return  # signed with a key the case's policy does not know (rotated): the handler checks the policy in force
@@ -869,7 +893,8 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
             raise ApplicationError(refusal, type="RollbackRefused", non_retryable=True)
 
     @workflow.signal(description='Request a rollback (checked after it is recorded): {"requested_by": "carol", "reason": "false positive"}')
-    def rollback_signal(self, raw: Any) -> None:
+    async def rollback_signal(self, raw: Any) -> None:
+        await self._after_local_activities()
         try:
             req = RollbackRequest.model_validate(raw)
         except ValidationError as exc:
@@ -947,6 +972,7 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
 
     @close.validator
     def _validate_close(self, req: CloseRequest) -> None:
+        self._refuse_while_local_activity("CloseRefused")
         refusal = self._close_refusal(req)
         if refusal and self._identity_unknown_to_case(req.token, req.analyst, CASE_STEP, Decision.close.value):
             return  # signed with a key the case's policy does not know (rotated): the handler checks the policy in force
@@ -954,7 +980,8 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
             raise ApplicationError(refusal, type="CloseRefused", non_retryable=True)
 
     @workflow.signal(description='Close with a verdict (checked after it is recorded): {"analyst": "alice", "verdict": "TruePositive", "reason": "confirmed"}')
-    def close_signal(self, raw: Any) -> None:
+    async def close_signal(self, raw: Any) -> None:
+        await self._after_local_activities()
         try:
             req = CloseRequest.model_validate(raw)
         except ValidationError as exc:
@@ -1073,7 +1100,8 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
     # ------------------------------------------------------------------ alerts
 
     @workflow.signal(description="More alerts for this case (sent by the ingester with signal-with-start)")
-    def add_alerts(self, batch: AlertBatch) -> None:
+    async def add_alerts(self, batch: AlertBatch) -> None:
+        await self._after_local_activities()
         elsewhere = self._names_another_case(batch)
         if self.gov is None:
             self.early_batches.append((batch, elsewhere))  # checked when the policy is read (`_check_early_input`)
@@ -1188,6 +1216,29 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
             rollback_open_until=self.rollback_open_until,
             unsigned_input=tuple(self.unsigned_input), refused_batches=tuple(self.refused_batches),
         )
+
+    async def _local(self, local_activity: Awaitable[_T]) -> _T:
+        """Await a local activity, counted while in flight (`_after_local_activities`)."""
+        self.local_activities += 1
+        try:
+            return await local_activity
+        finally:
+            self.local_activities -= 1
+
+    async def _after_local_activities(self) -> None:
+        """At the top of a signal handler: wait until no local activity is in flight (LOCAL_RESULT_RACE). A
+        result delivered a workflow task late is applied after the signals of that task live, but before
+        them on replay; waiting puts the handler after the code that follows the result, both times."""
+        if self.local_race_safe and self.local_activities:
+            await workflow.wait_condition(lambda: self.local_activities == 0)
+
+    def _refuse_while_local_activity(self, error_type: str) -> None:
+        """In an update's validator (never replayed): refused while a local activity is in flight (only triage
+        has them in cases that took LOCAL_RESULT_RACE). An accepted update is recorded at once, so it cannot
+        wait like a signal; refused, it leaves no trace and the sender tries again."""
+        if self.local_race_safe and self.local_activities:
+            raise ApplicationError("the case is still being triaged; try again in a moment", type=error_type,
+                                   non_retryable=True)
 
     def _stopping(self) -> bool:
         return self.verdict is not None or self.rollback_request is not None or self.merged_into is not None

@@ -100,6 +100,7 @@ _NOT_RUN = (StepState.pending, StepState.awaiting_approval, StepState.approved, 
 
 class CaseMerge:
     # CaseWorkflow's (annotations only: a stub here would shadow them)
+    _refuse_while_local_activity: Callable[[str], None]
     _ingest_refusal: Callable[[MergeDelivery], str | None]
     _signer_unknown: Callable[[str | None, Decision, str, str | None], bool]
     _recheck_unknown_signer: Callable[..., Awaitable[None]]
@@ -237,6 +238,7 @@ class CaseMerge:
 
     @merge_into.validator
     def _validate_merge(self, req: MergeRequest) -> None:
+        self._refuse_while_local_activity(MERGE_REFUSED)
         refusal = self._merge_refusal(req) or self._waits_for_rollback_check() or self._unsigned_source()
         if refusal and not self._signer_unknown(self._merge_refusal(req), Decision.merge, req.requested_by, req.token):
             raise ApplicationError(refusal, type=MERGE_REFUSED, non_retryable=True)

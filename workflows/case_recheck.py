@@ -56,6 +56,7 @@ class CaseRecheck:
     rollback_request: RollbackRequest | None
     rollback_done: bool
     rollback_votes: list[RollbackRequest]
+    local_race_safe: bool
     # Set in `_init_recheck`.
     rollback_checking: bool
     rollback_check_answer: str
@@ -139,7 +140,9 @@ class CaseRecheck:
         if both the case's own policy and the one in force do. Every step still to run is checked at
         once: approvals given ahead of their turn were verified against the same identities."""
         assert self.gov is not None
-        fresh = await recheck_governance(self.inp, why=why)
+        # An activity in cases that took LOCAL_RESULT_RACE (workflows/case.py): it runs before a gated step and
+        # in update handlers, where another update may come meanwhile.
+        fresh = await recheck_governance(self.inp, why=why, local=not self.local_race_safe)
         case_policy = self.gov.policy
         voided: dict[str, list[str]] = {}
         for other in self.steps.values():

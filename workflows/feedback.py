@@ -44,11 +44,18 @@ async def shadow_score(inp: CaseInput, gov: GovernanceSnapshot, alerts: tuple[Al
         return None
 
 
-async def recheck_governance(inp: CaseInput, why: str = "re-read governance before an automatic close") -> GovernanceSnapshot:
-    # A local activity like the case's first read (a marker in history, no extra server round trip).
+async def recheck_governance(inp: CaseInput, why: str = "re-read governance before an automatic close",
+                             *, local: bool = True) -> GovernanceSnapshot:
+    # A local activity like the case's first read (a marker in history, no extra server round trip);
+    # an activity (`local=False`) where a human's update may come while it runs (workflows/case.py
+    # LOCAL_RESULT_RACE).
+    request = GovernanceRequest(alert_type=inp.alert_type, case_id=inp.case_id, fresh=True)
+    if not local:
+        return await workflow.execute_activity(
+            load_governance, request, start_to_close_timeout=timedelta(seconds=30), retry_policy=QUICK, summary=why,
+        )
     return await workflow.execute_local_activity(
-        load_governance, GovernanceRequest(alert_type=inp.alert_type, case_id=inp.case_id, fresh=True),
-        start_to_close_timeout=timedelta(seconds=30), retry_policy=QUICK, summary=why,
+        load_governance, request, start_to_close_timeout=timedelta(seconds=30), retry_policy=QUICK, summary=why,
     )
 
 
