@@ -28,7 +28,7 @@ HISTORIES = Path(__file__).parent / "replay" / "histories"
 PLAYBOOKS = [p.name for p in (COMPROMISED_ACCOUNT, MALWARE_ON_HOST, PHISHING, NETWORK_INTRUSION, TRIAGE_ONLY)]
 # Histories recorded before a patched change stay here and keep replaying: cases that were running
 # when the change shipped must go on with the code path they started on.
-GENERATIONS = ["", "before-entity-index", "before-verdict-sla", "before-clearer-replies", "before-shared-targets", "before-alert-count", "before-faster-triage"]
+GENERATIONS = ["", "before-local-result-race", "before-entity-index", "before-verdict-sla", "before-clearer-replies", "before-shared-targets", "before-alert-count", "before-faster-triage"]
 # Playbooks added after the shipped five (`record_histories --playbook NAME`): their histories sit
 # in the current folder only and replay like the shipped ones.
 ADDED = sorted(p.stem for p in HISTORIES.glob("*.json") if p.stem not in PLAYBOOKS)
@@ -61,8 +61,14 @@ def test_current_histories_take_the_patched_path() -> None:
     against the identities in force (a local activity before each gated step runs; triage_only has
     none)."""
     for playbook in PLAYBOOKS:
-        new, before_index, before_sla, before_replies, before_shared, before_count, old = (
+        new, before_race, before_index, before_sla, before_replies, before_shared, before_count, old = (
             _history(playbook, g) for g in GENERATIONS)
+        # The local-result race (docs/reliability.md §7): asked once at the start of every case; a step's
+        # before-state capture is an activity from then on (a local activity before).
+        assert "local-result-race" in recorded_patches(new) and "local-result-race" not in recorded_patches(before_race)
+        if playbook != "triage_only":
+            assert _scheduled(new, "capture_state") > 0 and _scheduled(before_race, "capture_state") == 0, playbook
+        new = before_race  # the older generations' checks below, as they were
         assert "entity-index" in recorded_patches(new) and "entity-index" not in recorded_patches(before_index)
         assert ("recheck-approvals" in recorded_patches(new)) == (playbook != "triage_only"), playbook
         assert "recheck-approvals" not in recorded_patches(before_index)
@@ -88,6 +94,12 @@ def test_current_histories_take_the_patched_path() -> None:
         assert "alert-count-attribute" in recorded_patches(new)
         assert "alert-count-attribute" not in recorded_patches(before_count)
         assert _alert_counts(new) == [1, 2] and _alert_counts(before_count) == []
+
+
+def _scheduled(history: WorkflowHistory, activity: str) -> int:
+    """Ordinary activities of this type the case scheduled (local activities are markers, not counted)."""
+    return sum(1 for e in history.events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+               and e.activity_task_scheduled_event_attributes.activity_type.name == activity)
 
 
 def _entity_digests(history: WorkflowHistory) -> list[str]:
