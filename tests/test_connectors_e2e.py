@@ -74,7 +74,9 @@ async def test_malware_case_isolates_a_namespace_host_and_locks_an_ldap_account_
         assert await tcp_reachable(h.client, h.server_ip, h.app_port)  # nothing happens before sign-off
 
         await handle.execute_update(CaseWorkflow.approve, approve("isolate_host"))
-        await wait_for(handle, awaiting("disable_account"), "disable_account waiting", attempts=600)
+        # Approved, isolate_host first re-reads who may approve (an activity), then runs; disable_account waits.
+        await wait_for(handle, lambda v: step(v, "isolate_host").state == StepState.executed
+                       and awaiting("disable_account")(v), "isolated, disable_account waiting", attempts=600)
         assert not await tcp_reachable(h.client, h.server_ip, h.app_port)
         assert await tcp_reachable(h.client, h.server_ip, h.mgmt_port)
 
