@@ -293,9 +293,18 @@ def diff(
     new: Path = typer.Argument(None, help="the policy after it (default: the policy in force, $SIGNOFF_POLICY)"),
     fail_on_weaker: bool = typer.Option(False, "--fail-on-weaker", help="exit 1 when the change weakens governance "
                                                                          "(a CI gate for policy pull requests)"),
+    cases: int = typer.Option(0, "--cases", metavar="N", help="also replay the change on the newest N recorded cases "
+                                                            "(from Temporal and the archive): steps that would have "
+                                                            "waited, approvals that would not count, closes that "
+                                                            "would differ"),
+    histories: Path = typer.Option(None, "--histories", metavar="DIR", help="replay it on case histories exported as "
+                                                                          "JSON (`temporal workflow show --output "
+                                                                          "json`) instead of a server"),
     json_out: bool = typer.Option(False, "--json", help="one JSON object"),
 ) -> None:
-    """What a policy change weakens: lower quorums, more people able to approve, slower escalation, ..."""
+    """What a policy change weakens: lower quorums, more people able to approve, slower escalation, ...
+
+    With --cases or --histories, also what it would have done to recorded cases."""
     from policies.loader import PolicyError, load_policy, policy_path
     from policies.review import weakenings
     from signoff.cli._common import fail_policy
@@ -313,8 +322,15 @@ def diff(
     except PolicyError as exc:
         fail_policy(exc)
     found = weakenings(before, after)
-    doc = {"base": str(base), "base_sha256": before.digest(), "new": str(new), "new_sha256": after.digest(),
-           "changed": before.digest() != after.digest(), "weaker": found}
+    doc: dict[str, Any] = {"base": str(base), "base_sha256": before.digest(), "new": str(new),
+                           "new_sha256": after.digest(), "changed": before.digest() != after.digest(), "weaker": found}
+    if cases < 0:
+        fail("--cases takes how many of the newest recorded cases to replay the change on (a positive number)")
+    if histories is not None or cases:
+        from policies.what_if import what_if
+
+        explanations = _recorded_explanations(histories, cases)
+        doc["recorded_cases"] = what_if(before, after, explanations)
     if json_out:
         emit_json(doc)
     else:
@@ -325,6 +341,121 @@ def diff(
             out.print(f"weaker: {line}", highlight=False, soft_wrap=True)
         if doc["changed"] and not found:
             out.print("nothing weaker (the change keeps or tightens every tier, role and threshold)", highlight=False)
+        if "recorded_cases" in doc:
+            _print_what_if(doc["recorded_cases"])
     if found and fail_on_weaker:
         fail(f"{len(found)} weakening(s) of governance; a person with a governance role must approve this "
              "change on purpose (merge without --fail-on-weaker, or revert the lines above)")
+
+
+def _recorded_explanations(histories: Path | None, newest: int) -> list[dict[str, Any]]:
+    """Explanations of recorded cases: exported history files, or the newest N cases on the server."""
+    from signoff.explain import explanation_from_history
+
+    if histories is not None:
+        if not histories.is_dir():
+            fail(f"{histories} is not a directory; give one holding case histories as JSON "
+                 "(`temporal workflow show -w CASE --output json > DIR/CASE.json`)")
+        decoded = run(_decode_files(sorted(histories.glob("*.json"))))
+        if not decoded:
+            fail(f"{histories} holds no case history (*.json from `temporal workflow show --output json`)")
+        explanations = [explanation_from_history(h) for h in decoded]
+    else:
+        err.print("reading case histories ...", highlight=False)
+        explanations = run(_server_explanations(newest))
+    explanations.sort(key=lambda ex: ex.get("opened_at") or "", reverse=True)
+    return explanations[:newest] if newest else explanations
+
+
+async def _server_explanations(newest: int) -> list[dict[str, Any]]:
+    """The newest cases on the server (the archive fills up what Temporal no longer keeps); a running
+    case's steps come from its `status` query (its history holds them only once it ends)."""
+    import asyncio
+    from datetime import timedelta
+
+    from signoff.audit import CASE_TYPE
+    from signoff.client import connect
+    from signoff.explain import explanation_from_history
+    from signoff.history import apply_archive_record, archived_runs, decode_history, read_archive
+    from signoff.models import CaseView
+
+    client = await connect()
+    runs = sorted([(wf.start_time, wf.id, wf.run_id) async for wf in client.list_workflows(f"WorkflowType='{CASE_TYPE}'")],
+                  reverse=True)[:newest]
+    gate = asyncio.Semaphore(16)
+
+    async def explain(workflow_id: str, run_id: str) -> dict[str, Any]:
+        async with gate:
+            handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+            decoded = await decode_history(await handle.fetch_history(), client.data_converter)
+            view = None
+            if decoded.close == "running":
+                try:
+                    view = await handle.query("status", result_type=CaseView, rpc_timeout=timedelta(seconds=10))
+                except Exception:  # no worker answered: its steps are not judged (counted apart)
+                    view = None
+            return explanation_from_history(decoded, view)
+
+    found = list(await asyncio.gather(*(explain(w, r) for _, w, r in runs)))
+    seen = {(ex["case_id"], ex["run_id"]) for ex in found}
+    for path in archived_runs():
+        if len(found) >= newest:
+            break
+        try:
+            history, record = read_archive(path)
+        except (OSError, ValueError, KeyError):
+            continue
+        if (record["workflow_id"], record["run_id"]) in seen:
+            continue
+        decoded = await decode_history(history, client.data_converter, source="archive")
+        if decoded.workflow_type == CASE_TYPE:
+            found.append(explanation_from_history(apply_archive_record(decoded, record)))
+    return found
+
+
+async def _decode_files(paths: list[Path]) -> list[Any]:
+    from temporalio.client import WorkflowHistory
+
+    from signoff.client import data_converter
+    from signoff.history import decode_history
+
+    found = []
+    for path in paths:
+        try:
+            history = WorkflowHistory.from_json(path.stem, path.read_text())
+        except (ValueError, KeyError, TypeError) as exc:
+            fail(f"{path} is not a workflow history exported as JSON ({exc}); export one with "
+                 "`temporal workflow show -w CASE --output json`")
+        decoded = await decode_history(history, data_converter())
+        if decoded.workflow_type == "CaseWorkflow":
+            found.append(decoded)
+    return found
+
+
+WHAT_IF_WORDS = {
+    "would_wait": "steps that ran automatically would wait for sign-off",
+    "would_not_run": "steps would not have run on the approvals they had",
+    "fewer_approvals": "steps would have run after fewer approvals",
+    "would_run_unapproved": "steps would run without anyone's sign-off",
+    "would_not_close": "automatic closes would have gone to an analyst",
+    "would_close": "cases would have been closed automatically",
+}
+
+
+def _print_what_if(doc: dict[str, Any]) -> None:
+    counts = doc["counts"]
+    out.print(f"\non {doc['cases']} recorded case(s): {doc['cases_changed']} would have gone otherwise",
+              highlight=False)
+    for kind, words in WHAT_IF_WORDS.items():
+        if counts[kind]:
+            out.print(f"  {counts[kind]:>4}  {words}", highlight=False)
+    if doc["steps_not_read"]:
+        out.print(f"  {len(doc['steps_not_read']):>4}  running case(s) whose steps no worker reported (start a worker "
+                  "to judge them)", highlight=False)
+    if counts["true_positives_closed"]:
+        out.print(f"  {counts['true_positives_closed']:>4}  of those closes were graded TRUE POSITIVE by an analyst",
+                  highlight=False)
+    for change in doc["changes"][:50]:
+        out.print(f"  {change['case_id']}: {change['text']}", highlight=False, soft_wrap=True)
+    if len(doc["changes"]) > 50:
+        out.print(f"  ... and {len(doc['changes']) - 50} more (--json lists all)", highlight=False)
