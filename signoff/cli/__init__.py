@@ -30,6 +30,7 @@ contained.register(app)
 for module, name in (
     ("signoff.cli.model", "model"),
     ("signoff.cli.policy", "policy"),
+    ("signoff.cli.playbook", "playbook"),
     ("signoff.cli.autonomy", "autonomy"),
     ("signoff.cli.drift", "drift"),
     ("signoff.cli.audit", "audit"),

@@ -328,8 +328,9 @@ def diff(
         fail("--cases takes how many of the newest recorded cases to replay the change on (a positive number)")
     if histories is not None or cases:
         from policies.what_if import what_if
+        from signoff.cli._recorded import recorded_cases
 
-        explanations = _recorded_explanations(histories, cases)
+        explanations = [ex for _, ex in recorded_cases(histories, cases)]
         doc["recorded_cases"] = what_if(before, after, explanations)
     if json_out:
         emit_json(doc)
@@ -346,90 +347,6 @@ def diff(
     if found and fail_on_weaker:
         fail(f"{len(found)} weakening(s) of governance; a person with a governance role must approve this "
              "change on purpose (merge without --fail-on-weaker, or revert the lines above)")
-
-
-def _recorded_explanations(histories: Path | None, newest: int) -> list[dict[str, Any]]:
-    """Explanations of recorded cases: exported history files, or the newest N cases on the server."""
-    from signoff.explain import explanation_from_history
-
-    if histories is not None:
-        if not histories.is_dir():
-            fail(f"{histories} is not a directory; give one holding case histories as JSON "
-                 "(`temporal workflow show -w CASE --output json > DIR/CASE.json`)")
-        decoded = run(_decode_files(sorted(histories.glob("*.json"))))
-        if not decoded:
-            fail(f"{histories} holds no case history (*.json from `temporal workflow show --output json`)")
-        explanations = [explanation_from_history(h) for h in decoded]
-    else:
-        err.print("reading case histories ...", highlight=False)
-        explanations = run(_server_explanations(newest))
-    explanations.sort(key=lambda ex: ex.get("opened_at") or "", reverse=True)
-    return explanations[:newest] if newest else explanations
-
-
-async def _server_explanations(newest: int) -> list[dict[str, Any]]:
-    """The newest cases on the server (the archive fills up what Temporal no longer keeps); a running
-    case's steps come from its `status` query (its history holds them only once it ends)."""
-    import asyncio
-    from datetime import timedelta
-
-    from signoff.audit import CASE_TYPE
-    from signoff.client import connect
-    from signoff.explain import explanation_from_history
-    from signoff.history import apply_archive_record, archived_runs, decode_history, read_archive
-    from signoff.models import CaseView
-
-    client = await connect()
-    runs = sorted([(wf.start_time, wf.id, wf.run_id) async for wf in client.list_workflows(f"WorkflowType='{CASE_TYPE}'")],
-                  reverse=True)[:newest]
-    gate = asyncio.Semaphore(16)
-
-    async def explain(workflow_id: str, run_id: str) -> dict[str, Any]:
-        async with gate:
-            handle = client.get_workflow_handle(workflow_id, run_id=run_id)
-            decoded = await decode_history(await handle.fetch_history(), client.data_converter)
-            view = None
-            if decoded.close == "running":
-                try:
-                    view = await handle.query("status", result_type=CaseView, rpc_timeout=timedelta(seconds=10))
-                except Exception:  # no worker answered: its steps are not judged (counted apart)
-                    view = None
-            return explanation_from_history(decoded, view)
-
-    found = list(await asyncio.gather(*(explain(w, r) for _, w, r in runs)))
-    seen = {(ex["case_id"], ex["run_id"]) for ex in found}
-    for path in archived_runs():
-        if len(found) >= newest:
-            break
-        try:
-            history, record = read_archive(path)
-        except (OSError, ValueError, KeyError):
-            continue
-        if (record["workflow_id"], record["run_id"]) in seen:
-            continue
-        decoded = await decode_history(history, client.data_converter, source="archive")
-        if decoded.workflow_type == CASE_TYPE:
-            found.append(explanation_from_history(apply_archive_record(decoded, record)))
-    return found
-
-
-async def _decode_files(paths: list[Path]) -> list[Any]:
-    from temporalio.client import WorkflowHistory
-
-    from signoff.client import data_converter
-    from signoff.history import decode_history
-
-    found = []
-    for path in paths:
-        try:
-            history = WorkflowHistory.from_json(path.stem, path.read_text())
-        except (ValueError, KeyError, TypeError) as exc:
-            fail(f"{path} is not a workflow history exported as JSON ({exc}); export one with "
-                 "`temporal workflow show -w CASE --output json`")
-        decoded = await decode_history(history, data_converter())
-        if decoded.workflow_type == "CaseWorkflow":
-            found.append(decoded)
-    return found
 
 
 WHAT_IF_WORDS = {
