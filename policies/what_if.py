@@ -29,12 +29,14 @@ class _Step:
     def __init__(self, row: dict[str, Any]) -> None:
         from playbooks.actions import ACTIONS
 
+        # As the case recorded it (the declaration it planned from): a policy change is judged apart from
+        # any later change to the action's code.
         declared = ACTIONS.get(str(row.get("action")))
         self.step_id = str(row.get("step_id"))
         self.action = str(row.get("action"))
-        self.tier = declared.tier if declared else RiskTier(row.get("tier", "high"))
-        self.reversibility = declared.reversibility if declared else Reversibility(row.get("reversibility",
-                                                                                         "reversible"))
+        self.tier = RiskTier(row["tier"]) if row.get("tier") else declared.tier if declared else RiskTier.high
+        self.reversibility = (Reversibility(row["reversibility"]) if row.get("reversibility")
+                              else declared.reversibility if declared else Reversibility.reversible)
         self.state = str(row.get("state", ""))
         self.recorded_quorum = int(row.get("quorum") or 0)
 
