@@ -88,3 +88,21 @@ def test_correlation_is_dispatched_when_present() -> None:
 
     if (REPO / "signoff" / "bench" / "correlation.py").exists():
         assert "correlation" in available()
+
+
+def test_all_runs_correlation_only_where_its_data_is(tmp_path: Path) -> None:
+    """A clean clone has no AIT scenario beside it: `signoff bench` (`make bench`) ran pipeline,
+    approval, rollback and scoring, then failed on correlation's missing file."""
+    from signoff.bench import planned
+
+    missing = tmp_path / "ait" / "russellmitchell.ocsf.jsonl.gz"
+    names, skipped = planned("all", ait=missing)
+    assert names == ["pipeline", "approval", "rollback", "scoring"]
+    assert skipped and str(missing) in skipped and "--data" in skipped
+    own = tmp_path / "mine.ocsf.jsonl"
+    own.write_text("")
+    assert planned("all", data=own, ait=missing) == (["pipeline", "approval", "rollback", "scoring", "correlation"], None)
+    missing.parent.mkdir()
+    missing.write_bytes(b"")
+    assert planned("all", ait=missing) == (["pipeline", "approval", "rollback", "scoring", "correlation"], None)
+    assert planned("correlation", ait=tmp_path / "nothing") == (["correlation"], None)  # asked for: its own error

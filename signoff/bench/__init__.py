@@ -38,6 +38,24 @@ def available() -> list[str]:
     return names
 
 
+def planned(scenario: str, data: Path | None = None, ait: Path | None = None) -> tuple[list[str], str | None]:
+    """The scenarios `signoff bench --scenario SCENARIO` runs, and why `all` left one out (else None).
+
+    `all` is every scenario but `waiting`, and `correlation` only where its data is (`--data`, or the
+    AIT scenario beside the repository, which a clone does not have): a clean clone's `make bench`
+    measures what it can instead of failing after the other scenarios ran.
+    """
+    if scenario != "all":
+        return [scenario], None
+    names = [n for n in available() if n != "waiting"]
+    default = ait or ait_paths()[0]
+    if "correlation" in names and data is None and not default.exists():
+        names.remove("correlation")
+        return names, (f"correlation skipped: no AIT scenario at {default}; "
+                       "`signoff bench -s correlation --data FILE --labels FILE` runs it on yours")
+    return names, None
+
+
 def _correlation() -> Callable[..., Coroutine[Any, Any, dict[str, Any]]] | None:
     try:
         from signoff.bench.correlation import run_correlation

@@ -32,9 +32,11 @@ def bench(
     Each server scenario starts its own Temporal dev server (SQLite file, WAL, synchronous=normal)
     on free ports and a worker process, and removes both afterwards. See docs/benchmarks.md.
     """
-    from signoff.bench import available, run_scenario
+    from signoff.bench import available, planned, run_scenario
 
-    names = [n for n in available() if n != "waiting"] if scenario == "all" else [scenario]
+    names, skipped = planned(scenario, data)
+    if skipped:
+        err.print(skipped, highlight=False)
     unknown = [n for n in names if n not in available()]
     if unknown:
         fail(f"unknown scenario {unknown[0]!r}; choose from {', '.join(available())} or all")

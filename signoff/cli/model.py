@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -23,8 +24,25 @@ app = typer.Typer(
     help="Triage models: train (deterministic), evaluate, cross-validate, list, promote, roll back.",
     no_args_is_help=True,
 )
-err = SafeConsole(stderr=True)
-out = SafeConsole()
+
+
+def _console(stderr: bool = False) -> SafeConsole:
+    """Piped output is printed 160 columns wide, as the other commands print it (rich's 80-column
+    default cut `model list`'s headers to `shipp…`); a terminal or `COLUMNS` decides otherwise."""
+    stream = sys.stderr if stderr else sys.stdout
+    return SafeConsole(stderr=stderr, width=None if stream.isatty() or os.environ.get("COLUMNS") else 160)
+
+
+err = _console(stderr=True)
+out = _console()
+
+
+@app.callback()
+def _fit_consoles() -> None:
+    # Per invocation: the streams and COLUMNS of this run (a test runner swaps them), not of the import.
+    global err, out
+    err, out = _console(stderr=True), _console()
+
 
 DATA = typer.Option(..., "--data", help="Labelled GUIDE CSV file.", exists=True, dir_okay=False, readable=True)
 FORMAT = typer.Option("guide", "--format", help="Input format; labelled training data is GUIDE ('guide').")
