@@ -139,11 +139,23 @@ def guide_chunks(path: Path, store: AlertStore) -> Iterator[Chunk]:
             chunk.drafts[incident.case_id] = CaseDraft(
                 case_id=incident.case_id,
                 alert_type=policy.alert_type_for_category(incident.category),
-                title=incident.alerts[0].title if incident.alerts else incident.case_id,
+                title=guide_case_title(incident),
                 alerts=fresh,
                 raw=[None] * len(fresh),
             )
     yield chunk
+
+
+def guide_case_title(incident: Any) -> str:
+    """A title a person can read: GUIDE anonymises alert titles to numbers ("5"), so a case titled by one
+    said nothing in `signoff cases`, `show` or the Temporal UI; its category and the anonymised ids say more."""
+    if not incident.alerts:
+        return str(incident.case_id)
+    first = incident.alerts[0]
+    if not first.title.isdigit():
+        return str(first.title)
+    more = f", +{len(incident.alerts) - 1} more alert(s)" if len(incident.alerts) > 1 else ""
+    return f"{incident.category or 'Uncategorised'} (GUIDE alert title {first.title}, detector {first.rule}{more})"
 
 
 def _same_case(held: str, case_id: str) -> bool:
