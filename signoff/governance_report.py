@@ -243,13 +243,16 @@ async def build_report(client: Client, task_queue: str | None = None) -> dict[st
     # 5. who controls the thresholds
     governors = sorted(user for user, a in policy.approvers.items() if set(a.roles) & set(policy.governance_roles))
     model_events = [e for e in events if e["kind"] in ("model_promote", "model_rollback", "candidate")]
+    model_now = (state.model.active if state is not None else None) or MODEL_STORE_DEFAULT
     control = {
         "governance_roles": list(policy.governance_roles), "people": governors,
         "kill_switch_roles": list(getattr(policy.autonomy, "kill_switch_roles", ()) or ()) if policy.autonomy else [],
-        "thresholds": [{k: a[k] for k in ("alert_type", "threshold", "threshold_by", "threshold_at", "threshold_reason")}
+        "thresholds": [{**{k: a[k] for k in ("alert_type", "threshold", "threshold_by", "threshold_at",
+                                             "threshold_reason")},
+                        "model_when_set": _model_at(_iso(a["threshold_at"]), model_events, model_now)}
                        for a in alert_types],
         "refused_changes": [e for e in events if not e["accepted"]][-20:],
-        "model": {"active": state.model.active if state is not None else None,
+        "model": {"active": state.model.active if state is not None else None, "now": model_now,
                   "candidate": state.model.candidate if state is not None else None,
                   "events": model_events[-20:]},
         "governance_revision": state.revision if state is not None else 0,
@@ -265,6 +268,31 @@ async def build_report(client: Client, task_queue: str | None = None) -> dict[st
         "threshold_control": control,
         "time_to_verdict": _time_to_verdict(explanations, policy, datetime.now(UTC)),
     }
+
+
+MODEL_STORE_DEFAULT = "model store default"  # how governance names "no model promoted through it"
+
+
+def _model_at(at: str | None, model_events: list[dict[str, Any]], now: str) -> str | None:
+    """The model that scored cases when a threshold was set (None: a policy file value, set for no model).
+
+    A threshold is a line on one model's scores; the report flags one whose model has changed since."""
+    if at is None:
+        return None
+    changes = [e for e in model_events if e["accepted"] and e["kind"] in ("model_promote", "model_rollback")]
+    before = [e for e in changes if (e["at"] or "") <= at]
+    if before:
+        return str(before[-1]["after"] or MODEL_STORE_DEFAULT)
+    after = [e for e in changes if (e["at"] or "") > at]
+    return str(after[0]["before"] or MODEL_STORE_DEFAULT) if after else now
+
+
+def _model_changed(th: dict[str, Any], model: dict[str, Any]) -> bool:
+    return bool(th.get("model_when_set")) and th["model_when_set"] != model.get("now")
+
+
+def _short(model: str) -> str:
+    return "the model store's default model" if model == MODEL_STORE_DEFAULT else model[:12]
 
 
 def _unchanged(event: dict[str, Any]) -> bool:
@@ -401,9 +429,17 @@ def render_text(r: dict[str, Any]) -> str:
     c = r["threshold_control"]
     add("5. Who controls the automation thresholds")
     add(f"   roles {', '.join(c['governance_roles'])}: {', '.join(c['people'])}")
+    model = c["model"]
     for th in c["thresholds"]:
-        add(f"   {th['alert_type']:<22} {th['threshold']} set by {th['threshold_by']} at {th['threshold_at'] or '-'}"
+        value = "none" if th["threshold"] is None else th["threshold"]
+        add(f"   {th['alert_type']:<22} {value} set by {th['threshold_by']} at {th['threshold_at'] or '-'}"
             + (f" because {th['threshold_reason']}" if th["threshold_reason"] else ""))
+        if _model_changed(th, model):
+            add(f"   {'':<22} MODEL CHANGED: set while {_short(th['model_when_set'])} scored cases; "
+                f"{_short(model['now'])} scores them now (the same value closes other cases: `signoff model "
+                f"evaluate`, `signoff policy backtest {th['alert_type']}`)")
+    add(f"   active model: {_short(model['now'])}; shadow candidate: {(model['candidate'] or 'none')[:12]}; "
+        f"{len(model['events'])} model changes recorded")
     add("6. How fast do cases get a verdict? (cases that went to a human, open to verdict)")
     for v in r["time_to_verdict"]:
         stats = v["verdicts"]
@@ -549,7 +585,7 @@ def render_html(r: dict[str, Any]) -> str:
                "the auto-close threshold (cases right of the line close automatically when on the loop), and who "
                "moved the line. The scale is P(not a true positive); the shaded part closes automatically only when the "
                "alert type is on the loop. High-impact steps stay gated at every level.</p><table><tr><th>Alert type</th>"
-               "<th>Autonomy</th><th>Threshold</th><th>Set by</th><th>Cases</th><th>Human-handled</th>"
+               "<th>Autonomy</th><th>Threshold</th><th>Autonomy set by</th><th>Cases</th><th>Human-handled</th>"
                "<th>Gated steps</th></tr>")
     for a in loop["alert_types"]:
         pill = ("<span class='pill on'>on the loop</span>" if a["autonomy"] == "on_the_loop"
@@ -629,9 +665,11 @@ def render_html(r: dict[str, Any]) -> str:
                "<th>When</th><th>Why</th></tr>")
     for th in c["thresholds"]:
         val = "none" if th["threshold"] is None else f"{th['threshold']:.4f}"
+        changed = (f"<div class='bad model-changed'>model changed: set while {_e(_short(th['model_when_set']))} scored "
+                   f"cases; {_e(_short(c['model']['now']))} scores them now</div>" if _model_changed(th, c["model"]) else "")
         out.append(f"<tr><td><b>{_e(th['alert_type'])}</b></td><td class=mono>{val}</td><td>{_e(th['threshold_by'])}</td>"
                    f"<td class=muted>{_e((th['threshold_at'] or '-')[:19].replace('T', ' '))}</td>"
-                   f"<td>{_e(th['threshold_reason'] or '-')}</td></tr>")
+                   f"<td>{_e(th['threshold_reason'] or '-')}{changed}</td></tr>")
     out.append("</table>")
     if c["refused_changes"]:
         out.append("<h3 style='font-size:14px;margin:16px 0 0'>Refused change attempts</h3><ul class=moves>")

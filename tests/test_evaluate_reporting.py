@@ -263,3 +263,18 @@ def test_drift_report_has_dated_ticks_and_writes_into_new_directories(tmp_path: 
     single = write_html(_reports(start, 1, 1), tmp_path / "one" / "d.html").read_text()
     assert _ticks(single, "xtick") == ["11-20 09:30"]
     assert "no drift checks yet" in write_html([], tmp_path / "empty" / "d.html").read_text()
+
+
+def test_drift_report_marks_a_model_change_and_does_not_join_lines_across_it(tmp_path: Path) -> None:
+    """Lead pass (lead12): checks before and after `model promote` measure against different models'
+    references, but the chart joined them into one line with nothing marking the change."""
+    start = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
+    reports = _reports(start, 1, 4)
+    reports[2:] = [r.model_copy(update={"model_id": "n" * 64}) for r in reports[2:]]
+    page = write_html(reports, tmp_path / "drift.html").read_text()
+    assert page.count('class="model-change"') == 1 and "model nnnnnnnn" in page
+    feature_lines = re.findall(r'<polyline points="([^"]*)" fill="none" stroke="#d62728"', page)
+    assert [len(p.split()) for p in feature_lines] == [2, 2]  # one segment per model
+    same = write_html(_reports(start, 1, 4), tmp_path / "same.html").read_text()
+    assert 'class="model-change"' not in same
+    assert [len(p.split()) for p in re.findall(r'<polyline points="([^"]*)" fill="none" stroke="#d62728"', same)] == [4]

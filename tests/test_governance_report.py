@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from signoff.autonomy.client import update as governance_update
@@ -108,3 +109,36 @@ async def test_a_demotion_of_types_already_in_the_loop_is_no_move(dev_env: Workf
     assert [(m["kind"], m["alert_type"]) for m in loop["line_moves"]] == [("threshold", "phishing")]
     assert loop["already_in_the_loop"] == len(loop["alert_types"])
     assert "demotion(s) found the alert type already in the loop" in render_text(report)
+
+
+async def test_a_threshold_set_for_another_model_is_flagged(
+    dev_env: WorkflowEnvironment, task_queue: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lead pass (lead12): after `model promote` the report showed the threshold, who set it and why
+    ("0.5% budget, model dd959b71 recommendation") with nothing saying another model now scores the
+    cases, and the text report named no model at all."""
+    from signoff.autonomy.models import ModelChange, ModelRollback
+    from tests.autonomykit import split, train_small
+
+    monkeypatch.setenv("SIGNOFF_HOME", str(tmp_path / "home"))
+    small = train_small(split()[0], seed=7, rounds=30)
+    client = dev_env.client
+    async with build_worker(client, task_queue):
+        await governance_update(client, "set_threshold", ThresholdChange(
+            alert_type="phishing", value=0.993, by="carol", reason="0.5% budget, shipped model"), task_queue=task_queue)
+        for person in ("carol", "dave"):
+            await governance_update(client, "promote_model", ModelChange(model_id=small, by=person, reason="retrained"),
+                                    task_queue=task_queue)
+        changed = await build_report(client, task_queue)
+        await governance_update(client, "rollback_model", ModelRollback(by="dave", reason="back"), task_queue=task_queue)
+        back = await build_report(client, task_queue)
+    control = {t["alert_type"]: t for t in changed["threshold_control"]["thresholds"]}
+    assert control["phishing"]["model_when_set"] == "model store default"
+    assert changed["threshold_control"]["model"]["now"] == small
+    assert control["malware"]["model_when_set"] is None  # the policy file's value: set for no model
+    text = render_text(changed)
+    assert f"MODEL CHANGED: set while the model store's default model scored cases; {small[:12]} scores them now" in text
+    assert f"active model: {small[:12]}" in text and "malware                none set by policy file" in text
+    assert "model-changed" in render_html(changed)
+    # rolled back to the model the threshold was set for: nothing to flag
+    assert "MODEL CHANGED" not in render_text(back) and "model-changed" not in render_html(back)

@@ -43,9 +43,21 @@ def _time_ticks(t0: float, t1: float, target: int = 6) -> list[float]:
     return ticks or [t0]
 
 
+def _by_model(points: list[tuple[float, float, str]]) -> list[list[tuple[float, float]]]:
+    """Consecutive points measured against the same model, as separate line segments."""
+    segments: list[list[tuple[float, float]]] = []
+    model = None
+    for t, v, m in points:
+        if m != model or not segments:
+            segments.append([])
+            model = m
+        segments[-1].append((t, v))
+    return segments
+
+
 def _chart(alert_type: str, reports: list[DriftReport], thresholds: dict[str, float]) -> str:
     width, height, pad, left = 720, 240, 40, 50
-    points: dict[str, list[tuple[float, float]]] = {k: [] for k, _, _ in SERIES}
+    points: dict[str, list[tuple[float, float, str]]] = {k: [] for k, _, _ in SERIES}
     t0, t1 = reports[0].at.timestamp(), reports[-1].at.timestamp()
     span = max(t1 - t0, 1.0)
     ymax = 0.5
@@ -56,7 +68,7 @@ def _chart(alert_type: str, reports: list[DriftReport], thresholds: dict[str, fl
             for key, _, _ in SERIES:
                 value = getattr(f, key)
                 if value is not None:
-                    points[key].append((r.at.timestamp(), value))
+                    points[key].append((r.at.timestamp(), value, r.model_id))
                     ymax = max(ymax, value)
     ymax = min(ymax * 1.1, 5.0)
     ystep = _nice_step(ymax / 4)
@@ -79,18 +91,26 @@ def _chart(alert_type: str, reports: list[DriftReport], thresholds: dict[str, fl
         parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{height - pad}" y2="{height - pad + 4}" stroke="#666"/>'
                      f'<text class="xtick" x="{x:.1f}" y="{height - pad + 15}" font-size="10" text-anchor="middle">'
                      f'{label}</text>')
+    for before, after in zip(reports, reports[1:], strict=False):
+        if before.model_id != after.model_id:  # each check measures against its own model's reference
+            x, _ = xy(after.at.timestamp(), 0.0)
+            parts.append(f'<line class="model-change" x1="{x:.1f}" x2="{x:.1f}" y1="{pad}" y2="{height - pad}" '
+                         f'stroke="#555" stroke-dasharray="2 3"><title>model {html.escape(after.model_id[:12])} from '
+                         f'this check on</title></line><text x="{x - 3:.1f}" y="{pad + 10}" font-size="10" '
+                         f'text-anchor="end" fill="#555">model {html.escape(after.model_id[:8])}</text>')
     for key, label, colour in SERIES:
         limit = thresholds.get(key.replace("_max", ""))
         if limit is not None and limit <= ymax:
             _, y = xy(t0, limit)
             parts.append(f'<line x1="{left}" x2="{width - pad}" y1="{y:.1f}" y2="{y:.1f}" stroke="{colour}" '
                          f'stroke-dasharray="4 4" opacity="0.6"><title>{label} threshold {limit:g}</title></line>')
-        coords = [xy(t, v) for t, v in points[key]]
-        if coords:
-            path = " ".join(f"{x:.1f},{y:.1f}" for x, y in coords)
+        coords = [xy(t, v) for t, v, _ in points[key]]
+        for segment in _by_model(points[key]):  # no line across a model change: the references differ
+            path = " ".join(f"{x:.1f},{y:.1f}" for x, y in (xy(t, v) for t, v in segment))
             parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        if coords:
             parts += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}"><title>{label} {v:.3f}</title></circle>'
-                      for (x, y), (_, v) in zip(coords, points[key], strict=True)]
+                      for (x, y), (_, v, _) in zip(coords, points[key], strict=True)]
     legend = " ".join(f'<tspan fill="{c}">■ {lbl}</tspan>' for _, lbl, c in SERIES)
     parts.append(f'<text x="{left}" y="{height - 6}" font-size="11">{legend} (dashed: policy thresholds; time in UTC)</text>')
     parts.append("</svg>")
@@ -112,7 +132,9 @@ def write_html(reports: list[DriftReport], path: Path) -> Path:
 </head><body><h1>Drift over time</h1>
 <p>{len(reports)} drift checks. Inputs: max PSI over content features; scores: PSI of the benign confidence;
 override rate: analysts' verdicts against the model (TP or not). A breach needs the policy threshold and the
-noise floor to be exceeded; it demotes the alert type to in_the_loop and opens a drift case.</p>
+noise floor to be exceeded; it demotes the alert type to in_the_loop and opens a drift case. Each check measures
+against the reference of the model active then: a dotted vertical line marks a model change, and the lines do
+not join across it.</p>
 {charts}
 <h2>Checks</h2><table><tr><th>at (UTC)</th><th>model</th><th>breaches</th><th>demoted</th><th>drift case</th></tr>{rows}</table>
 </body></html>"""

@@ -114,6 +114,9 @@ def status_rows(alert_type: str | None = None) -> list[dict[str, Any]]:
         snap = snapshot(policy, name, state)
         records = state.recent.get(name, ()) if state else ()
         ev = evidence(name, records, snap.threshold, policy.autonomy, snap.candidate_model_id)
+        if name == policy.drift.open_case_alert_type:  # drift cases are for people, whatever the evidence says
+            ev = ev.model_copy(update=dict(recommend_promotion=False, recommendation=(
+                "drift cases always go to a person (never scored or closed automatically): no threshold to set")))
         drift = state.last_drift if state else None
         breached = [f for f in (drift.findings if drift else ()) if f.alert_type == name and f.breaches]
         if breached and drift is not None:
@@ -122,7 +125,11 @@ def status_rows(alert_type: str | None = None) -> list[dict[str, Any]]:
                 f"the shadow evidence ({ev.recommendation}) waits for a clean drift check")))
         live = state.alert_types.get(name) if state else None
         counts = state.counts.get(name) if state else None
+        changed = _last_model_change(state)
         rows.append({
+            "model_changed": changed,
+            "reviewed_before_model_change": (sum(1 for r in records if r.at is None or r.at < changed["at"])
+                                             if changed else 0),
             "alert_type": name,
             "autonomy": snap.autonomy,
             "autonomy_set_by": snap.autonomy_set_by,
@@ -136,6 +143,21 @@ def status_rows(alert_type: str | None = None) -> list[dict[str, Any]]:
             "governance_revision": snap.governance_revision,
         })
     return rows
+
+
+def _last_model_change(state: Any) -> dict[str, Any] | None:
+    """The last accepted model promotion or rollback: the evidence before it is about another model."""
+    if state is None:
+        return None
+    event = next((e for e in reversed(state.events)
+                  if e.accepted and e.kind in ("model_promote", "model_rollback")), None)
+    if event is None:
+        return None
+    return {"at": event.at, "kind": event.kind, "model": event.after, "by": event.by}
+
+
+def _model_name(model: str) -> str:
+    return "the model store's default" if model == "model store default" else model[:12]
 
 
 @app.command()
@@ -167,6 +189,13 @@ def status(
         if r["pending_promotion"]:
             line += f" — promotion approved by {', '.join(r['pending_promotion'])} ({len(r['pending_promotion'])}/{r['promotion_quorum']})"
         out.print(line, highlight=False)
+        if r["reviewed_before_model_change"]:
+            change = r["model_changed"]
+            out.print(f"  [yellow]model changed[/] {change['at']:%Y-%m-%d %H:%M} UTC ({change['kind'].replace('_', ' ')} "
+                      f"to {_model_name(change['model'])} by {change['by']}): {r['reviewed_before_model_change']} of these "
+                      f"{ev['reviewed']} reviewed cases got their verdict before it, so their scores are the previous "
+                      "model's; evidence about the model in force comes from cases scored since (or from its shadow "
+                      "period as a candidate)", highlight=False)
         cand = ev.get("candidate")
         if cand and cand["scored"]:
             out.print(f"  shadow candidate {ev['candidate_model_id'][:12]}: agreement {pct(cand['agreement'])}, "

@@ -7,6 +7,7 @@ rollback, the compensation, acts at once).
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from pathlib import Path
 from typing import Any
@@ -17,26 +18,72 @@ from signoff import settings
 from signoff.cli._common import emit_json, fail, out, run
 
 
-def _result(message: str, as_json: bool, **extra: Any) -> None:
+def _result(message: str, as_json: bool, notes: list[str] | None = None, **extra: Any) -> None:
     if as_json:
-        emit_json({"result": message, **extra})
-    else:
-        out.print(message, highlight=False)
+        emit_json({"result": message, **extra, "threshold_notes": notes or []})
+        return
+    out.print(message, highlight=False)
+    for note in notes or []:
+        out.print(f"[yellow]threshold check[/]: {note}", highlight=False)
 
 
-def governed_promote(model_id: str, user: str, reason: str, as_json: bool) -> None:
+def governed_promote(model_id: str, user: str, reason: str, as_json: bool, risk_budget: float = 0.005) -> None:
     from signoff.autonomy.models import ModelChange
     from signoff.cli.autonomy import change
 
+    before = run(_scoring_context())
     message = run(change("promote_model", ModelChange(model_id=model_id, by=user, reason=reason)))
-    _result(message, as_json, model_id=model_id, by=user, active="is active" in message)
+    incoming = _stored(model_id)
+    notes = [] if "already active" in message or incoming is None else _carryover(before, incoming, risk_budget)
+    if notes and "is active" not in message:
+        notes = [f"if it is activated: {n}" for n in notes]
+    _result(message, as_json, notes, model_id=model_id, by=user, active="is active" in message)
 
 
-def governed_rollback(user: str, reason: str, as_json: bool) -> None:
+def governed_rollback(user: str, reason: str, as_json: bool, risk_budget: float = 0.005) -> None:
     from signoff.autonomy.models import ModelRollback
     from signoff.cli.autonomy import change
 
-    _result(run(change("rollback_model", ModelRollback(by=user, reason=reason))), as_json, by=user)
+    before = run(_scoring_context())
+    message = run(change("rollback_model", ModelRollback(by=user, reason=reason)))
+    after = run(_scoring_context())
+    notes = _carryover(before, after[2], risk_budget) if after[2] else []
+    if after[2] and "model store's previous" in message:  # the workflow cannot name it: say which one that is here
+        message += f"\nnow active in this machine's model store: {after[2][:12]}"
+    _result(message, as_json, notes, by=user, active_model=after[2])
+
+
+async def _scoring_context() -> tuple[Any, Any, str | None]:
+    """(policy, live governance state, the model cases are scored with as far as this machine can tell)."""
+    from policies.loader import load_policy
+    from signoff.autonomy.client import read_live
+    from signoff.client import connect
+    from signoff.scoring import model_store
+
+    live = await read_live(await connect())
+    active = live.model.active if live is not None and live.model.active else None
+    with contextlib.suppress(model_store.ModelStoreError):  # no readable store here: nothing to compare
+        active = active or model_store.active_model_id()
+    return load_policy(), live, active
+
+
+def _stored(model_id: str) -> str | None:
+    from signoff.scoring import model_store
+
+    try:
+        return model_store.resolve(model_id)
+    except model_store.ModelStoreError:
+        return None  # not in this machine's store: the workers' answer above says what happened
+
+
+def _carryover(before: tuple[Any, Any, str | None], incoming: str, risk_budget: float) -> list[str]:
+    """Thresholds stay when the model changes: say what each one now means (signoff/scoring/carryover.py)."""
+    from signoff.scoring.carryover import carryover, describe
+
+    policy, live, outgoing = before
+    if outgoing is None:
+        return []
+    return [describe(c, risk_budget) for c in carryover(policy, live, outgoing, incoming, risk_budget)]
 
 
 def shadow(

@@ -273,9 +273,12 @@ def evaluate(
             value = "none (infeasible)" if t["threshold"] is None else f"{t['threshold']:.4f}"
             who = f", set by {t['set_by']}" if t.get("set_by") else ""
             out.print(f"  {name:20} {value} ({t['source']}{who}): {t['incidents']} incidents, auto-closed "
-                      f"{t['auto_closed']}, true positives wrongly closed {t['tp_wrongly_closed']}/{t['tp_total']}",
+                      f"{t['auto_closed']}, true positives wrongly closed {t['tp_wrongly_closed']}/{t['tp_total']} "
+                      f"(95% upper bound {t['tp_wrongly_closed_upper95']:.2%})",
                       highlight=False)
         out.print(f"all alert types: {totals}", highlight=False)
+    if not result["within_risk_budget"]:
+        out.print(f"[yellow]{_over_budget(result)}[/]", highlight=False)
     out.print(result["autonomy_note"], highlight=False)
     if "warning" in result:
         out.print(f"[yellow]{result['warning']}[/]")
@@ -363,6 +366,19 @@ def list_models(as_json: bool = JSON) -> None:
                   f"{settings.temporal_address()} not reachable)", highlight=False)
 
 
+def _over_budget(result: dict[str, Any]) -> str:
+    """The evaluated thresholds' 95% bound is over the budget: say so, and whether more data could tell."""
+    from signoff.scoring.metrics import clopper_pearson_upper, tp_needed_for_budget
+
+    budget, n_tp = result["risk_budget"], result["tp_total"]
+    text = (f"the 95% upper bound {result['tp_wrongly_closed_upper95']:.2%} is over the risk budget {budget:.2%}: "
+            "this data does not show these thresholds keep it")
+    if n_tp and clopper_pearson_upper(0, n_tp) > budget:
+        text += (f" (with {n_tp} true positives no threshold can: even none closed gives "
+                 f"{clopper_pearson_upper(0, n_tp):.2%}; it takes at least {tp_needed_for_budget(budget)})")
+    return text
+
+
 def _recommendation_feasible(path: Path) -> bool | None:
     """Whether the manifest's threshold recommendation keeps its risk budget (None: no recommendation)."""
     from signoff.scoring.model_store import MANIFEST
@@ -392,26 +408,35 @@ def promote(
     model_id: str = typer.Argument(..., help="Model id (or a unique prefix of 8+ characters)."),
     user: str = typer.Option(..., "--as", help="Who promotes (needs a governance role in policy)."),
     reason: str = typer.Option(..., "--reason", help="Why (recorded)."),
+    risk_budget: float = BUDGET,
     as_json: bool = JSON,
 ) -> None:
-    """Approve activating a model: governed, recorded; active once the policy's quorum approved it."""
+    """Approve activating a model: governed, recorded; active once the policy's quorum approved it.
+
+    Thresholds stay when the model changes: for each alert type with one, it shows what that value
+    closes on the incoming and the outgoing model, and the incoming model's own threshold for the budget.
+    """
     from signoff.cli.lifecycle import governed_promote
 
     _check_governor(user)
-    governed_promote(model_id, user, reason, as_json)
+    governed_promote(model_id, user, reason, as_json, risk_budget)
 
 
 @app.command()
 def rollback(
     user: str = typer.Option(..., "--as", help="Who rolls back (needs a governance role in policy)."),
     reason: str = typer.Option(..., "--reason", help="Why (recorded)."),
+    risk_budget: float = BUDGET,
     as_json: bool = JSON,
 ) -> None:
-    """Re-activate the model that was active before the last promotion (governed, recorded, at once)."""
+    """Re-activate the model that was active before the last promotion (governed, recorded, at once).
+
+    Like `promote`, it shows what each threshold in force closes on the model now active.
+    """
     from signoff.cli.lifecycle import governed_rollback
 
     _check_governor(user)
-    governed_rollback(user, reason, as_json)
+    governed_rollback(user, reason, as_json, risk_budget)
 
 
 @app.command("recommend-threshold")

@@ -279,9 +279,10 @@ def _write_backtest_report(path: Path, doc: dict[str, Any]) -> None:
                           tp_wrongly_closed_upper95=p["tp_closed_upper95"] if p["tp_closed_upper95"] is not None
                           else 1.0) for p in doc["curve"]]
     in_force = next((r for r in doc["rows"] if r["model"] == "active" and r["label"].startswith("in force")), None)
+    all_tps = points[0].tp_total if points else 0  # with no threshold in force: none closed of all of them
     write_safety_report(
         path, points, "", doc["threshold_in_force"],
-        in_force["tp_closed"] if in_force else 0, in_force["tp_total"] if in_force else 0,
+        in_force["tp_closed"] if in_force else 0, in_force["tp_total"] if in_force else all_tps,
         (in_force["auto_close_share"] or 0.0) if in_force else 0.0,
         title=f"Signoff backtest — {doc['alert_type']}: {doc['scored']} reviewed cases", population="reviewed cases",
         risk_budget=doc["risk_budget"])

@@ -117,13 +117,13 @@ def evaluate(
             "auto_closed": int(closed[mask].sum()),
             "tp_wrongly_closed": int((closed & is_tp)[mask].sum()),
             "tp_total": int(is_tp[mask].sum()),
+            "tp_wrongly_closed_upper95": metrics.clopper_pearson_upper(int((closed & is_tp)[mask].sum()),
+                                                                       int(is_tp[mask].sum())),
         }
     manifest = model_store.read_manifest(scorer.model_id)
     trained_on = manifest.get("data", {}).get("sha256")
     curve = metrics.safety_curve(benign, is_tp)
     report = report or settings.home() / "reports" / f"safety-{scorer.model_id[:12]}.html"
-    write_safety_report(report, curve, scorer.model_id, single, k, n_tp, float(closed.mean()),
-                        risk_budget=risk_budget, operating=_operating_label(single, threshold_source, by_type))
     out: dict[str, Any] = {
         "incidents": len(graded),
         "ungraded_incidents": len(read.incidents) - len(graded),
@@ -166,6 +166,10 @@ def evaluate(
             f"{overlap} of {len(graded)} incidents were in the model's training data: these numbers are "
             "optimistic; measure on new incidents or use `signoff model cv`"
         )
+    out["within_risk_budget"] = out["tp_wrongly_closed_upper95"] <= risk_budget
+    write_safety_report(report, curve, scorer.model_id, single, k, n_tp, float(closed.mean()),
+                        risk_budget=risk_budget, operating=_operating_label(single, threshold_source, by_type),
+                        warning=out.get("warning"))
     return out
 
 
@@ -231,6 +235,32 @@ def _clip(points: list[tuple[float, float]], max_x: float) -> list[tuple[float, 
     return kept
 
 
+def _budget_verdict(curve: list[metrics.SafetyPoint], tp_total: int, op_upper: float | None,
+                    risk_budget: float | None) -> str:
+    """What the operating threshold risks, at its 95% bound, against the budget; and whether this data
+    can show any threshold keeps the budget (with few true positives even none closed cannot)."""
+    if risk_budget is None or not tp_total:
+        return ""
+    lines: list[str] = []
+    if op_upper is not None:
+        within = op_upper <= risk_budget
+        lines.append(f'<p id="operating-verdict" class="{"within" if within else "over"}"><b>At the operating threshold'
+                     f': 95% upper bound {op_upper:.2%} of true positives auto-closed, '
+                     f'{"within" if within else "over"} the risk budget {_pct_label(risk_budget)}.</b></p>')
+    best = min((p.tp_wrongly_closed_upper95 for p in curve), default=1.0)
+    if best > risk_budget:
+        needed = metrics.tp_needed_for_budget(risk_budget)
+        lines.append(f'<p id="infeasible" class="over"><b>No threshold can be shown to keep the budget on this data:</b> '
+                     f'with {tp_total} true positives even none closed gives a 95% upper bound of {best:.2%}; '
+                     f'that takes at least {needed} true positives with none closed. Read the measured share as '
+                     f'a hint, not as evidence.</p>')
+    return "\n".join(lines)
+
+
+def _warning_html(warning: str | None) -> str:
+    return f'<p id="warning" class="over"><b>Warning:</b> {html.escape(warning)}</p>' if warning else ""
+
+
 def write_safety_report(
     path: Path,
     curve: list[metrics.SafetyPoint],
@@ -243,17 +273,22 @@ def write_safety_report(
     population: str = "incidents",
     risk_budget: float | None = None,
     operating: str | None = None,
+    warning: str | None = None,
 ) -> None:
     """A self-contained HTML page: auto-close share (y) against TPs wrongly closed (x).
 
-    The x axis is zoomed to where decisions are made: 0 .. max(4 x risk budget, the operating point, 2%).
-    `risk_budget` draws the budget line (None: no line); `operating` describes the operating threshold
-    (default: `threshold`, or "none set" when None)."""
+    The x axis is zoomed to where decisions are made: 0 .. max(4 x risk budget, the operating point and
+    its 95% upper bound, the lowest 95% upper bound of the curve, 2%). `risk_budget` draws the budget line (None: no line); `operating` describes
+    the operating threshold (default: `threshold`, or "none set" when None); `warning` is shown above
+    the chart (e.g. the data was the model's training data)."""
     width, height = 720, 440
     left, right, top, bottom = 70, 30, 30, 60
     plot_w, plot_h = width - left - right, height - top - bottom
     op_share = tp_closed / tp_total if tp_total else 0.0
-    wanted = max(4 * (risk_budget or 0.0), 1.15 * op_share, 0.02)
+    closes_nothing = threshold is None and operating in (None, NO_THRESHOLD)  # no line: no bound to draw for it
+    op_upper = metrics.clopper_pearson_upper(tp_closed, tp_total) if tp_total and not closes_nothing else None
+    lowest_upper = min((p.tp_wrongly_closed_upper95 for p in curve), default=0.0)  # so the dotted bound shows
+    wanted = max(4 * (risk_budget or 0.0), 1.15 * op_share, 1.15 * (op_upper or 0.0), 1.15 * lowest_upper, 0.02)
     step = _nice_step(min(wanted, 1.0))
     max_x = min(1.0, step * float(np.ceil(wanted / step - 1e-9)))
 
@@ -300,6 +335,13 @@ def write_safety_report(
                        f'(upper 95% {p.tp_wrongly_closed_upper95:.2%})</title></circle>')
     anchor = "end" if op_x > left + plot_w * 0.6 else "start"
     dx = -8 if anchor == "end" else 8
+    if op_upper is not None:
+        ux, _ = xy(op_upper, share)
+        svg.append(f'<line id="operating-upper" x1="{op_x:.1f}" x2="{ux:.1f}" y1="{op_y:.1f}" y2="{op_y:.1f}" '
+                   f'stroke="#d62728" stroke-width="1.5" stroke-dasharray="2 3"><title>95% upper bound at the operating '
+                   f'threshold: {op_upper:.2%}</title></line>'
+                   f'<line x1="{ux:.1f}" x2="{ux:.1f}" y1="{op_y - 5:.1f}" y2="{op_y + 5:.1f}" stroke="#d62728" '
+                   'stroke-width="1.5"/>')
     svg.append(f'<circle id="operating-point" cx="{op_x:.1f}" cy="{op_y:.1f}" r="5" fill="#d62728"/>'
                f'<text x="{op_x + dx:.1f}" y="{op_y + (14 if op_y < top + 20 else -8):.1f}" text-anchor="{anchor}" '
                f'fill="#d62728">{html.escape(marker)}</text>')
@@ -309,7 +351,7 @@ def write_safety_report(
                f'font-size="12">auto-closed share of {html.escape(population)}</text>')
     legend = ('<tspan fill="#1f77b4">━ measured share</tspan>  <tspan fill="#1f77b4">┄ 95% upper bound</tspan>'
               + ('  <tspan fill="#ff7f0e">╎ risk budget</tspan>' if risk_budget is not None else '')
-              + '  <tspan fill="#d62728">● operating point</tspan>')
+              + '  <tspan fill="#d62728">● operating point ┄┤ its 95% upper bound</tspan>')
     svg.append(f'<text class="legend" x="{left}" y="{height - 8}">{legend}</text></svg>')
     rows = "".join(
         f"<tr><td>{p.threshold:.4f}</td><td>{p.auto_closed_share:.3f}</td><td>{p.tp_wrongly_closed}</td>"
@@ -319,14 +361,16 @@ def write_safety_report(
     title = html.escape(title or f"Signoff safety curve — model {model_id[:12]}")
     budget = (f" Risk budget {_pct_label(risk_budget)}: a threshold is within it when its 95% upper bound "
               "(dotted) is left of the dashed line." if risk_budget is not None else "")
+    verdict = _budget_verdict(curve, tp_total, op_upper, risk_budget)
     if threshold is None and chosen.startswith("per alert type"):
         budget += (" The curve applies one threshold to every case; with thresholds that differ by alert type the"
                     " operating point can lie off it.")
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
-<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 8px;text-align:right}}</style></head>
+<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 8px;text-align:right}}.over{{color:#b00}}</style></head>
 <body><h1>{title}</h1>
 <p>Auto-close rule: benign_confidence &gt;= threshold. Operating threshold: {html.escape(chosen)};
 auto-closed share {share:.3f}; true positives wrongly closed {tp_closed}/{tp_total}.{budget}</p>
+{verdict}{_warning_html(warning)}
 {"".join(svg)}
 <p>Hover a point for its threshold. Thresholds closing more true positives than {_pct_label(max_x)} are off the
 chart: see the table.</p>

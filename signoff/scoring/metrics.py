@@ -24,6 +24,13 @@ def clopper_pearson_upper(k: int, n: int, confidence: float = 0.95) -> float:
     return float(beta.ppf(confidence, k + 1, n - k))
 
 
+def tp_needed_for_budget(risk_budget: float, confidence: float = 0.95) -> int | None:
+    """The fewest true positives, none of them closed, whose upper bound is within the budget (None: no budget)."""
+    if not 0.0 < risk_budget < 1.0:
+        return None
+    return int(np.ceil(np.log(1.0 - confidence) / np.log(1.0 - risk_budget) - 1e-9))
+
+
 def ece_top_label(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
     """Expected calibration error of the predicted grade's probability (15 equal-width bins)."""
     conf = probs.max(axis=1)
