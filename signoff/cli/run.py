@@ -51,8 +51,8 @@ def dev_banner(address: str) -> list[str]:
 
 
 def dev(
-    port: int = typer.Option(devserver.GRPC_PORT, help="Temporal frontend port"),
-    ui_port: int = typer.Option(devserver.UI_PORT, help="Temporal Web UI port"),
+    port: int = typer.Option(devserver.GRPC_PORT, help="Temporal frontend port (default: $SIGNOFF_DEV_PORT or 7233)"),
+    ui_port: int = typer.Option(devserver.UI_PORT, help="Temporal Web UI port (default: $SIGNOFF_UI_PORT or 8233)"),
 ) -> None:
     """Start the embedded Temporal dev server (SQLite under .signoff/) and a worker, in the foreground.
 
@@ -227,7 +227,9 @@ def demo(
     json_out: bool = typer.Option(False, "--json", help="print the summary as JSON"),
     wait: float = typer.Option(120.0, help="seconds to wait for the cases to settle"),
 ) -> None:
-    """The main job: dev server + worker, ingest real GUIDE incidents, score, decide, act, wait for sign-off."""
+    """The main job: dev server + worker, ingest real GUIDE incidents, score, decide, act, wait for sign-off.
+
+    Ports 7233 and 8233 (UI); SIGNOFF_DEV_PORT / SIGNOFF_UI_PORT move them and `signoff` commands follow."""
     require_policy()  # before the server and the background worker start
     home = settings.home()
     data = data or demo_slice()
