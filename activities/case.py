@@ -82,6 +82,23 @@ def escalation_webhook() -> str:
     return os.environ.get("SIGNOFF_ESCALATION_WEBHOOK", "").strip()
 
 
+def webhook_payload(record: dict[str, Any]) -> dict[str, Any]:
+    """The escalation as the webhook gets it: every text shown as `signoff.display.clean` shows it. The
+    reason quotes targets from alerts and humans' words; in a chat channel a control character, a bidi
+    override or a newline then "Approved by alice" would read as something the case never said. The
+    queue file keeps the raw record (it is evidence, like the history)."""
+    from signoff.display import clean
+
+    def shown(value: Any) -> Any:
+        if isinstance(value, str):
+            return clean(value)
+        if isinstance(value, list | tuple):
+            return [shown(v) for v in value]
+        return value
+
+    return {key: shown(value) for key, value in record.items()}
+
+
 @activity.defn
 async def escalate(req: Escalation) -> str:
     """Tell a human. Writes the escalation queue file; posts to a webhook when one is configured."""
@@ -94,7 +111,7 @@ async def escalate(req: Escalation) -> str:
     if url:
         try:
             async with httpx.AsyncClient(timeout=10) as http:
-                response = await http.post(url, json=record)
+                response = await http.post(url, json=webhook_payload(record))
                 response.raise_for_status()
         except httpx.HTTPError as exc:
             # The webhook URL is a bearer secret (Slack, Teams): httpx puts it in its messages, and this

@@ -19,8 +19,10 @@ from activities.executors import ActionNotConfirmed, executor_for
 from signoff.models import (
     ActionRequest,
     ActionResult,
+    ActionTarget,
     CompensationRequest,
     CompensationResult,
+    EndedHolder,
     HoldersRequest,
 )
 
@@ -102,3 +104,24 @@ async def other_holders(req: HoldersRequest) -> list[str]:
                                    "visibility", type="VisibilityUnavailable", non_retryable=True) from exc
         raise
     return [case_id for _, case_id in sorted(found)]
+
+
+@activity.defn
+async def ended_holders(req: HoldersRequest) -> list[EndedHolder]:
+    """The ended cases whose action behind `req.key` is still in effect, oldest first: their verdict ended
+    them, nobody rolled them back (their undo restored or handed over nothing of it) and no other case's
+    rollback restored the target since (`signoff contained`'s reading, signoff/containment.py)."""
+    from signoff import search_attributes as sa
+    from signoff.containment import actions_in_effect
+    from signoff.holds import hold_key
+
+    query = (f"ExecutionStatus != 'Running' AND {sa.HELD_TARGETS.name}='{req.key}' "
+             f"AND WorkflowId != '{req.case_id}'")
+    rows, _problems, _irreversible, _released = await actions_in_effect(activity.client(), query=query)
+    found: dict[str, EndedHolder] = {}
+    for row in rows:
+        target = ActionTarget(kind=row["target_kind"], id=row["target"])
+        if not row["case_open"] and hold_key(row["action"], target) == req.key:
+            found.setdefault(row["case_id"], EndedHolder(case_id=row["case_id"], status=row["case_status"],
+                                                         before=row.get("before")))
+    return list(found.values())

@@ -383,6 +383,17 @@ TOP_TIER = RiskTier.critical  # irreversible actions need it (SPEC promise 5)
 AUTO_TIERS = frozenset({RiskTier.low})  # tagging, enrichment, notes: the only steps that may run unapproved
 
 
+KILL_SWITCH_ROLES = "autonomy.kill_switch_roles"
+
+
+def _role_lists(policy: Policy) -> list[tuple[str, tuple[str, ...]]]:
+    """The policy's role lists besides the tiers' (checked role by role with their quorum)."""
+    lists = [("rollback_roles", policy.rollback_roles), ("governance_roles", policy.governance_roles),
+             (KILL_SWITCH_ROLES, policy.autonomy.kill_switch_roles)]
+    return lists + [(f"alert_types.{name}.close_roles", rule.close_roles)
+                    for name, rule in sorted(policy.alert_types.items()) if rule.close_roles is not None]
+
+
 def promise_violations(policy: Policy, playbooks: Collection[str] | None = None) -> list[str]:
     """Why `policy` breaks the risk-tier promise (SPEC promise 5), one line each; [] when it keeps it.
 
@@ -444,8 +455,7 @@ def promise_violations(policy: Policy, playbooks: Collection[str] | None = None)
                 f"roles {list(rule.roles)}: the quorum could never be met; lower it or add approvers with those roles"
             )
     problems += _tier_order_violations(policy)
-    # A listed role nobody holds yet is harmless; a list that nobody matches leaves no one able to undo
-    # a case (promise 6) or to change governance.
+    # A list that nobody matches leaves no one able to undo a case (promise 6) or to change governance ...
     for field, roles in (("rollback_roles", policy.rollback_roles), ("governance_roles", policy.governance_roles)):
         if not any(r in holders for r in roles):
             what = "roll back a case" if field == "rollback_roles" else "change governance"
@@ -456,6 +466,13 @@ def promise_violations(policy: Policy, playbooks: Collection[str] | None = None)
             problems.append(f"alert_types.{name}.close_roles is {list(type_rule.close_roles)}, which no approver "
                             f"holds: nobody could close a {name} case; name the roles that may (roles approvers "
                             f"hold: {known_roles}) or leave it out for the approving tiers' roles")
+    # ... and a list that some approver matches can still hide a typo ("ir-laed" beside "lead"): it
+    # would silently let fewer people do what the list was written for.
+    for field, roles in _role_lists(policy):
+        unheld = [r for r in roles if r not in holders]
+        if unheld and (len(unheld) < len(roles) or field == KILL_SWITCH_ROLES):
+            problems.append(f"{field} names {unheld}, which no approver holds; roles approvers hold: {known_roles}; "
+                            "fix the name or give an approver that role")
     may_roll_back = sorted({name for r in policy.rollback_roles for name in holders.get(r, ())})
     if may_roll_back and policy.rollback_quorum > len(may_roll_back):
         problems.append(

@@ -35,6 +35,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from signoff import settings
 from signoff.history import DecodedHistory, apply_archive_record, archived_runs, decode_history, read_archive
+from signoff.models import ApprovalRecord
 
 FORMAT = "signoff-audit/1"
 GENESIS = "0" * 64
@@ -102,10 +103,11 @@ def _event(at: str | None, kind: str, h: DecodedHistory, actor: str | None, **de
             "actor": actor or "", "detail": detail}
 
 
-def case_events(h: DecodedHistory) -> list[dict[str, Any]]:
+def case_events(h: DecodedHistory, voided_votes: tuple[ApprovalRecord, ...] | None = None) -> list[dict[str, Any]]:
+    """`voided_votes`: a running case's voided rollback requests (`signoff.explain.live_rollback_votes`)."""
     from signoff.explain import explanation_from_history
 
-    ex = explanation_from_history(h)
+    ex = explanation_from_history(h, voided_votes=voided_votes)
     ex["refused_attempts"] = []  # exported once, from the refused file itself
     if ex.get("undecodable"):
         # Recorded, not skipped: an auditor must see that this case exists and why it is unreadable.
@@ -127,7 +129,10 @@ def case_events(h: DecodedHistory) -> list[dict[str, Any]]:
     if ex["decision"]:
         s = ex["score"] or {}
         gov = ex["governance"] or {}
-        events.append(_event(s.get("scored_at") or gov.get("loaded_at"), "decision", h, "signoff",
+        # Decided once enrichment and scoring both finished (they run side by side): the later of the two.
+        inputs = [t for t in (s.get("scored_at"), ex.get("enriched_at")) if t]
+        decided_at = max(inputs, key=_norm) if inputs else gov.get("loaded_at")
+        events.append(_event(decided_at, "decision", h, "signoff",
                              decision=ex["decision"]["kind"], reason=ex["decision"]["reason"],
                              model_id=s.get("model_id"), feature_hash=s.get("feature_hash"),
                              # The vector itself: re-score it offline with the model artifact (docs/auditors.md §5).
@@ -177,6 +182,11 @@ def case_events(h: DecodedHistory) -> list[dict[str, Any]]:
     # signal as feedback).
     undetermined = (ex.get("final") or {}).get("status") is None
     for rb in ex["rollbacks"]:
+        if rb.get("outcome") == "voided":  # counted, then dropped when the quorum was met: nothing undone by it
+            events.append(_event(rb["at"], "rollback_request_voided", h, rb["requested_by"], via=rb["via"],
+                                 reason=rb["reason"], refusal=rb["refusal"], identity=rb["identity"],
+                                 result=rb["result"], signed=rb.get("signed", False)))
+            continue
         if rb.get("refusal"):
             events.append(_event(rb["at"], "refusal", h, rb["requested_by"], decision="rollback", via=rb["via"],
                                  reason=rb["reason"], refusal=rb["refusal"], identity=rb["identity"],
@@ -561,6 +571,7 @@ def parse_since(text: str | None, now: datetime | None = None) -> datetime | Non
 
 
 async def collect_events(client: Client, since: datetime | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    from signoff.explain import live_rollback_votes
     from signoff.undo import UNDO_TYPE
     from signoff.undo_audit import undo_events
 
@@ -569,7 +580,7 @@ async def collect_events(client: Client, since: datetime | None = None) -> tuple
     cases = governance = undos = retrains = 0
     for h in collected.histories:
         if h.workflow_type == CASE_TYPE:
-            events += case_events(h)
+            events += case_events(h, await live_rollback_votes(client, h))
             cases += 1
         elif h.workflow_type == UNDO_TYPE:  # a rollback after close: filed under its case's id
             events += undo_events(h)

@@ -161,6 +161,7 @@ async def _case_rows(client: Any, case_id: str,
             "also_held_by": [],
             "merged_into": view.merged_into.target if view.merged_into is not None else None,
             "state": s.result.after if s.result is not None else None,
+            "before": s.result.before if s.result is not None else None,
         })
     return rows, "", irreversible, restores
 

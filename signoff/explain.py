@@ -25,7 +25,7 @@ from signoff.display import terminal
 from signoff.explain_features import recorded_features, render_features
 from signoff.history import DecodedHistory, load_history
 from signoff.merge_text import merge_explanation, merge_timeline, render_merge, with_merged_alerts
-from signoff.models import CaseView, Contribution, Decision, RollbackRequest, ScoreResult
+from signoff.models import ApprovalRecord, CaseView, Contribution, Decision, RollbackRequest, ScoreResult
 
 APPROVAL_UPDATES = ("approve", "reject")
 APPROVAL_SIGNALS = ("approve_signal", "reject_signal")
@@ -363,7 +363,8 @@ def _signal_refusal(h: DecodedHistory, raw: Any, who: str, duplicate: bool, quor
     return ""
 
 
-def _rollbacks(h: DecodedHistory, view: CaseView | None = None, gov: Any = None) -> list[dict[str, Any]]:
+def _rollbacks(h: DecodedHistory, view: CaseView | None = None, gov: Any = None,
+               voided_votes: tuple[ApprovalRecord, ...] | None = None) -> list[dict[str, Any]]:
     """Rollback requests in history order, each "refused", "counted" or "accepted".
 
     Under a policy `rollback_quorum` of N (read from the governance snapshot recorded in the
@@ -372,7 +373,8 @@ def _rollbacks(h: DecodedHistory, view: CaseView | None = None, gov: Any = None)
     a request by someone already counted in this round is refused (the workflow refuses it); an
     update says itself whether it was only counted. A signal is always written to the history, also
     when the case refused it for another reason: those refusals come from the case
-    (view.refusals, via "rollback_signal"), matched in order by who sent them.
+    (view.refusals, via "rollback_signal"), matched in order by who sent them. `voided_votes` (a
+    running case's `rollback_vote` refusals, `live_rollback_votes`) stand in for the view's.
     """
     quorum = _rollback_quorum(gov)
     refused = [r for r in view.refusals if r.via == "rollback_signal"] if view else []
@@ -416,7 +418,9 @@ def _rollbacks(h: DecodedHistory, view: CaseView | None = None, gov: Any = None)
         }))
     # Requests counted, then voided when a quorum was met (the identity behind them no longer in force):
     # each voided record marks the latest request of that person counted before it.
-    for record in (r for r in view.refusals if r.via == "rollback_vote") if view else ():
+    if voided_votes is None:
+        voided_votes = tuple(r for r in view.refusals if r.via == "rollback_vote") if view else ()
+    for record in voided_votes:
         row = next((r for _, when, r in reversed(rows) if r["outcome"] == "counted"
                     and r["requested_by"] == record.approver and when <= record.at), None)
         if row is not None:
@@ -603,11 +607,12 @@ def _timeline(ex: dict[str, Any], h: DecodedHistory) -> list[dict[str, str]]:
     return [{"at": at, "what": what} for at, what in sorted(items, key=lambda kv: kv[0] or "")]
 
 
-def explanation_from_history(h: DecodedHistory, live_view: CaseView | None = None) -> dict[str, Any]:
+def explanation_from_history(h: DecodedHistory, live_view: CaseView | None = None, *,
+                             voided_votes: tuple[ApprovalRecord, ...] | None = None) -> dict[str, Any]:
     """The explanation of one case run; a history whose payloads cannot be decoded (the codec key is
-    missing) yields a minimal record that says so instead of failing."""
+    missing) yields a minimal record that says so instead of failing. `voided_votes`: see `_rollbacks`."""
     try:
-        return _explain(h, live_view)
+        return _explain(h, live_view, voided_votes)
     except (ValidationError, KeyError, TypeError, AttributeError, ValueError):
         if not h.undecodable:
             raise
@@ -625,7 +630,8 @@ def explanation_from_history(h: DecodedHistory, live_view: CaseView | None = Non
     }
 
 
-def _explain(h: DecodedHistory, live_view: CaseView | None = None) -> dict[str, Any]:
+def _explain(h: DecodedHistory, live_view: CaseView | None = None,
+             voided_votes: tuple[ApprovalRecord, ...] | None = None) -> dict[str, Any]:
     """The explanation of one case run, as a JSON-ready dict.
 
     `live_view` (the `status` query of a running case) only fills in what a running case keeps in
@@ -658,7 +664,7 @@ def _explain(h: DecodedHistory, live_view: CaseView | None = None) -> dict[str, 
         "refused_attempts": [_without_token(r, recorded=True) for r in refused_attempts(h.workflow_id)],
         "actions": actions,
         "compensations": compensations,
-        "rollbacks": _rollbacks(h, view, gov),
+        "rollbacks": _rollbacks(h, view, gov, voided_votes if view is None else None),
         "escalations": [{"at": _iso(r.scheduled_at), **{k: v for k, v in (r.input or {}).items() if k != "case_id"}}
                         for r in h.activities_named("escalate")],
         "verdicts": _verdicts(h, view),
@@ -767,6 +773,19 @@ async def _from_archive(case_id: str, problem: BaseException) -> tuple[DecodedHi
         decoded.append(apply_archive_record(one, record))
     newest = max(decoded, key=lambda d: d.started_at)
     return newest, f"Temporal at {settings.temporal_address()} is unreachable: read the archive {runs[0].parent}"
+
+
+async def live_rollback_votes(client: Any, h: DecodedHistory) -> tuple[ApprovalRecord, ...] | None:
+    """The rollback requests a running case counted, then voided when its quorum was met (the requester
+    left the policy, their key was replaced): kept in its state, not yet in its history (QA9). None for an
+    ended case (its final view says so), a case without rollback requests, or no worker to answer."""
+    if h.close != "running" or not (h.updates_named("rollback") or h.signals_named("rollback_signal")):
+        return None
+    try:
+        view = await client.get_workflow_handle(h.workflow_id, run_id=h.run_id).query("status", result_type=CaseView)
+    except Exception:  # no worker to answer: the requests stay as the history has them
+        return None
+    return tuple(r for r in view.refusals if r.via == "rollback_vote")
 
 
 async def explain_case(case_id: str) -> dict[str, Any]:

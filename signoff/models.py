@@ -533,6 +533,15 @@ class HoldersRequest(Frozen):
     key: str
 
 
+class EndedHolder(Frozen):
+    """An ended case whose action on a target is still in effect (as `signoff contained` reads it): a
+    rollback of another case holding the same target leaves the target to it (it cannot be handed over)."""
+
+    case_id: str
+    status: str
+    before: dict[str, Any] | None = None  # the state that case captured before its action (its rollback restores it)
+
+
 class HoldHandover(Frozen):
     """A case rolling back an action another open case still holds hands that case the state from
     before its own action, so the last holder's rollback restores the real original."""

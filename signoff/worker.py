@@ -51,12 +51,18 @@ def workflows() -> list[type]:
 
 def activities() -> list[Callable[..., Any]]:
     from activities.case import enrich_case, escalate, load_governance
-    from activities.response import capture_state, compensate_action, execute_action, other_holders
+    from activities.response import (
+        capture_state,
+        compensate_action,
+        ended_holders,
+        execute_action,
+        other_holders,
+    )
     from activities.scoring import score_case
 
     core: list[Callable[..., Any]] = [
         load_governance, enrich_case, escalate, capture_state, execute_action, compensate_action, score_case,
-        other_holders,
+        other_holders, ended_holders,
     ]
     return [*core, *_contributed("ACTIVITIES")]
 

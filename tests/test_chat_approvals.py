@@ -53,6 +53,7 @@ APPROVERS: dict[str, dict[str, Any]] = {
     "carol": {"roles": ["lead"], "slack_user": "U0CAROL"},
     "dave": {"roles": ["lead", "ir_manager"], "slack_user": "U0DAVE"},
     "erin": {"roles": ["lead"]},  # no Slack id: no Slack approval can count for her
+    "frank": {"roles": ["detection_engineer"]},  # every role the policy's lists name is held (the loader checks)
 }
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 CAROL_OWN_KEY = Ed25519PrivateKey.generate()  # carol also signs with her own key (`signoff approve`)

@@ -206,12 +206,52 @@ def test_env_example_sets_nothing_unsafe() -> None:
         assert var not in fixed, f"{var} is set by docker-compose.yml (environment: wins); remove it here"
         if var.endswith("_FILE"):
             assert value.startswith("/run/secrets/signoff/"), f"{var} points outside the mounted secrets"
-    # ... and that directory is what every Signoff container mounts, read-only.
+    # ... and that directory is what every Signoff container but the gateway mounts, read-only.
     for name, service in services.items():
-        if service.get("build") == ".":
+        if service.get("build") == "." and name != "gateway":
             assert "./deploy/secrets:/run/secrets/signoff:ro" in service["volumes"], name
     # The codec key is on by default in production (payloads hold entity names).
     assert example["SIGNOFF_CODEC_KEY_FILE"] == (True, "/run/secrets/signoff/codec_key")
+
+
+def _mounted(service: dict, path: str) -> bool:
+    """Whether the container path `path` lies under one of `service`'s mounts."""
+    for volume in service.get("volumes", []):
+        target = volume["target"] if isinstance(volume, dict) else volume.split(":")[1]
+        if path == target or path.startswith(target.rstrip("/") + "/"):
+            return True
+    return False
+
+
+def test_the_gateway_mounts_only_the_temporal_certificates_and_its_own_tls() -> None:
+    """The approval gateway faces people: it forwards payloads as they are and needs no Signoff key.
+    Whatever it mounts, someone who breaks into it has: the Temporal client certificates it connects
+    with and its own TLS files, never a signing, ingest, audit or codec key or a vendor credential."""
+    services = _compose()["services"]
+    gateway = services["gateway"]
+    example = _env_example()
+    secrets = {var: value for var, (_, value) in example.items()
+               if var.endswith("_FILE") and value.startswith("/run/secrets/signoff/")}
+    assert {"SIGNOFF_CODEC_KEY_FILE", "SIGNOFF_AUDIT_KEY_FILE", "SIGNOFF_INGEST_KEY_FILE",
+            "SIGNOFF_CHAT_BRIDGE_KEY_FILE", "SIGNOFF_OKTA_API_TOKEN_FILE"} <= set(secrets)
+    seen = sorted(var for var, path in secrets.items() if _mounted(gateway, path))
+    assert not seen, f"the gateway mounts {seen}"
+    temporal = {var: value for var, (_, value) in example.items() if var.startswith("TEMPORAL_TLS_") and
+                var.endswith("_PATH")}
+    assert len(temporal) == 3, temporal
+    for var, path in temporal.items():
+        assert _mounted(gateway, path), f"the gateway does not see {var}={path}"
+        assert _mounted(services["worker"], path), f"the workers do not see {var}={path}"
+    command = " ".join(gateway["command"])
+    assert "--tls-cert" not in command or "/run/secrets/signoff/gateway/" in command
+    comment = (REPO / "docker-compose.yml").read_text()
+    for flag in ("--tls-cert /run/secrets/signoff/gateway/", "--tls-key /run/secrets/signoff/gateway/",
+                 "--client-ca /run/secrets/signoff/gateway/"):
+        path = re.search(re.escape(flag) + r"\S+", comment)
+        assert path and _mounted(gateway, path.group(0).split()[1]), flag
+    assert "./deploy/secrets:/run/secrets/signoff:ro" not in gateway["volumes"]
+    # The state volume keeps keys too (keys/ingest.ed25519, keys/chat-bridge-*.ed25519 by default).
+    assert not any(str(v).startswith("signoff-state:") for v in gateway["volumes"])
 
 
 def test_no_high_impact_action_runs_on_the_lab_by_default(monkeypatch) -> None:

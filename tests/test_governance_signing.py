@@ -38,7 +38,8 @@ from signoff.worker import build_worker
 from workflows.governance import GovernanceWorkflow
 
 runner = CliRunner()
-ROLES = {"alice": ["analyst"], "carol": ["lead"], "dave": ["lead", "ir_manager"], "erin": ["lead"]}
+ROLES = {"alice": ["analyst"], "carol": ["lead"], "dave": ["lead", "ir_manager"], "erin": ["lead"],
+         "frank": ["detection_engineer"]}  # every role the policy's lists name is held (the loader checks)
 
 
 @pytest.fixture

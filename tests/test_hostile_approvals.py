@@ -29,7 +29,7 @@ from tests.casekit import alert, awaiting, case_input, start_case, step, wait_fo
 from workflows.case import CaseWorkflow
 
 ROLES = {"alice": ["analyst"], "bob": ["analyst"], "carol": ["lead"], "dave": ["lead", "ir_manager"],
-         "erin": ["lead"]}
+         "erin": ["lead"], "frank": ["detection_engineer"]}  # every role the policy's lists name is held
 
 
 @pytest.fixture

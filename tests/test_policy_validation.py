@@ -118,6 +118,29 @@ REFUSED: dict[str, tuple[Mutation, tuple[str, ...]]] = {
         lambda p: p.update(governance_roles=["ciso"]),
         ("governance_roles is ['ciso']", "nobody could change governance"),
     ),
+    "a typo beside a held rollback role": (
+        lambda p: p.update(rollback_roles=["lead", "ir-manager"]),
+        ("rollback_roles names ['ir-manager'], which no approver holds",
+         "roles approvers hold: ['analyst', 'detection_engineer', 'ir_manager', 'lead']", "fix the name"),
+    ),
+    "a typo beside a held governance role": (
+        lambda p: p.update(governance_roles=["ir_manager", "laed"]),
+        ("governance_roles names ['laed'], which no approver holds", "roles approvers hold: ['analyst',"),
+    ),
+    "a typo in the kill switch roles": (
+        lambda p: p["autonomy"].update(kill_switch_roles=["analyst", "lead", "ir_manager", "detection_enginer"]),
+        ("autonomy.kill_switch_roles names ['detection_enginer'], which no approver holds",
+         "roles approvers hold: ['analyst',", "fix the name"),
+    ),
+    "a kill switch role nobody holds": (
+        lambda p: p["autonomy"].update(kill_switch_roles=["soc_oncall"]),
+        ("autonomy.kill_switch_roles names ['soc_oncall'], which no approver holds",),
+    ),
+    "a typo beside held close roles": (
+        lambda p: p["alert_types"]["model_drift"].update(close_roles=["detection_engineer", "ir_lead"]),
+        ("alert_types.model_drift.close_roles names ['ir_lead'], which no approver holds",
+         "roles approvers hold: ['analyst',"),
+    ),
     "playbook typo": (
         lambda p: p["alert_types"]["network_intrusion"].update(playbook="network_intrusoin"),
         ("alert_types.network_intrusion.playbook is 'network_intrusoin'", "not a registered playbook",

@@ -39,7 +39,8 @@ from signoff.autonomy.models import (
 from signoff.governance_state import snapshot
 from signoff.worker import build_worker
 
-ROLES = {"alice": ["analyst"], "carol": ["lead"], "dave": ["lead", "ir_manager"]}
+ROLES = {"alice": ["analyst"], "carol": ["lead"], "dave": ["lead", "ir_manager"],
+         "frank": ["detection_engineer"]}  # every role the policy's lists name is held (the loader checks)
 
 
 @pytest.fixture

@@ -42,7 +42,8 @@ from workflows.case import CaseWorkflow
 
 runner = CliRunner()
 PATIENCE = 1200
-ROLES = {"alice": ["analyst"], "bob": ["analyst"], "carol": ["lead"], "dave": ["lead", "ir_manager"]}
+ROLES = {"alice": ["analyst"], "bob": ["analyst"], "carol": ["lead"], "dave": ["lead", "ir_manager"],
+         "frank": ["detection_engineer"]}  # every role the policy's lists name is held (the loader checks)
 KEYED = ("bob", "carol", "dave")  # alice has no key: her requests are unsigned (the lab policy counts them)
 
 

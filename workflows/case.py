@@ -42,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
     from policies.ingest_signing import ingest_refusal
     from policies.signing import CASE_STEP, MAX_CLOCK_SKEW, token_channel, token_nonce, token_refusal
     from signoff import search_attributes as sa
+    from signoff.display import identifier
     from signoff.holds import hold_key
     from signoff.models import (
         MAX_REASON_CHARS,
@@ -83,7 +84,13 @@ with workflow.unsafe.imports_passed_through():
     from workflows.case_retry import CaseRetry
     from workflows.decide import decide
     from workflows.feedback import recheck_governance, record_verdict_of, shadow_score
-    from workflows.handover import tell_holders
+    from workflows.handover import (
+        ENDED_HOLDERS,
+        ask_ended_holders,
+        kept_for_ended,
+        restores_only_this,
+        tell_holders,
+    )
 
 TIMELINE_CAP = 50
 ENTITY_CAP = 200
@@ -539,7 +546,7 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
             if self.local_race_safe:
                 step.before = await workflow.execute_activity(
                     capture_state, request, start_to_close_timeout=timedelta(seconds=60), retry_policy=ACTION_RETRY,
-                    summary=f"before-state of {plan.target.kind} {plan.target.id}",
+                    summary=f"before-state of {plan.target.kind} {identifier(plan.target.id)}",
                 )
             else:
                 step.before = await workflow.execute_local_activity(
@@ -548,7 +555,7 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
             step.result = await workflow.execute_activity(
                 execute_action, ExecuteRequest(request=request, before=step.before or {}),
                 start_to_close_timeout=ACTION_TIMEOUT, heartbeat_timeout=ACTION_HEARTBEAT, retry_policy=ACTION_RETRY,
-                summary=f"{plan.action} {plan.target.kind} {plan.target.id}",
+                summary=f"{plan.action} {plan.target.kind} {identifier(plan.target.id)}",
             )
             step.state = StepState.executed
             self._upsert([sa.EXECUTED_ACTIONS.value_set(self._executed_actions()), *self._held_targets()])
@@ -601,7 +608,7 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
                     ),
                     start_to_close_timeout=ACTION_TIMEOUT, heartbeat_timeout=ACTION_HEARTBEAT,
                     retry_policy=ACTION_RETRY,
-                    summary=f"undo {step.plan.action} {step.plan.target.kind} {step.plan.target.id}",
+                    summary=f"undo {step.plan.action} {step.plan.target.kind} {identifier(step.plan.target.id)}",
                 )
                 step.state = StepState.compensated
             except ActivityError as err:
@@ -637,11 +644,34 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
                                 before=step.before, after=step.result.after)
         told = await tell_holders(holders, handover)
         if not told:
-            return False
+            return await self._kept_for_ended_holders(step)
         step.state = StepState.kept
         step.note = (f"not undone: case {', '.join(told)} still holds {plan.action} on {plan.target.kind} "
                      f"{plan.target.id}; handed over the state from before this case ({_brief(step.before)}) "
                      "for its rollback")
+        return True
+
+    async def _kept_for_ended_holders(self, step: _Step) -> bool:
+        """No open case holds the target, but an ended case's action on it is still in effect: leave the
+        target as it is (restoring it would release that case's containment). False: undo as usual."""
+        if not workflow.patched(ENDED_HOLDERS):
+            return False
+        plan = step.plan
+        assert step.result is not None and step.before is not None
+        holders = await ask_ended_holders(self.inp.case_id, hold_key(plan.action, plan.target))
+        if isinstance(holders, str):
+            step.note = f"could not check for ended cases holding {plan.target.kind} {plan.target.id}: {holders}"
+            return False
+        if not holders:
+            return False
+        step.state = StepState.kept
+        step.note = kept_for_ended(holders, plan.action, plan.target.kind, plan.target.id, step.before,
+                                   step.result.after)
+        if restores_only_this(holders, step.result.after):
+            message = f"case {self.inp.case_id}: step {plan.step_id} {step.note}"
+            self.escalations.append(message)
+            await self._escalate(Escalation(case_id=self.inp.case_id, reason=message, step_id=plan.step_id,
+                                            kind="rollback_kept"))
         return True
 
     @workflow.signal(description="Another case rolled back an action this case still holds (signoff.holds)")

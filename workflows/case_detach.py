@@ -35,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.detach import OpenDetachedRequest, open_detached_case
     from policies.engine import Policy, close_roles
     from policies.signing import token_nonce
+    from signoff.display import identifier
     from signoff.models import (
         MAX_REASON_CHARS,
         CaseStatus,
@@ -159,7 +160,7 @@ class CaseDetach:
         try:
             opened = await workflow.execute_activity(
                 open_detached_case, opening, start_to_close_timeout=timedelta(seconds=60), retry_policy=OPEN_RETRY,
-                summary=f"open {record.new_case} for alert {alert.uid}"[:200],
+                summary=f"open {identifier(record.new_case)} for alert {identifier(alert.uid)}"[:200],
             )
             record = record.model_copy(update={"new_case": opened.case_id, "opened": opened.outcome})
         except ActivityError as err:

@@ -43,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.merge import MERGE_REFUSED, deliver_merge
     from activities.response import other_holders
     from policies.signing import CASE_STEP, token_nonce
+    from signoff.display import identifier
     from signoff.holds import hold_key
     from signoff.models import (
         AlertBatch,
@@ -171,7 +172,7 @@ class CaseMerge:
         try:
             delivered = await workflow.execute_activity(
                 deliver_merge, delivery, start_to_close_timeout=timedelta(seconds=60), retry_policy=DELIVER_RETRY,
-                summary=f"merge {self.inp.case_id} into {req.target}"[:200],
+                summary=f"merge {identifier(self.inp.case_id)} into {identifier(req.target)}"[:200],
             )
         except ActivityError as err:
             self.merging = None

@@ -36,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
     from policies.engine import GovernanceSnapshot
     from policies.revocation import signing_key, undo_vote_void_reason
     from policies.signing import CASE_STEP, token_channel, token_nonce, token_refusal
+    from signoff.display import identifier
     from signoff.holds import hold_key
     from signoff.models import (
         MAX_REASON_CHARS,
@@ -72,7 +73,13 @@ with workflow.unsafe.imports_passed_through():
         _cause,
         _too_long,
     )
-    from workflows.handover import tell_holders
+    from workflows.handover import (
+        ENDED_HOLDERS,
+        ask_ended_holders,
+        kept_for_ended,
+        restores_only_this,
+        tell_holders,
+    )
 
 # A start whose request was refused (or never came) ends after this with nothing done.
 FIRST_REQUEST_WAIT = timedelta(minutes=10)
@@ -306,7 +313,7 @@ class CaseUndoWorkflow:
         try:
             current = await workflow.execute_activity(
                 capture_state, request, start_to_close_timeout=timedelta(seconds=60), retry_policy=ACTION_RETRY,
-                summary=f"read {s.target.kind} {s.target.id} before undoing {s.action}",
+                summary=f"read {s.target.kind} {identifier(s.target.id)} before undoing {s.action}",
             )
         except ActivityError as err:
             return s.model_copy(update={"outcome": UndoOutcome.failed, "at": now(),
@@ -328,7 +335,7 @@ class CaseUndoWorkflow:
                                     forward_action=s.action, target=s.target, restore_to=s.before,
                                     idempotency_key=s.idempotency_key),
                 start_to_close_timeout=ACTION_TIMEOUT, heartbeat_timeout=ACTION_HEARTBEAT, retry_policy=ACTION_RETRY,
-                summary=f"undo after close: {s.action} {s.target.kind} {s.target.id}",
+                summary=f"undo after close: {s.action} {s.target.kind} {identifier(s.target.id)}",
             )
         except ActivityError as err:
             return s.model_copy(update={"outcome": UndoOutcome.failed, "current": current, "at": now(),
@@ -353,12 +360,32 @@ class CaseUndoWorkflow:
                                 after=s.after or {})
         told = await tell_holders(holders, handover)
         if not told:
-            return None
+            return await self._kept_for_ended_holders(s)
         return s.model_copy(update={
             "outcome": UndoOutcome.kept, "at": workflow.now(),
             "why": (f"not undone: open case {', '.join(told)} still holds {s.action} on {s.target.kind} {s.target.id}; "
                     f"handed over the state from before this case ({_brief(s.before)}) for its rollback"),
         })
+
+    async def _kept_for_ended_holders(self, s: UndoStep) -> UndoStep | None:
+        """No open case holds the target, but another ended case's action on it is still in effect: leave
+        it (restoring it would release that case's containment). None: undo as usual."""
+        if not workflow.patched(ENDED_HOLDERS):
+            return None
+        assert s.before is not None
+        holders = await ask_ended_holders(self.case_id, hold_key(s.action, s.target))
+        if isinstance(holders, str):
+            self.notes.append(f"could not check for ended cases holding {s.target.kind} {s.target.id} "
+                              f"({holders}): undone as usual")
+            return None
+        if not holders:
+            return None
+        why = kept_for_ended(holders, s.action, s.target.kind, s.target.id, s.before, s.after or {})
+        if restores_only_this(holders, s.after or {}):
+            message = f"case {self.case_id}: step {s.step_id} {why}"
+            self.escalations.append(message)
+            await self._escalate(Escalation(case_id=self.case_id, reason=message, kind="rollback_kept"))
+        return s.model_copy(update={"outcome": UndoOutcome.kept, "at": workflow.now(), "why": why})
 
     async def _escalate(self, escalation: Escalation) -> None:
         try:
