@@ -99,6 +99,7 @@ async def recent_cases(client: Client, queue: str, since: datetime, per_type: in
 async def compute_drift(req: DriftRequest) -> DriftReport:
     from signoff.autonomy import drift
     from signoff.autonomy.client import read_state
+    from signoff.autonomy.evidence import about_model, last_model_change
     from signoff.scoring import model_store
 
     policy = load_policy()
@@ -120,8 +121,9 @@ async def compute_drift(req: DriftRequest) -> DriftReport:
     findings = []
     for name in sorted(names):
         views = cases.get(name, [])
-        records = [r for r in (state.recent.get(name, ()) if state else ())
-                   if r.predicted is not None and (r.at is None or r.at >= since)]
+        # Overrides of the model in force only: verdicts on an earlier model's scores would mask (or fake) its drift.
+        about, _ = about_model(state.recent.get(name, ()) if state else (), model_id, last_model_change(state))
+        records = [r for r in about if r.predicted is not None and (r.at is None or r.at >= since)]
         overrides = [(r.predicted == Verdict.true_positive) != (r.verdict == Verdict.true_positive) for r in records]
         scores = [v.score.benign_confidence for v in views if v.score is not None and v.score.model_id == model_id]
         figures = await asyncio.to_thread(

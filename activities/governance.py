@@ -24,6 +24,7 @@ from signoff.autonomy.models import (
     CASE_WORKFLOW_TYPE,
     DRIFT_CHECK_WORKFLOW_TYPE,
     MAX_NAME_CHARS,
+    MODEL_PREFIX,
     DriftReport,
     EvidenceRecord,
     VerdictBatch,
@@ -57,10 +58,13 @@ async def governance_policy() -> Policy:
 
 @activity.defn
 async def resolve_model(model_id: str) -> str:
-    """The full id of a stored model (unique prefix accepted), verified against its artifact bytes."""
+    """The full id of a stored model (unique prefix accepted), verified against its artifact bytes;
+    "": the model cases get when governance names none (the store's active one, else the shipped default)."""
     from signoff.scoring import model_store
 
     def check() -> str:
+        if not model_id:
+            return model_store.active_model_id()
         if len(model_id) >= 8 and not any(m.model_id.startswith(model_id) for m in model_store.list_models()):
             # The operator's `signoff model list` reads their own store, not the workers': say which one.
             what = f"model id prefix {model_id!r} matches 0 models" if len(model_id) < 64 else f"no model {model_id!r}"
@@ -158,6 +162,7 @@ def _evidence_of(view: CaseView, claim: VerdictClaim) -> EvidenceRecord:
         candidate_model_id=shadow.model_id[:CANDIDATE_PREFIX] if shadow else None,
         candidate_predicted=shadow.predicted if shadow else None,
         candidate_benign_confidence=shadow.benign_confidence if shadow else None,
+        model_id=score.model_id[:MODEL_PREFIX] if score is not None else None,
     )
 
 

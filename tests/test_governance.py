@@ -70,9 +70,13 @@ def trusting_worker(client: Client, task_queue: str) -> Worker:
 
 def _record(case: str, predicted: Verdict | None, benign: float | None, verdict: Verdict, t: float = 0.9,
             alert_type: str = "phishing") -> VerdictRecord:
+    # Scored by the shipped model (the one in force unless a test changes it): a promotion counts only
+    # the verdicts on the scores of the model in force.
+    from signoff.scoring.model_store import default_model_id
+
     return VerdictRecord(case_id=case, alert_type=alert_type, verdict=verdict, analyst="alice", reason="review",
-                         model_id="m" * 64 if predicted else None, predicted=predicted, benign_confidence=benign,
-                         threshold=t)
+                         model_id=default_model_id() if predicted else None, predicted=predicted,
+                         benign_confidence=benign, threshold=t)
 
 
 async def _state_with(client: Client, queue: str, predicate, what: str):  # type: ignore[no-untyped-def]

@@ -246,6 +246,8 @@ async def test_forged_verdicts_are_refused_and_a_case_counts_once(
         view = await client.get_workflow_handle(case_id).query(CaseWorkflow.status)
         # The record counted is the case's own: its score, not the 0.997 the signals claimed.
         assert view.score is None or record.benign_confidence == pytest.approx(view.score.benign_confidence, abs=1e-10)
+        # ... and the model that scored it (a promotion counts only the model in force), not the one claimed.
+        assert view.score is not None and record.model_id == view.score.model_id[:16] != "0b92988f7d53ca15"
         assert record.verdict == Verdict.benign_positive
         mismatches = [e.after for e in state.events if e.before == "verdict"][-3:]
         assert all(f"case {case_id!r} says BenignPositive by 'bob' on phishing" in m for m in mismatches), mismatches

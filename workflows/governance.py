@@ -48,7 +48,7 @@ with workflow.unsafe.imports_passed_through():
     from policies.engine import Policy
     from policies.signing import governance_token_refusal, token_expiry, token_nonce
     from signoff import settings
-    from signoff.autonomy.evidence import evidence
+    from signoff.autonomy.evidence import evidence, last_model_change
     from signoff.autonomy.models import (
         GOVERNANCE_WORKFLOW_ID,
         MAX_NAME_CHARS,
@@ -112,6 +112,10 @@ START_REFUSED_BY = "(a start by hand)"
 PENDING_RECHECKED = "governance-quorum-rechecked"
 # The live state goes along with continue-as-new, in the next run's memo from its first event on.
 MEMO_CARRIED = "governance-memo-carried"
+# QA (lead): an alert type went on the loop on verdicts about the previous model's scores. A promotion's
+# evidence counts only the cases scored by the model that scores cases now (signoff.autonomy.evidence,
+# about_model). Asked only when a promotion checks its evidence.
+EVIDENCE_ON_ACTIVE_MODEL = "promotion-evidence-on-the-active-model"
 
 
 class LiveGovernance(GovernanceState):
@@ -222,7 +226,7 @@ class GovernanceWorkflow:
         self._check_token(policy, "set_autonomy", req, req.alert_type)
         if req.level == "in_the_loop":
             return self._demote(policy, req)
-        return self._promote(policy, req)
+        return await self._promote(policy, req)
 
     @set_autonomy.validator
     def _validate_autonomy(self, req: AutonomyChange) -> None:
@@ -249,11 +253,15 @@ class GovernanceWorkflow:
         done = ", ".join(changed) if changed else "none was on the loop"
         return f"in the loop now: {', '.join(targets)} (demoted: {done}); revision {self.state.revision}"
 
-    def _promote(self, policy: Policy, req: AutonomyChange) -> str:
+    async def _promote(self, policy: Policy, req: AutonomyChange) -> str:
         self._check_role(policy, req.by, set(policy.governance_roles), "promote", req.alert_type, req.reason)
         name = self._known(policy, req.alert_type, req)
         if name == policy.drift.open_case_alert_type:
             self._refuse(req.by, req.reason, name, f"{name} cases are for detection engineers: never automated")
+        # Which model scores cases is asked first: the checks below then run in one go on the state they read
+        # (no other change can land between them and the approval).
+        active = await self._scoring_model(req) if policy.autonomy.require_evidence and \
+            workflow.patched(EVIDENCE_ON_ACTIVE_MODEL) else None
         if self._autonomy(policy, name) == "on_the_loop":
             return f"{name} is already on the loop"
         threshold = self._threshold(policy, name)
@@ -267,7 +275,8 @@ class GovernanceWorkflow:
             self._refuse(req.by, req.reason, name, f"the last drift check ({drift.at:%Y-%m-%d %H:%M} UTC) found "
                          f"drift on {name}: {'; '.join(breached[0].breaches)}; promote after a clean drift check")
         if policy.autonomy.require_evidence:
-            ev = evidence(name, self.state.recent.get(name, ()), threshold, policy.autonomy)
+            ev = evidence(name, self.state.recent.get(name, ()), threshold, policy.autonomy, active_model_id=active,
+                          model_changed_at=last_model_change(self.state) if active else None)
             if not ev.recommend_promotion:
                 self._refuse(req.by, req.reason, name, f"the evidence does not support promotion: {ev.recommendation}")
         current = self.state.alert_types.get(name, AlertTypeState())
@@ -624,6 +633,22 @@ class GovernanceWorkflow:
         """Spent nonces whose tokens have not expired yet (an expired token is refused anyway)."""
         now = workflow.now().timestamp()
         return {n: exp for n, exp in self.used_nonces.items() if exp >= now}
+
+    async def _scoring_model(self, req: AutonomyChange) -> str:
+        """The model that scores cases now: the one governance made active, else the model store's (the
+        shipped default when the store has none), as the workers resolve it."""
+        if self.state.model.active:
+            return self.state.model.active
+        try:
+            return await workflow.execute_activity(
+                resolve_model, "", start_to_close_timeout=timedelta(seconds=60), retry_policy=QUICK,
+                summary="the model that scores cases now",
+            )
+        except ActivityError as err:
+            cause = err.cause
+            why = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
+            self._refuse(req.by, req.reason, req.alert_type, f"could not tell which model scores cases now: {why}")
+            raise
 
     async def _resolve(self, req: ModelChange) -> str:
         try:

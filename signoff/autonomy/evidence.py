@@ -10,12 +10,50 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from datetime import datetime
+from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
 from policies.engine import AutonomyPolicy
-from signoff.autonomy.models import EvidenceRecord, VerdictRecord
+from signoff.autonomy.models import MODEL_PREFIX, EvidenceRecord, GovernanceState, VerdictRecord
 from signoff.models import Verdict
+
+MODEL_CHANGES = ("model_promote", "model_rollback")  # governance events after which another model scores cases
+R = TypeVar("R", EvidenceRecord, VerdictRecord)
+
+
+def last_model_change(state: GovernanceState | None) -> datetime | None:
+    """When the model that scores cases last changed through governance (None: never, as the state shows).
+    The state keeps a bounded list of events: when the model was changed (an active model, or one to roll
+    back to) but that event is no longer kept, it was older than every event kept, so the oldest kept
+    event's time bounds it (records from before it do not count as evidence about the model in force)."""
+    if state is None:
+        return None
+    changes = [e.at for e in state.events if e.accepted and e.kind in MODEL_CHANGES]
+    if changes:
+        return max(changes)
+    if (state.model.active or state.model.history) and state.events:
+        return state.events[0].at
+    return None
+
+
+def about_model(records: Sequence[R], model_id: str, changed_at: datetime | None) -> tuple[list[R], list[R]]:
+    """(records about `model_id`, the others). A record names its scoring model (an id prefix) or,
+    recorded before records kept it, counts as about the model in force only when its verdict came
+    after the last model change `changed_at` (None: the model never changed). Unscored cases are about
+    no model: in neither list."""
+    mine: list[R] = []
+    other: list[R] = []
+    for r in records:
+        if r.predicted is None and r.benign_confidence is None:
+            continue
+        if r.model_id:
+            ok = model_id.startswith(r.model_id[:MODEL_PREFIX])
+        else:
+            ok = changed_at is None or (r.at is not None and r.at >= changed_at)
+        (mine if ok else other).append(r)
+    return mine, other
 
 
 def _binom_cdf(k: int, n: int, p: float) -> float:
@@ -76,6 +114,11 @@ class Evidence(BaseModel):
     sampled_misses: int = 0
     recommend_promotion: bool = False
     recommendation: str = ""
+    # When asked about the model that scores cases now (`active_model_id`): `model` and the
+    # recommendation count only the reviewed cases about it; the others were about earlier models.
+    active_model_id: str | None = None
+    reviewed_active_model: int | None = None
+    reviewed_earlier_models: int | None = None
 
 
 def model_evidence(pairs: Sequence[tuple[Verdict | None, float | None, Verdict]], threshold: float | None) -> ModelEvidence:
@@ -103,10 +146,19 @@ def model_evidence(pairs: Sequence[tuple[Verdict | None, float | None, Verdict]]
 
 def evidence(
     alert_type: str, records: Sequence[EvidenceRecord] | Sequence[VerdictRecord], threshold: float | None,
-    policy: AutonomyPolicy, candidate_model_id: str | None = None,
+    policy: AutonomyPolicy, candidate_model_id: str | None = None, active_model_id: str | None = None,
+    model_changed_at: datetime | None = None,
 ) -> Evidence:
-    """`records`: the governance state's compact `EvidenceRecord`s (one per case), or full `VerdictRecord`s."""
-    model = model_evidence([(r.predicted, r.benign_confidence, r.verdict) for r in records], threshold)
+    """`records`: the governance state's compact `EvidenceRecord`s (one per case), or full `VerdictRecord`s.
+
+    With `active_model_id` (the model that scores cases now) and `model_changed_at` (`last_model_change`),
+    the model's figures and the recommendation count only the cases about that model (`about_model`):
+    analysts' verdicts on another model's scores say nothing about this one."""
+    earlier: Sequence[EvidenceRecord | VerdictRecord] = ()
+    judged: Sequence[EvidenceRecord | VerdictRecord] = records
+    if active_model_id is not None:
+        judged, earlier = about_model(records, active_model_id, model_changed_at)  # type: ignore[type-var,assignment]
+    model = model_evidence([(r.predicted, r.benign_confidence, r.verdict) for r in judged], threshold)
     candidate = None
     if candidate_model_id:
         # Evidence records keep a prefix of the candidate's id (full records the whole id).
@@ -117,13 +169,26 @@ def evidence(
     for r in records:
         verdicts[r.verdict.value] = verdicts.get(r.verdict.value, 0) + 1
     ok, why = recommendation(model, threshold, policy)
+    if active_model_id is not None and earlier and not ok:
+        why = f"{why}. {_earlier_models_note(active_model_id, len(judged), len(earlier), model, threshold, policy)}"
     return Evidence(
         alert_type=alert_type, threshold=threshold, reviewed=len(records), verdicts=verdicts, model=model,
         candidate=candidate, candidate_model_id=candidate_model_id,
         sampled_reviews=sum(1 for r in records if r.review_sampled),
         sampled_misses=sum(1 for r in records if r.review_sampled and r.verdict == Verdict.true_positive),
-        recommend_promotion=ok, recommendation=why,
+        recommend_promotion=ok, recommendation=why, active_model_id=active_model_id,
+        reviewed_active_model=len(judged) if active_model_id is not None else None,
+        reviewed_earlier_models=len(earlier) if active_model_id is not None else None,
     )
+
+
+def _earlier_models_note(model_id: str, mine: int, earlier: int, model: ModelEvidence, threshold: float | None,
+                         policy: AutonomyPolicy) -> str:
+    more = max(policy.min_reviewed - model.would_auto_close, 0)
+    todo = (f"review {more} more cases scored by {model_id[:12]} at or above the threshold" if more and threshold is not None
+            else f"review more cases scored by {model_id[:12]}")
+    return (f"Model {model_id[:12]} scores cases now: {mine} reviewed cases are about it, {earlier} were about "
+            f"earlier models (their verdicts judged another model's scores: not counted); {todo}")
 
 
 def recommendation(model: ModelEvidence, threshold: float | None, policy: AutonomyPolicy) -> tuple[bool, str]:

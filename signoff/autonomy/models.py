@@ -139,6 +139,7 @@ class VerdictRecord(_M):
 _GRADE = {Verdict.true_positive: "T", Verdict.benign_positive: "B", Verdict.false_positive: "F"}
 _GRADE_OF = {v: k for k, v in _GRADE.items()}
 CANDIDATE_PREFIX = 16  # hex characters of a shadow candidate's model id kept per evidence record
+MODEL_PREFIX = CANDIDATE_PREFIX  # ... and of the model that scored the case
 CONFIDENCE_DECIMALS = 10  # evidence keeps confidences to 1e-10 (the decision-time flag `a` is exact)
 _INDEX = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -155,10 +156,12 @@ class EvidenceRecord(_M):
 
     It travels as a JSON array (the governance state carries up to `evidence_window` of them per alert
     type through continue-as-new): `[case_id, codes, benign_confidence, at, candidate, candidate_predicted,
-    candidate_benign_confidence]` where `codes` is the analyst's grade letter, the model's predicted
+    candidate_benign_confidence, model]` where `codes` is the analyst's grade letter, the model's predicted
     grade letter (`-`: not scored), then `s` (in the review sample) and `a` (at or above the threshold
     in force when the case was decided); `at` is epoch seconds; the candidate fields are left off when
-    no shadow candidate scored the case. Grades: T(ruePositive), B(enignPositive), F(alsePositive).
+    no shadow candidate scored the case (null when only `model` follows); `model`, the scoring model's id
+    prefix, is left off for records from before it was kept (they still parse and serialise as they were).
+    Grades: T(ruePositive), B(enignPositive), F(alsePositive).
     """
 
     case_id: str
@@ -171,6 +174,7 @@ class EvidenceRecord(_M):
     candidate_model_id: str | None = None  # the shadow candidate's model id prefix (CANDIDATE_PREFIX chars)
     candidate_predicted: Verdict | None = None
     candidate_benign_confidence: float | None = None
+    model_id: str | None = None  # the scoring model's id prefix (MODEL_PREFIX chars); None: recorded before it was kept
 
     @classmethod
     def of(cls, rec: VerdictRecord) -> EvidenceRecord:
@@ -192,9 +196,11 @@ class EvidenceRecord(_M):
         codes += ("s" if self.review_sampled else "") + ("a" if self.above_threshold else "")
         at = int(self.at.timestamp()) if self.at is not None else None
         out: list[Any] = [self.case_id, codes, self.benign_confidence, at]
-        if self.candidate_model_id is not None:
+        if self.candidate_model_id is not None or self.model_id is not None:
             cand = _GRADE[self.candidate_predicted] if self.candidate_predicted else None
             out += [self.candidate_model_id, cand, self.candidate_benign_confidence]
+        if self.model_id is not None:
+            out.append(self.model_id)
         return out
 
     @model_validator(mode="before")
@@ -216,6 +222,8 @@ class EvidenceRecord(_M):
         if len(data) >= 7:
             fields.update(candidate_model_id=data[4], candidate_predicted=_GRADE_OF.get(data[5] or ""),
                           candidate_benign_confidence=data[6])
+        if len(data) >= 8:
+            fields.update(model_id=data[7])
         return fields
 
 
@@ -226,6 +234,7 @@ def _fields_of(rec: VerdictRecord) -> dict[str, Any]:
         at=rec.at, review_sampled=rec.review_sampled, above_threshold=above,
         candidate_model_id=rec.candidate_model_id[:CANDIDATE_PREFIX] if rec.candidate_model_id else None,
         candidate_predicted=rec.candidate_predicted, candidate_benign_confidence=rec.candidate_benign_confidence,
+        model_id=rec.model_id[:MODEL_PREFIX] if rec.model_id else None,
     )
 
 
@@ -238,6 +247,8 @@ def evidence_columns(records: tuple[EvidenceRecord, ...]) -> dict[str, Any]:
     CONFIDENCE_DECIMALS decimals. The candidate columns are there only when a shadow candidate scored
     a case of the window: `candidates` lists the candidates' id prefixes, `candidate_codes` has two
     characters per record (the candidate's index in `candidates`, `-`: none; its grade letter).
+    The model columns are there only when a record of the window names its scoring model: `models` lists
+    the id prefixes, `model_codes` one character per record (the index in `models`, `-`: not kept).
     """
     codes, at, previous = [], [], 0
     for r in records:
@@ -257,6 +268,12 @@ def evidence_columns(records: tuple[EvidenceRecord, ...]) -> dict[str, Any]:
                 (index[r.candidate_model_id] + (_GRADE[r.candidate_predicted] if r.candidate_predicted else "-"))
                 if r.candidate_model_id in index else "--" for r in records),
             candidate_benign_confidence=[_rounded(r.candidate_benign_confidence) for r in records])
+    # The newest len(_INDEX) models; a record of an older one loses its id (it then counts as from before
+    # a model change, never as evidence about the model in force).
+    models = list(dict.fromkeys(r.model_id for r in reversed(records) if r.model_id))[:len(_INDEX)][::-1]
+    if models:
+        at_index = {m: _INDEX[i] for i, m in enumerate(models)}
+        columns.update(models=models, model_codes="".join(at_index.get(r.model_id or "", "-") for r in records))
     return columns
 
 
@@ -264,6 +281,7 @@ def evidence_rows(columns: dict[str, Any]) -> tuple[EvidenceRecord, ...]:
     """`evidence_columns` back to records."""
     ids, codes, benign, at = columns["case_id"], columns["codes"], columns["benign_confidence"], columns["at"]
     candidates = columns.get("candidates") or []
+    models = columns.get("models") or []
     rows, seconds = [], 0
     for i, case_id in enumerate(ids):
         code = codes[3 * i: 3 * i + 3]
@@ -277,6 +295,8 @@ def evidence_rows(columns: dict[str, Any]) -> tuple[EvidenceRecord, ...]:
             which, grade = columns["candidate_codes"][2 * i: 2 * i + 2]
             row.update(candidate_model_id=candidates[_INDEX.index(which)], candidate_predicted=_GRADE_OF.get(grade),
                        candidate_benign_confidence=columns["candidate_benign_confidence"][i])
+        if models and columns["model_codes"][i] != "-":
+            row.update(model_id=models[_INDEX.index(columns["model_codes"][i])])
         rows.append(EvidenceRecord(**row))
     return tuple(rows)
 

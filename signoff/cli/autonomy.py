@@ -66,7 +66,7 @@ def _next_step(arg: Any, reason: str) -> str:
     if "not enough evidence" in reason:  # QA6 L11: the refusal said how much, not how it is earned
         name = getattr(arg, "alert_type", "") or "ALERT_TYPE"
         return (f". Evidence is earned by analysts' verdicts (`signoff close CASE --verdict ...`) on {name} cases "
-                "the model scored at or above the threshold while they were in the loop (the cases it would have "
+                "the model in force scored at or above the threshold while they were in the loop (the cases it would have "
                 f"closed on its own); `signoff autonomy status` shows how many there are and what is missing")
     user = getattr(arg, "by", "")
     try:
@@ -101,7 +101,7 @@ async def load_state() -> Any:
 
 def status_rows(alert_type: str | None = None) -> list[dict[str, Any]]:
     from policies.loader import load_policy
-    from signoff.autonomy.evidence import evidence
+    from signoff.autonomy.evidence import evidence, last_model_change
     from signoff.governance_state import snapshot
 
     policy = load_policy()
@@ -110,10 +110,14 @@ def status_rows(alert_type: str | None = None) -> list[dict[str, Any]]:
     if alert_type and alert_type not in policy.alert_types:
         fail(f"unknown alert type {alert_type!r}; policy has: {', '.join(sorted(policy.alert_types))}")
     rows = []
+    active = (state.model.active if state else None) or _store_model()
+    changed_at = last_model_change(state)
     for name in names:
         snap = snapshot(policy, name, state)
         records = state.recent.get(name, ()) if state else ()
-        ev = evidence(name, records, snap.threshold, policy.autonomy, snap.candidate_model_id)
+        # As the governance workflow judges a promotion: only the cases the model in force scored count.
+        ev = evidence(name, records, snap.threshold, policy.autonomy, snap.candidate_model_id,
+                      active_model_id=active, model_changed_at=changed_at)
         if name == policy.drift.open_case_alert_type:  # drift cases are for people, whatever the evidence says
             ev = ev.model_copy(update=dict(recommend_promotion=False, recommendation=(
                 "drift cases always go to a person (never scored or closed automatically): no threshold to set")))
@@ -127,9 +131,10 @@ def status_rows(alert_type: str | None = None) -> list[dict[str, Any]]:
         counts = state.counts.get(name) if state else None
         changed = _last_model_change(state)
         rows.append({
+            "active_model": active,
             "model_changed": changed,
-            "reviewed_before_model_change": (sum(1 for r in records if r.at is None or r.at < changed["at"])
-                                             if changed else 0),
+            "reviewed_before_model_change": (ev.reviewed_earlier_models or 0) if changed else 0,
+            "reviewed_other_models": ev.reviewed_earlier_models or 0,
             "alert_type": name,
             "autonomy": snap.autonomy,
             "autonomy_set_by": snap.autonomy_set_by,
@@ -156,7 +161,20 @@ def _last_model_change(state: Any) -> dict[str, Any] | None:
     return {"at": event.at, "kind": event.kind, "model": event.after, "by": event.by}
 
 
-def _model_name(model: str) -> str:
+def _store_model() -> str | None:
+    """The model cases get when governance names none: this machine's model store's active model (the
+    workers read theirs: the same one where they share the store, docs/deployment.md §6)."""
+    from signoff.scoring import model_store
+
+    try:
+        return model_store.active_model_id()
+    except model_store.ModelStoreError:
+        return None
+
+
+def _model_name(model: str | None) -> str:
+    if not model:
+        return "the model in force"
     return "the model store's default" if model == "model store default" else model[:12]
 
 
@@ -193,9 +211,13 @@ def status(
             change = r["model_changed"]
             out.print(f"  [yellow]model changed[/] {change['at']:%Y-%m-%d %H:%M} UTC ({change['kind'].replace('_', ' ')} "
                       f"to {_model_name(change['model'])} by {change['by']}): {r['reviewed_before_model_change']} of these "
-                      f"{ev['reviewed']} reviewed cases got their verdict before it, so their scores are the previous "
-                      "model's; evidence about the model in force comes from cases scored since (or from its shadow "
-                      "period as a candidate)", highlight=False)
+                      f"{ev['reviewed']} reviewed cases are about earlier models' scores and do not count; the evidence "
+                      f"and the recommendation count the {ev['reviewed_active_model']} scored by "
+                      f"{_model_name(r['active_model'])} (a promotion needs cases it scored)", highlight=False)
+        elif r["reviewed_other_models"]:
+            out.print(f"  [yellow]other models[/]: {r['reviewed_other_models']} of these {ev['reviewed']} reviewed cases "
+                      f"were scored by another model than {_model_name(r['active_model'])} and do not count",
+                      highlight=False)
         cand = ev.get("candidate")
         if cand and cand["scored"]:
             out.print(f"  shadow candidate {ev['candidate_model_id'][:12]}: agreement {pct(cand['agreement'])}, "

@@ -190,6 +190,7 @@ def backtest(
     state = run(load_state())
     snap = snapshot(policy, alert_type, state)
     doc = backtest_doc(alert_type, state.recent.get(alert_type, ()) if state else (), snap, thresholds, risk_budget)
+    _note_other_models(doc, state)
     if report is not None:
         _write_backtest_report(report, doc)
         doc["report"] = str(report)
@@ -245,6 +246,23 @@ def backtest_doc(alert_type: str, records: Any, snap: Any, thresholds: list[floa
         "curve": [p.model_dump() for p in curve(active)],
         "caveats": caveats,
     }
+
+
+def _note_other_models(doc: dict[str, Any], state: Any) -> None:
+    """Say how many reviewed cases another model scored (their confidences are on that model's scale), as
+    `signoff autonomy status` and a promotion count them (signoff.autonomy.evidence.about_model)."""
+    from signoff.autonomy.evidence import about_model, last_model_change
+    from signoff.cli.autonomy import _store_model
+
+    active = (state.model.active if state else None) or _store_model()
+    if active is None or state is None:
+        return
+    _, other = about_model(state.recent.get(doc["alert_type"], ()), active, last_model_change(state))
+    doc["active_model"], doc["scored_by_other_models"] = active, len(other)
+    if other:
+        doc["caveats"].append(f"{len(other)} of these reviewed cases were scored by earlier models than {active[:12]} "
+                              "(their confidences are on another model's scale): a promotion counts only cases "
+                              f"{active[:12]} scored")
 
 
 def _print_backtest(doc: dict[str, Any]) -> None:
