@@ -57,6 +57,12 @@ async def _status(*args: str) -> dict:  # type: ignore[type-arg]
     return json.loads(result.output.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
+async def _backtest(*args: str) -> dict:  # type: ignore[type-arg]
+    result = await asyncio.to_thread(runner.invoke, app, ["policy", "backtest", "phishing", "--json", *args])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
 async def test_promotion_after_a_model_change_needs_verdicts_on_the_new_models_scores(
     dev_env: WorkflowEnvironment, task_queue: str, policy_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -98,6 +104,11 @@ async def test_promotion_after_a_model_change_needs_verdicts_on_the_new_models_s
         ev = row["evidence"]
         assert (ev["active_model_id"], ev["reviewed_active_model"], ev["reviewed_earlier_models"]) == (new, 0, 3)
         assert not ev["recommend_promotion"] and row["reviewed_before_model_change"] == 3
+        # The threshold backtest reads the same evidence: A's confidences are left out unless asked for.
+        bt = await _backtest()
+        assert (bt["scored"], bt["scored_by_other_models"], bt["active_model"]) == (0, 3, new), bt
+        assert "left out, as a promotion leaves them out" in bt["caveats"][-1]
+        assert (await _backtest("--all-models"))["scored"] == 3
 
         # Verdicts after the change: B's scores count, an old-style record counts (no model change after
         # it), a case A scored whose verdict came late does not.
@@ -112,6 +123,7 @@ async def test_promotion_after_a_model_change_needs_verdicts_on_the_new_models_s
         row = await _status()
         assert (row["evidence"]["reviewed_active_model"], row["evidence"]["reviewed_earlier_models"]) == (3, 4)
         assert row["evidence"]["recommend_promotion"]
+        assert ((await _backtest())["scored"], (await _backtest("--all-models"))["scored"]) == (3, 7)
         assert "on the loop" in await govern(client, "set_autonomy", promote, task_queue)
 
         history = await handle(client, task_queue).fetch_history()

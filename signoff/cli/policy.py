@@ -173,9 +173,13 @@ def backtest(
     thresholds: list[float] = typer.Option([], "--threshold", help="a threshold to try (repeat for more)"),
     risk_budget: float = typer.Option(0.005, help="largest share of true positives auto-closed (95% upper bound)"),
     report: Path = typer.Option(None, help="write the safety curve on the reviewed cases as an HTML page"),
+    all_models: bool = typer.Option(False, "--all-models", help="also count cases earlier models scored (their "
+                                                                "confidences are on another model's scale)"),
     json_out: bool = typer.Option(False, "--json", help="one JSON object"),
 ) -> None:
-    """What a threshold would have done to the cases analysts reviewed: closed, and true positives among them."""
+    """What a threshold would have done to the cases analysts reviewed: closed, and true positives among them.
+
+    Counts the cases the model in force scored (as a promotion does); --all-models counts every reviewed case."""
     from policies.loader import load_policy
     from signoff.cli.autonomy import load_state
     from signoff.governance_state import snapshot
@@ -189,8 +193,15 @@ def backtest(
              f"--risk-budget must be between 0 and 1, not {risk_budget}")
     state = run(load_state())
     snap = snapshot(policy, alert_type, state)
-    doc = backtest_doc(alert_type, state.recent.get(alert_type, ()) if state else (), snap, thresholds, risk_budget)
-    _note_other_models(doc, state)
+    records, active, other = _about_active_model(state.recent.get(alert_type, ()) if state else (), state)
+    doc = backtest_doc(alert_type, [*records, *other] if all_models else records, snap, thresholds, risk_budget)
+    doc["active_model"], doc["scored_by_other_models"], doc["all_models"] = active, len(other), all_models
+    if other:
+        doc["caveats"].append(
+            f"{len(other)} reviewed case(s) were scored by earlier models than {(active or '?')[:12]} (their "
+            "confidences are on another model's scale): " + ("counted here (--all-models)" if all_models else
+                                                              "left out, as a promotion leaves them out "
+                                                              "(--all-models counts them)"))
     if report is not None:
         _write_backtest_report(report, doc)
         doc["report"] = str(report)
@@ -248,21 +259,19 @@ def backtest_doc(alert_type: str, records: Any, snap: Any, thresholds: list[floa
     }
 
 
-def _note_other_models(doc: dict[str, Any], state: Any) -> None:
-    """Say how many reviewed cases another model scored (their confidences are on that model's scale), as
-    `signoff autonomy status` and a promotion count them (signoff.autonomy.evidence.about_model)."""
+def _about_active_model(records: Any, state: Any) -> tuple[list[Any], str | None, list[Any]]:
+    """(the reviewed cases the model in force scored, plus the unscored ones; its id; the cases earlier models
+    scored), by the rule a promotion counts them (signoff.autonomy.evidence.about_model)."""
     from signoff.autonomy.evidence import about_model, last_model_change
     from signoff.cli.autonomy import _store_model
 
+    records = list(records)
     active = (state.model.active if state else None) or _store_model()
     if active is None or state is None:
-        return
-    _, other = about_model(state.recent.get(doc["alert_type"], ()), active, last_model_change(state))
-    doc["active_model"], doc["scored_by_other_models"] = active, len(other)
-    if other:
-        doc["caveats"].append(f"{len(other)} of these reviewed cases were scored by earlier models than {active[:12]} "
-                              "(their confidences are on another model's scale): a promotion counts only cases "
-                              f"{active[:12]} scored")
+        return records, active, []
+    _, other = about_model(records, active, last_model_change(state))
+    left_out = {id(r) for r in other}
+    return [r for r in records if id(r) not in left_out], active, other
 
 
 def _print_backtest(doc: dict[str, Any]) -> None:
