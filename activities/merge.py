@@ -6,7 +6,7 @@ takes the alerts through its normal alert path (`add_alerts`, whose batch id cou
 once), all in one workflow task. A retried activity sends the same update id, which Temporal answers
 with the first reply, and the target answers a second delivery from the same source with its record:
 the alerts count once. A refusal by the target is not retried (`MergeRefused`); the source records
-it and stays as it was.
+it and stays as it was. The target's busy refusal (signoff/busy.py) is: the update is sent again.
 """
 
 from __future__ import annotations
@@ -28,12 +28,16 @@ async def deliver_merge(delivery: MergeDelivery) -> str:
     from temporalio.client import WorkflowUpdateFailedError
     from temporalio.service import RPCError, RPCStatusCode
 
+    from signoff.busy import CaseBusyError, while_busy
     from signoff.ingest import signed
 
     handle = activity.client().get_workflow_handle(delivery.target)
     try:
-        reply = await handle.execute_update("accept_merge", signed(delivery), id=merge_update_id(delivery.source),
-                                            result_type=str)
+        # Busy (a step's read in flight, signoff/busy.py): sent again, then retried as an activity (DELIVER_RETRY).
+        reply = await while_busy(lambda: handle.execute_update(
+            "accept_merge", signed(delivery), id=merge_update_id(delivery.source), result_type=str), delivery.target)
+    except CaseBusyError as exc:
+        raise ApplicationError(str(exc), type="CaseBusy") from exc
     except WorkflowUpdateFailedError as exc:
         cause = getattr(exc.cause, "message", None) or str(exc.cause or exc)
         raise ApplicationError(f"case {delivery.target} refused the merge: {cause}", type=MERGE_REFUSED,

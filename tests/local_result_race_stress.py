@@ -1,7 +1,7 @@
 """Stress for the late local-activity result race (docs/reliability.md §7): real infostealer cases on the dev
 server with a worker in this process; status queries poll each case while alert batches (`add_alerts`) or
 `note` updates flood it, from its start (`triage`, `triage-note`) or while its gated steps run (approved all
-at once: `signal`, `note`). Every history is then replayed with `Replayer`; failing ones are written to
+at once: `signal`, `note`; an approval refused as busy is sent again, as Signoff's clients do: signoff/busy.py). Every history is then replayed with `Replayer`; failing ones are written to
 OUT for inspection. Not part of the suite (minutes, and a count, not a pass/fail).
 
     PYTHONPATH=$PWD python -m tests.local_result_race_stress CASES [triage|signal|note|triage-note] [PARALLEL]
@@ -9,12 +9,12 @@ OUT for inspection. Not part of the suite (minutes, and a count, not a pass/fail
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import sys
 import tempfile
 import time
 import uuid
+from functools import partial
 from pathlib import Path
 
 os.environ.setdefault("SIGNOFF_HOME", tempfile.mkdtemp(prefix="signoff-race-"))
@@ -27,6 +27,7 @@ from temporalio.testing import WorkflowEnvironment  # noqa: E402
 from temporalio.worker import Replayer  # noqa: E402
 
 from policies.loader import load_policy  # noqa: E402
+from signoff.busy import is_busy_refusal, while_busy  # noqa: E402
 from signoff.devserver import register_search_attributes  # noqa: E402
 from signoff.models import AlertBatch, ApprovalRequest, CaseStatus, NoteRequest, StepState  # noqa: E402
 from signoff.worker import build_worker  # noqa: E402
@@ -57,6 +58,17 @@ def _late_local_results(history):  # type: ignore[no-untyped-def]
     return late(history)
 
 
+BUSY = {"notes": 0, "approvals": 0}  # updates refused as busy (signoff/busy.py); approvals are sent again
+
+
+async def counted_send(handle, *args, **kwargs):  # type: ignore[no-untyped-def]
+    try:
+        return await handle.execute_update(*args, **kwargs)
+    except WorkflowUpdateFailedError as exc:
+        BUSY["approvals"] += is_busy_refusal(exc)
+        raise
+
+
 async def one_case(client, queue: str, n: int, mode: str):  # type: ignore[no-untyped-def]
     alert_type, category, entities = derive_fixture("infostealer")
     inp = case_input(alert_type=alert_type, case_id=f"race-{n}-{uuid.uuid4().hex[:6]}")
@@ -78,8 +90,10 @@ async def one_case(client, queue: str, n: int, mode: str):  # type: ignore[no-un
                 await handle.signal(CaseWorkflow.add_alerts, AlertBatch(case_id=inp.case_id, batch_id=f"b{i}", alerts=(
                     alert(f"{inp.case_id}-{i}", *entities, category=category),)))
             else:
-                with contextlib.suppress(WorkflowUpdateFailedError):  # refused while triaged: no event; again
+                try:  # refused while a local activity is in flight (busy): no event; the next one comes anyway
                     await handle.execute_update(CaseWorkflow.note, NoteRequest(author="carol", text=f"note {i}"))
+                except WorkflowUpdateFailedError as exc:
+                    BUSY["notes"] += is_busy_refusal(exc)
             i += 1
             await asyncio.sleep(0.005)
 
@@ -92,8 +106,8 @@ async def one_case(client, queue: str, n: int, mode: str):  # type: ignore[no-un
     for st in view.steps:
         if st.state == StepState.awaiting_approval:
             for who in _approvers(load_policy(), st.tier, st.reversibility, st.quorum, inp.requested_by):
-                await handle.execute_update(CaseWorkflow.approve, ApprovalRequest(
-                    step=st.step_id, approver=who, reason="race"), id=f"{st.step_id}-{who}")
+                await while_busy(partial(counted_send, handle, CaseWorkflow.approve, ApprovalRequest(
+                    step=st.step_id, approver=who, reason="race"), id=f"{st.step_id}-{who}"), handle.id)
     await wait_for(handle, lambda v: v.status in (CaseStatus.contained, CaseStatus.action_failed), "played",
                    attempts=4000)
     stop.set()
@@ -129,7 +143,8 @@ async def main(cases: int, mode: str, parallel: int) -> None:
             print("FAIL", history.workflow_id, str(result.replay_failure)[:220], flush=True)
     print(f"{mode}: {failures}/{len(histories)} cases failed replay; {splits} local-activity results delivered "
           f"a task late ({time.monotonic() - started:.0f}s, "
-          f"parallel {parallel})", flush=True)
+          f"parallel {parallel}; busy refusals: {BUSY['notes']} notes, {BUSY['approvals']} approvals sent again)",
+          flush=True)
     await env.shutdown()
 
 

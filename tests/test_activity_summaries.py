@@ -29,7 +29,9 @@ ESC = "\x1b"
 async def _summaries(history: WorkflowHistory, converter) -> list[str]:  # type: ignore[no-untyped-def]
     out = []
     for event in history.events:
-        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED and event.user_metadata.HasField("summary"):
+        # Local activities (the step's before-state capture) carry theirs on their marker.
+        if event.event_type in (EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED, EventType.EVENT_TYPE_MARKER_RECORDED) \
+                and event.user_metadata.HasField("summary"):
             out += await converter.decode([event.user_metadata.summary], [str])
     return out
 

@@ -197,3 +197,51 @@ async def test_under_mutual_tls_the_log_names_the_person_and_strangers_get_nothi
                                  tls=TLSConfig(server_root_ca_cert=pems["ca"]))
     finally:
         await server.stop(grace=None)
+
+
+async def test_a_busy_refusal_comes_through_the_gateway_and_the_sent_again_note_gets_in(
+    dev_env: WorkflowEnvironment, task_queue: str, through_gateway: tuple[Client, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A case refuses updates as busy while a step's capture (a local activity, `local-capture`) is in flight:
+    the gateway passes that refusal back as it came, and a client that sends the update again (signoff/busy.py,
+    as the CLI and the chat bridge do) gets in once the capture is done."""
+    from datetime import timedelta
+
+    import tests.test_local_result_race as race
+    from signoff.busy import CASE_BUSY, while_busy
+    from workflows import case as case_module
+
+    race.GATES = race.Gates()
+    race.GATES.first_call_go.set()  # the first step runs; the second step's capture is held
+    monkeypatch.setattr(case_module, "CAPTURE_LOCAL_BUDGET", timedelta(seconds=race.WAIT * 2), raising=False)
+    person, _ = through_gateway
+    alert_type, category, entities = race.derive_fixture("infostealer")
+    inp = case_input(alert_type=alert_type)
+    note = NoteRequest(author="carol", text="user confirms the download")
+    async with race._worker(dev_env.client, task_queue):
+        # A short task timeout: the SDK completes the task (heartbeat) while the held capture runs.
+        await dev_env.client.start_workflow(
+            race.RacedCase.run, inp, id=inp.case_id, task_queue=task_queue, task_timeout=timedelta(seconds=2),
+            start_signal="add_alerts", start_signal_args=[AlertBatch(case_id=inp.case_id, alerts=(
+                alert(f"{inp.case_id}-1", *entities, category=category),))])
+        assert await asyncio.to_thread(race.GATES.capture_started.wait, race.WAIT), "the second step never captured"
+        handle = person.get_workflow_handle_for(CaseWorkflow.run, inp.case_id)
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await handle.execute_update(CaseWorkflow.note, note, id="gateway-note")
+        assert getattr(refused.value.cause, "type", None) == CASE_BUSY, refused.value.cause
+        sends = []
+
+        async def send() -> str:
+            sends.append(1)
+            return await handle.execute_update(CaseWorkflow.note, note, id="gateway-note")
+
+        sent = asyncio.create_task(while_busy(send, inp.case_id))
+        for _ in range(race.WAIT * 20):
+            if len(sends) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        assert len(sends) >= 2 and not sent.done(), "the refused note was not sent again"
+        race.GATES.capture_go.set()
+        assert await asyncio.wait_for(sent, race.WAIT) == "note 1 added by carol"
+        await dev_env.client.get_workflow_handle(inp.case_id).terminate("test done")

@@ -12,7 +12,9 @@ Here the race is forced on the real dev server, with test-only gates on the acti
 that lets a held read go and then waits long enough for it to finish (as a busy worker would), so the task
 carrying the query completes with that read's marker; meanwhile the test sends alerts or a note:
 - a step's before-state capture (the QA11 history), with alerts or a note: cases from before
-  `local-result-race` captured with a local activity and failed replay (5/5); they capture with an activity;
+  `local-result-race` captured with a local activity and failed replay (5/5); under `local-result-race` alone
+  they capture with an activity; under `local-capture` with a local activity again, counted in flight: the
+  alerts wait for it, the note is refused as busy (nothing recorded) and sent again, as Signoff's clients do;
 - triage's policy read (a local activity still), with alerts: failed replay before; the handlers now wait
   until no local activity is in flight.
 """
@@ -27,6 +29,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import typer
 from temporalio import activity, workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHistory
@@ -39,7 +42,9 @@ from activities.case import GovernanceRequest, load_governance
 from activities.response import ExecuteRequest
 from activities.scoring import ScoreRequest, score_case
 from policies.engine import GovernanceSnapshot
+from signoff import busy
 from signoff import worker as signoff_worker
+from signoff.busy import CASE_BUSY, CASE_BUSY_MESSAGE, while_busy
 from signoff.models import (
     ActionRequest,
     ActionResult,
@@ -54,6 +59,7 @@ from tests.casekit import alert, case_input, start_case
 from tests.reliability_kit import wait_view
 from tests.replay import recorded_patches
 from tests.replay.record_histories import derive_fixture
+from workflows import case as case_module
 from workflows.case import CaseWorkflow
 
 WAIT = 60  # seconds any gate below waits at most (a hung worker fails the test instead of hanging it)
@@ -74,6 +80,8 @@ class Gates:
         self.governance_armed = False
         self.slow_scoring = False
         self.governance_started = threading.Event()
+        self.captures = 0  # calls of the held capture (a local activity attempt, or the activity after it)
+        self.captured_again = threading.Event()
 
 
 def _let_go_what_waits_for_a_query() -> None:
@@ -95,6 +103,9 @@ async def gated_execute(req: ExecuteRequest) -> ActionResult:
 @activity.defn(name="capture_state")
 async def gated_capture(req: ActionRequest) -> dict[str, Any]:
     if req.step_id == "watch_account":  # the second step's before-state: let go by the status query
+        GATES.captures += 1
+        if GATES.captures > 1:
+            GATES.captured_again.set()
         GATES.capture_started.set()
         await asyncio.to_thread(GATES.capture_go.wait, WAIT)
     return await response.capture_state(req)
@@ -185,7 +196,8 @@ async def _replay_failure(history: WorkflowHistory) -> str | None:
 async def test_a_step_with_a_late_local_result_replays(dev_env: WorkflowEnvironment, task_queue: str,
                                                        meanwhile: str) -> None:
     """The QA11 history: a step's before-state capture delivered late, with alerts (a signal) or a note (an
-    update) in the same workflow task. An update cannot wait, so the capture is an activity now."""
+    update) in the same workflow task. The signal waits for the capture; the update cannot wait: it is refused
+    as busy while the capture is in flight, and sent again (signoff/busy.py)."""
     global GATES
     GATES = Gates()
     client = dev_env.client
@@ -210,8 +222,9 @@ async def test_a_step_with_a_late_local_result_replays(dev_env: WorkflowEnvironm
                 alert(f"{inp.case_id}-2", *entities, category=category),)))
             sent = None
         else:
-            sent = asyncio.create_task(handle.execute_update(
-                CaseWorkflow.note, NoteRequest(author="carol", text="user confirms the download"), id="note-1"))
+            sent = asyncio.create_task(while_busy(lambda: handle.execute_update(
+                CaseWorkflow.note, NoteRequest(author="carol", text="user confirms the download"), id="note-1"),
+                inp.case_id))
         await query
         if sent is not None:
             await sent
@@ -258,4 +271,129 @@ async def test_alerts_during_a_late_triage_result_replay(dev_env: WorkflowEnviro
         await handle.terminate("test done")
     # The race was forced: the policy read's result came a task late, after a batch of alerts.
     assert "load_governance" in _late_local_results(history)
+    assert await _replay_failure(history) is None
+
+
+class _CountedHandle:
+    """The case's handle as the CLI's `_send` uses it, counting the updates it sends (refused ones too)."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle, self.sent = handle, 0
+
+    async def describe(self) -> Any:
+        return await self.handle.describe()
+
+    async def query(self, *args: Any, **kwargs: Any) -> Any:
+        return await self.handle.query(*args, **kwargs)
+
+    async def execute_update(self, *args: Any, **kwargs: Any) -> Any:
+        self.sent += 1
+        return await self.handle.execute_update(*args, **kwargs)
+
+
+def _update_events(history: WorkflowHistory) -> list[str]:
+    """The update ids the case accepted or rejected in its history (a validator's refusal records neither)."""
+    ids = []
+    for event in history.events:
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
+            ids.append(event.workflow_execution_update_accepted_event_attributes.accepted_request.meta.update_id)
+        elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_REJECTED:
+            ids.append(event.workflow_execution_update_rejected_event_attributes.rejected_request.meta.update_id)
+    return ids
+
+
+async def test_an_update_during_a_step_capture_is_refused_as_busy_then_sent_again(
+        dev_env: WorkflowEnvironment, task_queue: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`local-capture`: a step's before-state read is a local activity again. Held (a slow vendor) past 80% of
+    the task timeout, the SDK completes the task while it runs, so a note arrives in a task with the read in
+    flight: the validator refuses it with the one busy reason, and nothing is recorded. The CLI's send (the one
+    place it sends updates) sends it again until the read is done; the note is then recorded once, and the
+    history (on the new path: the capture a marker, no capture activity) replays."""
+    from temporalio.client import WorkflowUpdateFailedError
+    from temporalio.exceptions import ApplicationError
+
+    from signoff.cli.cases import _send
+
+    global GATES
+    GATES = Gates()
+    GATES.first_call_go.set()  # the first step runs freely; the second one's capture is held
+    # Held as long as the test needs, not the shipped budget (after which the read becomes an activity).
+    monkeypatch.setattr(case_module, "CAPTURE_LOCAL_BUDGET", timedelta(seconds=WAIT * 2), raising=False)
+    client = dev_env.client
+    alert_type, category, entities = derive_fixture("infostealer")
+    inp = case_input(alert_type=alert_type)
+    note = NoteRequest(author="carol", text="user confirms the download")
+    async with _worker(client, task_queue):
+        handle = await client.start_workflow(
+            RacedCase.run, inp, id=inp.case_id, task_queue=task_queue, task_timeout=timedelta(seconds=2),
+            start_signal="add_alerts", start_signal_args=[AlertBatch(case_id=inp.case_id, alerts=(
+                alert(f"{inp.case_id}-1", *entities, category=category),))])
+        assert await asyncio.to_thread(GATES.capture_started.wait, WAIT), "the second step never captured"
+        # (a) A raw update (`temporal workflow update`, any SDK client) meets the refusal, with its reason.
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await handle.execute_update(CaseWorkflow.note, note, id="raw-note")
+        cause = refused.value.cause
+        assert isinstance(cause, ApplicationError), cause
+        assert (cause.type, cause.message) == (CASE_BUSY, CASE_BUSY_MESSAGE)
+        # The CLI gives up after its budget (here half a second instead of BUSY_RETRY_SECONDS), saying why.
+        monkeypatch.setattr(busy, "BUSY_RETRY_SECONDS", 0.5)
+        with pytest.raises(typer.Exit) as gave_up:
+            await _send(handle, inp.case_id, "note", note, "cli-note-gives-up")
+        assert gave_up.value.exit_code == 1
+        said = " ".join(capsys.readouterr().err.split())
+        assert f"case {inp.case_id} stayed busy for 0.5 s" in said and "try again in a minute" in said, said
+        monkeypatch.undo()
+        monkeypatch.setattr(case_module, "CAPTURE_LOCAL_BUDGET", timedelta(seconds=WAIT * 2), raising=False)
+        # (b) The CLI's send: refused while the read is held, sent again, accepted once it is done.
+        counted = _CountedHandle(handle)
+        sent = asyncio.create_task(_send(counted, inp.case_id, "note", note, "cli-note"))
+        for _ in range(WAIT * 20):
+            if counted.sent >= 2 or sent.done():
+                break
+            await asyncio.sleep(0.05)
+        assert counted.sent >= 2 and not sent.done(), "the CLI did not send the refused note again"
+        GATES.capture_go.set()
+        reply = await asyncio.wait_for(sent, WAIT)
+        assert reply == "note 1 added by carol", reply
+        view = await wait_view(handle, lambda v: any(
+            s.step_id == "watch_account" and s.state == StepState.executed for s in v.steps), "second step executed")
+        assert [n.text for n in view.notes] == [note.text], view.notes
+        history = await handle.fetch_history()
+        await handle.terminate("test done")
+
+    assert "local-capture" in recorded_patches(history)  # workflows.case.LOCAL_CAPTURE
+    assert not [e for e in history.events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+                and e.activity_task_scheduled_event_attributes.activity_type.name == "capture_state"]
+    assert _update_events(history) == ["cli-note"]  # the refusals left no trace
+    assert await _replay_failure(history) is None
+
+
+async def test_a_capture_slower_than_its_local_budget_is_read_as_an_activity(
+        dev_env: WorkflowEnvironment, task_queue: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Updates are refused while the capture is a local activity, so it stays one only for CAPTURE_LOCAL_BUDGET: a
+    vendor slower than that (here: held until the budget is spent) is read again as an activity, with its full
+    retry policy, and updates are taken meanwhile. The history (local attempt, then the activity) replays."""
+    global GATES
+    GATES = Gates()
+    GATES.first_call_go.set()
+    monkeypatch.setattr(case_module, "CAPTURE_LOCAL_BUDGET", timedelta(seconds=1), raising=False)
+    client = dev_env.client
+    alert_type, category, entities = derive_fixture("infostealer")
+    inp = case_input(alert_type=alert_type)
+    async with _worker(client, task_queue):
+        handle = await start_case(client, task_queue, inp, alert(f"{inp.case_id}-1", *entities, category=category))
+        assert await asyncio.to_thread(GATES.captured_again.wait, WAIT), "the capture was never read as an activity"
+        # The read is an activity now: a note is taken at once, no busy refusal.
+        reply = await handle.execute_update(CaseWorkflow.note, NoteRequest(author="carol", text="vendor slow"),
+                                            id="note-during-activity")
+        assert reply == "note 1 added by carol", reply
+        GATES.capture_go.set()
+        await wait_view(handle, lambda v: any(
+            s.step_id == "watch_account" and s.state == StepState.executed for s in v.steps), "second step executed")
+        history = await handle.fetch_history()
+        await handle.terminate("test done")
+    assert "local-capture" in recorded_patches(history)
+    assert [e.activity_task_scheduled_event_attributes.activity_type.name for e in history.events
+            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED].count("capture_state") == 1
     assert await _replay_failure(history) is None

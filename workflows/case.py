@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
@@ -42,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
     from policies.ingest_signing import ingest_refusal
     from policies.signing import CASE_STEP, MAX_CLOCK_SKEW, token_channel, token_nonce, token_refusal
     from signoff import search_attributes as sa
+    from signoff.busy import CASE_BUSY, CASE_BUSY_MESSAGE
     from signoff.display import identifier
     from signoff.holds import hold_key
     from signoff.models import (
@@ -130,6 +132,15 @@ SIGNED_FOR_THIS_CASE = "signed-input-for-this-case"
 # and the identity re-reads and the before-state capture of a step are activities (updates cannot wait:
 # their acceptance is recorded at once). Asked once at the start of `run`, before any local activity.
 LOCAL_RESULT_RACE = "local-result-race"
+# A step's before-state capture is a local activity again (one workflow task and server round trip fewer per
+# step than under LOCAL_RESULT_RACE alone), counted in flight like triage's: signal handlers wait for it, and
+# update validators refuse while it runs with the one busy reason (signoff/busy.py) that Signoff's clients send
+# again. Only a task completed early (a query answered, a read past 80% of the task timeout) lets an update be
+# validated while it runs. Asked once at the start of `run`, right after LOCAL_RESULT_RACE (which it needs).
+LOCAL_CAPTURE = "local-capture"
+# How long a step's before-state read stays a local activity (retries included) before it is read as an activity:
+# well inside the BUSY_RETRY_SECONDS that clients send a refused update again for.
+CAPTURE_LOCAL_BUDGET = timedelta(seconds=10)
 QUICK = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=5)
 # Vendor calls heartbeat (activities/response.py): a worker that dies mid-call is noticed after
 # ACTION_HEARTBEAT and the call is retried on another worker (idempotency key: no double action).
@@ -248,6 +259,7 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
         self.action_running = False
         self.local_activities = 0  # in flight now (`_local`); signal handlers wait for none (LOCAL_RESULT_RACE)
         self.local_race_safe = False
+        self.local_capture = False  # LOCAL_CAPTURE
         self.search_attributes: dict[str, Any] = {}  # last value upserted, per attribute
         self.deferred_upserts: dict[str, SearchAttributeUpdate[Any]] = {}
         self.faster_triage = False
@@ -272,6 +284,7 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
         self.running = True
         self.faster_triage = workflow.patched("faster-triage")
         self.local_race_safe = workflow.patched(LOCAL_RESULT_RACE)
+        self.local_capture = self.local_race_safe and workflow.patched(LOCAL_CAPTURE)
         self.start_elsewhere = self._names_another_case(inp)  # asked before the local activity below
         self._set_status(CaseStatus.triage, defer=True)
         self._publish_alert_count(defer=True)
@@ -541,9 +554,11 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
             self._set_status(CaseStatus.running)
         try:
             # Recorded (a marker, or the activity's result) before execute_action is scheduled, so the
-            # before-state is durable before anything changes. An activity where LOCAL_RESULT_RACE applies:
-            # an approval of a later step (an update) may come while it runs.
-            if self.local_race_safe:
+            # before-state is durable before anything changes. Under LOCAL_CAPTURE a local activity counted in
+            # flight (updates refused meanwhile, signals wait); under LOCAL_RESULT_RACE alone an activity.
+            if self.local_capture:
+                step.before = await self._capture(request)
+            elif self.local_race_safe:
                 step.before = await workflow.execute_activity(
                     capture_state, request, start_to_close_timeout=timedelta(seconds=60), retry_policy=ACTION_RETRY,
                     summary=f"before-state of {plan.target.kind} {identifier(plan.target.id)}",
@@ -567,6 +582,24 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
         finally:
             self.action_running = False
             self._refresh_awaiting()
+
+    async def _capture(self, request: ActionRequest) -> dict[str, Any]:
+        """A step's before-state (LOCAL_CAPTURE): a local activity for at most CAPTURE_LOCAL_BUDGET, since updates
+        are refused while it is in flight (their senders try again for BUSY_RETRY_SECONDS); a vendor slower than
+        that, or failing, gets the read as an activity with the full retry policy, updates accepted meanwhile."""
+        summary = f"before-state of {request.target.kind} {identifier(request.target.id)}"
+        try:
+            return await self._local(workflow.execute_local_activity(
+                capture_state, request, schedule_to_close_timeout=CAPTURE_LOCAL_BUDGET, retry_policy=ACTION_RETRY,
+                summary=summary,
+            ))
+        # A failed local activity raises ApplicationError; one out of time raises ActivityError live but a bare
+        # temporalio TimeoutError on replay (SDK 1.35): all three take the same path.
+        except (ActivityError, ApplicationError, ActivityTimeout):
+            return await workflow.execute_activity(
+                capture_state, request, start_to_close_timeout=timedelta(seconds=60), retry_policy=ACTION_RETRY,
+                summary=summary,
+            )
 
     async def _on_step_failure(self, failed: _Step) -> None:
         assert self.gov is not None
@@ -806,7 +839,7 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
                 "(separation of duties): another approver decides")
 
     def _validate(self, req: ApprovalRequest, decision: Decision) -> None:
-        self._refuse_while_local_activity("ApprovalRefused")
+        self._refuse_while_local_activity()
         refusal = self._refusal(req, decision) or self._detacher_refusal(req, decision)
         if refusal and self._identity_unknown_to_case(req.token, req.approver, req.step, decision.value):
             return  # signed by someone the case's policy does not know yet: the handler checks the policy in force
@@ -915,7 +948,7 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
 
     @rollback.validator
     def _validate_rollback(self, req: RollbackRequest) -> None:
-        self._refuse_while_local_activity("RollbackRefused")
+        self._refuse_while_local_activity()
         refusal = self._rollback_refusal(req)
         if refusal and self._identity_unknown_to_case(req.token, req.requested_by, CASE_STEP, Decision.rollback.value):
             return  # signed with a key the case's policy does not know (rotated): the handler checks the policy in force
@@ -1002,7 +1035,7 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
 
     @close.validator
     def _validate_close(self, req: CloseRequest) -> None:
-        self._refuse_while_local_activity("CloseRefused")
+        self._refuse_while_local_activity()
         refusal = self._close_refusal(req)
         if refusal and self._identity_unknown_to_case(req.token, req.analyst, CASE_STEP, Decision.close.value):
             return  # signed with a key the case's policy does not know (rotated): the handler checks the policy in force
@@ -1262,13 +1295,13 @@ class CaseWorkflow(CaseLog, CaseRetry, CaseEscalation, CaseDetach, CaseEntities,
         if self.local_race_safe and self.local_activities:
             await workflow.wait_condition(lambda: self.local_activities == 0)
 
-    def _refuse_while_local_activity(self, error_type: str) -> None:
-        """In an update's validator (never replayed): refused while a local activity is in flight (only triage
-        has them in cases that took LOCAL_RESULT_RACE). An accepted update is recorded at once, so it cannot
-        wait like a signal; refused, it leaves no trace and the sender tries again."""
+    def _refuse_while_local_activity(self) -> None:
+        """In an update's validator (never replayed): refused while a local activity is in flight (triage's, and a
+        step's before-state read under LOCAL_CAPTURE), in cases that took LOCAL_RESULT_RACE. An accepted update is
+        recorded at once, so it cannot wait like a signal; refused, it leaves no trace, and Signoff's clients send it
+        again on this one reason (signoff/busy.py)."""
         if self.local_race_safe and self.local_activities:
-            raise ApplicationError("the case is still being triaged; try again in a moment", type=error_type,
-                                   non_retryable=True)
+            raise ApplicationError(CASE_BUSY_MESSAGE, type=CASE_BUSY, non_retryable=True)
 
     def _stopping(self) -> bool:
         return self.verdict is not None or self.rollback_request is not None or self.merged_into is not None

@@ -97,7 +97,7 @@ class CaseDetach:
     _signer_unknown: Callable[[str | None, Decision, str, str | None], bool]
     _recheck_unknown_signer: Callable[..., Awaitable[None]]
     # Set by CaseWorkflow.
-    _refuse_while_local_activity: Callable[[str], None]  # CaseWorkflow's (annotation only: no stub)
+    _refuse_while_local_activity: Callable[[], None]  # CaseWorkflow's (annotation only: no stub)
     inp: CaseInput
     gov: GovernanceSnapshot | None
     steps: dict[str, Any]  # step id -> workflows.case._Step
@@ -175,7 +175,7 @@ class CaseDetach:
 
     @detach_alert.validator
     def _validate_detach(self, req: DetachRequest) -> None:
-        self._refuse_while_local_activity("DetachRefused")
+        self._refuse_while_local_activity()
         refusal = self._detach_refusal(req)
         if refusal and not self._signer_unknown(refusal, Decision.detach, req.requested_by, req.token):
             raise ApplicationError(refusal, type="DetachRefused", non_retryable=True)

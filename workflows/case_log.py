@@ -34,7 +34,7 @@ MAX_ASSIGNMENTS = 200  # hand-overs per case: past it someone is bouncing the ca
 
 class CaseLog:
     # Set by CaseWorkflow.
-    _refuse_while_local_activity: Callable[[str], None]  # CaseWorkflow's (annotation only: no stub)
+    _refuse_while_local_activity: Callable[[], None]  # CaseWorkflow's (annotation only: no stub)
     _signer_unknown: Callable[[str | None, Decision, str, str | None], bool]
     _recheck_unknown_signer: Callable[..., Awaitable[None]]
     gov: GovernanceSnapshot | None
@@ -60,7 +60,7 @@ class CaseLog:
 
     @assign.validator
     def _validate_assign(self, req: AssignRequest) -> None:
-        self._refuse_while_local_activity("AssignRefused")
+        self._refuse_while_local_activity()
         refusal = self._assign_refusal(req)
         if refusal and not self._signer_unknown(refusal, Decision.assign, req.by, req.token):
             raise ApplicationError(refusal, type="AssignRefused", non_retryable=True)
@@ -88,7 +88,7 @@ class CaseLog:
 
     @note.validator
     def _validate_note(self, req: NoteRequest) -> None:
-        self._refuse_while_local_activity("NoteRefused")
+        self._refuse_while_local_activity()
         refusal = self._note_refusal(req)
         if refusal and not self._signer_unknown(refusal, Decision.note, req.author, req.token):
             raise ApplicationError(refusal, type="NoteRefused", non_retryable=True)

@@ -101,7 +101,7 @@ _NOT_RUN = (StepState.pending, StepState.awaiting_approval, StepState.approved, 
 
 class CaseMerge:
     # CaseWorkflow's (annotations only: a stub here would shadow them)
-    _refuse_while_local_activity: Callable[[str], None]
+    _refuse_while_local_activity: Callable[[], None]
     _ingest_refusal: Callable[[MergeDelivery], str | None]
     _signer_unknown: Callable[[str | None, Decision, str, str | None], bool]
     _recheck_unknown_signer: Callable[..., Awaitable[None]]
@@ -239,7 +239,7 @@ class CaseMerge:
 
     @merge_into.validator
     def _validate_merge(self, req: MergeRequest) -> None:
-        self._refuse_while_local_activity(MERGE_REFUSED)
+        self._refuse_while_local_activity()
         refusal = self._merge_refusal(req) or self._waits_for_rollback_check() or self._unsigned_source()
         if refusal and not self._signer_unknown(self._merge_refusal(req), Decision.merge, req.requested_by, req.token):
             raise ApplicationError(refusal, type=MERGE_REFUSED, non_retryable=True)
@@ -380,6 +380,9 @@ class CaseMerge:
         refusal = self._accept_refusal(delivery) or self._not_triaged()
         if refusal:
             raise ApplicationError(refusal, type=MERGE_REFUSED, non_retryable=True)
+        # After triage: a step's before-state read may be in flight (LOCAL_CAPTURE); refused as busy, the
+        # delivering activity sends it again (activities/merge.py).
+        self._refuse_while_local_activity()
 
     def _accept_refusal(self, delivery: MergeDelivery) -> str | None:
         case_id = self.inp.case_id

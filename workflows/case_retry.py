@@ -37,7 +37,7 @@ MAX_RETRIES = 5  # per case: past it the cause is not fixed; roll back or close,
 
 class CaseRetry:
     # Set by CaseWorkflow (workflows/case.py; annotations only: a stub here would shadow it).
-    _refuse_while_local_activity: Callable[[str], None]  # CaseWorkflow's (annotation only: no stub)
+    _refuse_while_local_activity: Callable[[], None]  # CaseWorkflow's (annotation only: no stub)
     _signer_unknown: Callable[[str | None, Decision, str, str | None], bool]
     _recheck_unknown_signer: Callable[..., Awaitable[None]]
     gov: GovernanceSnapshot | None
@@ -73,7 +73,7 @@ class CaseRetry:
 
     @retry.validator
     def _validate_retry(self, req: RetryRequest) -> None:
-        self._refuse_while_local_activity("RetryRefused")
+        self._refuse_while_local_activity()
         refusal = self._retry_refusal(req)
         if refusal and not self._signer_unknown(refusal, Decision.retry, req.requested_by, req.token):
             raise ApplicationError(refusal, type="RetryRefused", non_retryable=True)

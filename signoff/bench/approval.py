@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from temporalio.client import WorkflowUpdateStage
@@ -23,6 +24,7 @@ STEP = "disable_account"
 
 
 async def run_approval(cases: int = 50, report: Report | None = None) -> dict[str, Any]:
+    from signoff.busy import while_busy
     from workflows.case import CaseWorkflow
 
     report = report or (lambda *_: None)
@@ -35,10 +37,11 @@ async def run_approval(cases: int = 50, report: Report | None = None) -> dict[st
             handle = b.client.get_workflow_handle(case_id)
             await wait_view(handle, lambda v: step_state(v, STEP) == StepState.awaiting_approval, "approval")
             sent = time.monotonic()
-            await handle.start_update(
-                CaseWorkflow.approve, ApprovalRequest(step=STEP, approver="alice", reason="benchmark approval"),
+            await while_busy(partial(  # as Signoff's clients do (signoff/busy.py)
+                handle.start_update, CaseWorkflow.approve,
+                ApprovalRequest(step=STEP, approver="alice", reason="benchmark approval"),
                 wait_for_stage=WorkflowUpdateStage.ACCEPTED, id=f"approve:{case_id}:{STEP}:alice",
-            )
+            ), case_id)
             accepted = time.monotonic()
             await wait_view(handle, lambda v: step_state(v, STEP) == StepState.executed, f"{STEP} executed")
             verified = time.monotonic()

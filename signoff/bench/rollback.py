@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from signoff.bench.cases import open_waiting_cases, step_state, wait_view
@@ -28,6 +29,7 @@ def _awaiting(step: str) -> Callable[[CaseView], bool]:
 
 
 async def run_rollback(cases: int = 10, report: Report | None = None) -> dict[str, Any]:
+    from signoff.busy import while_busy
     from workflows.case import CaseWorkflow
 
     report = report or (lambda *_: None)
@@ -39,18 +41,19 @@ async def run_rollback(cases: int = 10, report: Report | None = None) -> dict[st
             handle = b.client.get_workflow_handle(case_id)
             for step in APPROVE:
                 await wait_view(handle, _awaiting(step), step)
-                _ = await handle.execute_update(CaseWorkflow.approve,
-                                            ApprovalRequest(step=step, approver="alice", reason="benchmark"))
+                _ = await while_busy(partial(
+                    handle.execute_update, CaseWorkflow.approve,
+                    ApprovalRequest(step=step, approver="alice", reason="benchmark")), case_id)
             await wait_view(handle, lambda v: step_state(v, REJECT) == StepState.awaiting_approval, REJECT)
-            _ = await handle.execute_update(CaseWorkflow.reject,
-                                        ApprovalRequest(step=REJECT, approver="carol", reason="benchmark"))
+            _ = await while_busy(partial(
+                handle.execute_update, CaseWorkflow.reject, ApprovalRequest(step=REJECT, approver="carol", reason="benchmark")), case_id)
             view = await wait_view(handle, lambda v: v.status == CaseStatus.contained, "contained")
             executed = [s.step_id for s in view.steps if s.state == StepState.executed]
             if len(executed) != ACTIONS:
                 raise BenchError(f"case {case_id} executed {executed}, expected {ACTIONS} actions")
             requested = time.monotonic()
-            _ = await handle.execute_update(CaseWorkflow.rollback,
-                                        RollbackRequest(requested_by="carol", reason="benchmark rollback"))
+            _ = await while_busy(partial(
+                handle.execute_update, CaseWorkflow.rollback, RollbackRequest(requested_by="carol", reason="benchmark rollback")), case_id)
             timings.append(time.monotonic() - requested)
             view = await handle.query(CaseWorkflow.status)
             undone = [s.step_id for s in view.steps if s.state == StepState.compensated]

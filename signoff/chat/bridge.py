@@ -61,6 +61,7 @@ from policies.engine import Policy, parse_duration
 from policies.loader import load_policy
 from policies.signing import CASE_STEP, public_key_text, sign_approval
 from signoff import settings
+from signoff.busy import CaseBusyError, while_busy
 from signoff.case_view import read_case_view
 from signoff.chat.endpoint import (
     BODY_DEADLINE,
@@ -97,6 +98,9 @@ TOKEN_TTL = timedelta(minutes=10)
 # Slack wants an answer to a modal within 3 s: a rollback that takes longer (compensations, the undo
 # workflow reading the ended case) is answered "sent" and followed in the background.
 ROLLBACK_ANSWER_WAIT = 2.0
+# A modal's submission is answered within Slack's 3 s: a case busy longer than this (signoff/busy.py) is told to
+# the analyst ("submit again"), not waited for as the CLI does.
+BUSY_RETRY_SECONDS = 2.0
 # Cases the notifier reads: waiting for sign-off, and waiting for a verdict (the case message).
 NOTIFIED = (CaseStatus.awaiting_approval, CaseStatus.escalated, CaseStatus.awaiting_verdict, CaseStatus.contained)
 
@@ -444,10 +448,14 @@ class SlackBridge:
         outcome: asyncio.Future[str]
         if running:
             try:
-                update = await self.client.get_workflow_handle(case_id).start_update(
-                    "rollback", req, id=update_id, wait_for_stage=WorkflowUpdateStage.ACCEPTED, result_type=str)
+                handle = self.client.get_workflow_handle(case_id)
+                update = await while_busy(lambda: handle.start_update(  # busy: sent again (signoff/busy.py)
+                    "rollback", req, id=update_id, wait_for_stage=WorkflowUpdateStage.ACCEPTED, result_type=str),
+                    case_id, budget=BUSY_RETRY_SECONDS / 2)  # its outcome may wait ROLLBACK_ANSWER_WAIT more
             except WorkflowUpdateFailedError as exc:
                 return refused(_cause(exc), who, token)
+            except CaseBusyError as exc:  # nothing recorded: not a refusal of the request itself
+                return False, str(exc)
             except RPCError as exc:
                 if exc.status == RPCStatusCode.NOT_FOUND:  # it ended on the way: as `signoff rollback` again would
                     running = False
@@ -515,9 +523,13 @@ class SlackBridge:
         """Send a case update: (True, its answer), (False, the case's refusal) or (None, Temporal trouble)."""
         handle = self.client.get_workflow_handle(case_id)
         try:
-            return True, str(await handle.execute_update(name, arg, id=update_id, result_type=str))
+            return True, await while_busy(  # busy: sent again (signoff/busy.py)
+                lambda: handle.execute_update(name, arg, id=update_id, result_type=str), case_id,
+                budget=BUSY_RETRY_SECONDS)
         except WorkflowUpdateFailedError as exc:
             return False, _cause(exc)
+        except CaseBusyError as exc:  # nothing recorded: the same decision may be submitted again
+            return None, str(exc)
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
                 return False, f"case {case_id} is not open: {exc.message}"

@@ -659,8 +659,14 @@ async def _send(handle: Any, case_id: str, name: str, arg: Any, update_id: str) 
             fail(f"no worker answered case {case_id} within {WORKER_CHECK_SECONDS:g} s ({exc.message}); nothing "
                  f"was sent. Start a worker on task queue {described.task_queue!r} (`signoff worker`, or "
                  "`signoff dev` on the embedded server), then run this command again")
+    from signoff.busy import CaseBusyError, while_busy
+
     try:
-        return str(await handle.execute_update(name, arg, id=update_id, result_type=str))
+        # Refused as busy while the case runs a local activity (nothing recorded): sent again for a while.
+        return await while_busy(
+            lambda: handle.execute_update(name, arg, id=update_id, result_type=str), case_id)
+    except CaseBusyError as exc:
+        fail(f"refused: {exc}")
     except (WorkflowUpdateRPCTimeoutOrCancelledError, asyncio.CancelledError):
         fail(f"interrupted before case {case_id} answered: this {name} was sent and may still be applied when a "
              f"worker takes it (it cannot be withdrawn); check `signoff show {case_id}` before deciding again",
