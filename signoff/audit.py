@@ -576,11 +576,21 @@ async def collect_events(client: Client, since: datetime | None = None) -> tuple
     from signoff.undo_audit import undo_events
 
     collected = await collect_histories(client, (CASE_TYPE, GOVERNANCE_TYPE, UNDO_TYPE, RETRAIN_TYPE))
+    gate = asyncio.Semaphore(16)
+
+    async def votes(h: DecodedHistory) -> Any:
+        async with gate:
+            return await live_rollback_votes(client, h)
+
+    # Side by side: each is a best-effort query, and a running case whose worker is gone waits it out.
+    case_runs = [h for h in collected.histories if h.workflow_type == CASE_TYPE]
+    live_votes = dict(zip([id(h) for h in case_runs], await asyncio.gather(*(votes(h) for h in case_runs)),
+                          strict=True))
     events: list[dict[str, Any]] = []
     cases = governance = undos = retrains = 0
     for h in collected.histories:
         if h.workflow_type == CASE_TYPE:
-            events += case_events(h, await live_rollback_votes(client, h))
+            events += case_events(h, live_votes[id(h)])
             cases += 1
         elif h.workflow_type == UNDO_TYPE:  # a rollback after close: filed under its case's id
             events += undo_events(h)

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from temporalio.client import Client, Interceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from signoff import settings
+
+# A query whose answer only adds detail (a running case's live view next to its history): a case whose
+# worker is gone would otherwise hold the command until the server gives up, and `audit export`, `explain`,
+# ingest and merge would hang on it (the server waits for a poller that recently polled).
+BEST_EFFORT_QUERY = timedelta(seconds=5)
 
 
 def interceptors() -> list[Interceptor]:

@@ -21,6 +21,7 @@ from policies.revocation import VOIDED
 from policies.signing import channel_text, token_channel
 from signoff import settings
 from signoff.autonomy.models import DRIFT_WORKFLOW_ID, SYSTEM_DRIFT
+from signoff.client import BEST_EFFORT_QUERY
 from signoff.display import terminal
 from signoff.explain_features import recorded_features, render_features
 from signoff.history import DecodedHistory, load_history
@@ -782,7 +783,8 @@ async def live_rollback_votes(client: Any, h: DecodedHistory) -> tuple[ApprovalR
     if h.close != "running" or not (h.updates_named("rollback") or h.signals_named("rollback_signal")):
         return None
     try:
-        view = await client.get_workflow_handle(h.workflow_id, run_id=h.run_id).query("status", result_type=CaseView)
+        view = await client.get_workflow_handle(h.workflow_id, run_id=h.run_id).query(
+            "status", result_type=CaseView, rpc_timeout=BEST_EFFORT_QUERY)
     except Exception:  # no worker to answer: the requests stay as the history has them
         return None
     return tuple(r for r in view.refusals if r.via == "rollback_vote")
@@ -807,7 +809,8 @@ async def explain_case(case_id: str) -> dict[str, Any]:
     # running case's view says so, its history not yet (QA9)
     if history.close == "running" and (history.signals_named(*CHECKED_SIGNALS) or history.updates_named("rollback")):
         try:
-            live_view = await client.get_workflow_handle(case_id).query("status", result_type=CaseView)
+            live_view = await client.get_workflow_handle(case_id).query("status", result_type=CaseView,
+                                                                         rpc_timeout=BEST_EFFORT_QUERY)
         except Exception:  # no worker to answer: the outcomes of approval signals stay "recorded"
             live_view = None
     ex = explanation_from_history(history, live_view)

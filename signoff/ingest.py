@@ -25,6 +25,7 @@ from policies.engine import SEVERITIES
 from policies.loader import load_policy
 from signoff import settings
 from signoff.alertstore import AlertStore
+from signoff.client import BEST_EFFORT_QUERY
 from signoff.display import clean
 from signoff.models import Alert, AlertBatch, CaseInput, DetachedFrom
 from signoff.payload_budget import carried, rule_counts
@@ -653,7 +654,7 @@ async def _merge_target(client: Client, case_id: str) -> str | None:
         if described.typed_search_attributes.get(sa.CASE_STATUS) != CaseStatus.merged.value:
             return None
         if described.status == WorkflowExecutionStatus.RUNNING:
-            view = await handle.query("status", result_type=CaseView)
+            view = await handle.query("status", result_type=CaseView, rpc_timeout=BEST_EFFORT_QUERY)
         elif described.status == WorkflowExecutionStatus.COMPLETED:
             view = await handle.result()
         else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from signoff.client import BEST_EFFORT_QUERY
 from signoff.history import DecodedHistory
 from signoff.undo import UNDO_SUFFIX, UndoView, undo_id
 
@@ -92,7 +93,8 @@ async def undo_explanation(client: Any, case_id: str) -> dict[str, Any] | None:
     live = None
     if h.close == "running":
         try:
-            live = await client.get_workflow_handle(h.workflow_id).query("status", result_type=UndoView)
+            live = await client.get_workflow_handle(h.workflow_id).query("status", result_type=UndoView,
+                                                                          rpc_timeout=BEST_EFFORT_QUERY)
         except Exception:  # no worker to answer: the history alone still says who asked and what ran
             live = None
     return undo_explanation_from_history(h, live)

@@ -67,3 +67,23 @@ def _close_token(key: Ed25519PrivateKey, case_id: str) -> str:
     from policies.signing import sign_case_decision
 
     return sign_case_decision(key, case_id=case_id, decision="close", approver="dave")
+
+
+async def test_export_does_not_wait_on_a_running_case_whose_worker_is_gone(
+    dev_env: WorkflowEnvironment, task_queue: str, signed_policy: Path, tmp_path: Path,  # noqa: F811
+    approver_keys: dict[str, Ed25519PrivateKey],  # noqa: F811
+) -> None:
+    """Reading the voided votes is a query: to a case whose workers stopped, the server holds it until its
+    deadline (the whole suite's export once hung here). It is best-effort: the export goes on from the history."""
+    import asyncio
+
+    client, k = dev_env.client, approver_keys
+    _edit(signed_policy, {"rollback_quorum": 2})
+    async with build_worker(client, task_queue):
+        handle, cid, _account = await _disabled_account(client, task_queue, k)
+        await handle.execute_update(CaseWorkflow.rollback, _rollback(k["carol"], cid, "carol"))
+    # No worker polls the case's task queue any more; it still runs, with a rollback request in its history.
+    assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+    exported = await asyncio.wait_for(_exported(client, cid, tmp_path / "orphan.jsonl"), timeout=120)
+    assert exported == [("rollback_request", "carol")], exported
+    await handle.terminate("test over")

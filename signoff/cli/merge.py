@@ -14,6 +14,7 @@ from rich.markup import escape
 
 from signoff.cli._common import emit_json, fail, out, run
 from signoff.cli.cases import _attempt_id, _signed_token, _still_running, _update, case_view
+from signoff.client import BEST_EFFORT_QUERY
 from signoff.models import CaseView, MergedInto, MergeRequest
 from signoff.refused_log import record_refusal
 
@@ -93,7 +94,8 @@ async def _target_problem(source: str, target: str) -> str | None:
         return None
     status = described.typed_search_attributes.get(sa.CASE_STATUS) or "ended"
     try:
-        ended: CaseView | None = await client.get_workflow_handle(target).query("status", result_type=CaseView)
+        ended: CaseView | None = await client.get_workflow_handle(target).query(
+            "status", result_type=CaseView, rpc_timeout=BEST_EFFORT_QUERY)
     except Exception:  # noqa: BLE001 - no worker to answer: the status attribute says enough
         ended = None
     if ended is not None and ended.merged_into is not None and ended.merged_into.target == source:
