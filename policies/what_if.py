@@ -15,10 +15,13 @@ production; a decision is re-judged only where the change touches the file's rul
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
-from policies.engine import Policy
-from signoff.models import Reversibility, RiskTier
+from policies.engine import Policy, approval_refusal
+from signoff.models import ActionTarget, ApprovalRecord, Decision, Reversibility, RiskTier, StepPlan
+
+_UNDATED = datetime.fromtimestamp(0, UTC)  # the rule never reads an approval's time
 
 RAN = frozenset({"executed", "compensated", "compensation_failed", "kept", "failed", "running"})
 
@@ -39,6 +42,10 @@ class _Step:
                               else declared.reversibility if declared else Reversibility.reversible)
         self.state = str(row.get("state", ""))
         self.recorded_quorum = int(row.get("quorum") or 0)
+        target = row.get("target") or {}
+        self.plan = StepPlan(step_id=self.step_id, action=self.action, tier=self.tier,
+                             reversibility=self.reversibility, compensation=None,
+                             target=ActionTarget(kind=str(target.get("kind", "?")), id=str(target.get("id", "?"))))
 
 
 def changes_for_case(base: Policy, new: Policy, ex: dict[str, Any]) -> list[dict[str, Any]]:
@@ -75,16 +82,18 @@ def _step_changes(new: Policy, ex: dict[str, Any], step: _Step) -> list[dict[str
         return [{**base, "kind": "would_wait",
                  "text": f"step {name} ran automatically; tier {tier} would have made it wait "
                          f"for {rule.quorum} approval(s) from {list(rule.roles)}"}]
-    counted: list[str] = []
+    # The rule live approvals meet (policies.engine.approval_refusal), asked of each recorded one in turn.
+    prior: list[ApprovalRecord] = []
     refused: list[str] = []
-    requester = ex.get("opened_by")
     for a in approvals:
         who = str(a.get("approver"))
-        why = _refusal(new, rule, tier, who, requester, counted)
+        why = approval_refusal(new, step.plan, who, Decision.approve, str(ex.get("opened_by")), prior)
         if why:
             refused.append(why)
         else:
-            counted.append(who)
+            prior.append(ApprovalRecord(step=step.step_id, approver=who, decision=Decision.approve, reason="",
+                                        at=_UNDATED, via="update"))
+    counted = [r.approver for r in prior]
     if len(counted) < rule.quorum:
         because = f" ({'; '.join(refused)})" if refused else ""
         return [{**base, "kind": "would_not_run", "approvers": [a.get("approver") for a in approvals],
@@ -97,19 +106,6 @@ def _step_changes(new: Policy, ex: dict[str, Any], step: _Step) -> list[dict[str
                  "text": f"step {name} needed {step.recorded_quorum} approval(s); the new "
                          f"policy would have run it after {rule.quorum}"}]
     return []
-
-
-def _refusal(policy: Policy, rule: Any, tier: str, who: str, requester: Any, counted: list[str]) -> str | None:
-    # The checks of policies.engine.approval_refusal, on a recorded approval rather than a request.
-    if who not in policy.approvers:
-        return f"{who!r} is not an approver"
-    if not set(policy.roles_of(who)) & set(rule.roles):
-        return f"{who!r} has roles {list(policy.roles_of(who))}, tier {tier} needs one of {list(rule.roles)}"
-    if who == requester and not rule.requester_may_approve:
-        return f"{who!r} opened the case and may not approve its steps"
-    if who in counted:
-        return f"{who!r} counted once already"
-    return None
 
 
 def _decision_change(base: Policy, new: Policy, ex: dict[str, Any]) -> list[dict[str, Any]]:

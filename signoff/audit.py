@@ -516,12 +516,17 @@ class Collected:
     archived: int = 0
 
 
-async def collect_histories(client: Client, types: tuple[str, ...] = (CASE_TYPE, GOVERNANCE_TYPE)) -> Collected:
-    """Every run of the given workflow types: live histories plus archived ones Temporal no longer has."""
+async def collect_histories(client: Client, types: tuple[str, ...] = (CASE_TYPE, GOVERNANCE_TYPE),
+                            newest: int = 0) -> Collected:
+    """Every run of the given workflow types: live histories plus archived ones Temporal no longer has;
+    with `newest`, only that many, the most recently started (live ones fetched only if among them)."""
     found: dict[tuple[str, str], DecodedHistory] = {}
     out = Collected()
     query = " OR ".join(f"WorkflowType='{t}'" for t in types)
-    runs = [(wf.id, wf.run_id) async for wf in client.list_workflows(query)]
+    listed = [(wf.start_time, wf.id, wf.run_id) async for wf in client.list_workflows(query)]
+    if newest:
+        listed = sorted(listed, reverse=True)[:newest]
+    runs = [(workflow_id, run_id) for _, workflow_id, run_id in listed]
     gate = asyncio.Semaphore(16)
 
     async def fetch(workflow_id: str, run_id: str) -> DecodedHistory | None:
@@ -552,6 +557,8 @@ async def collect_histories(client: Client, types: tuple[str, ...] = (CASE_TYPE,
         found[key] = apply_archive_record(decoded, record)
         out.archived += 1
     out.histories = sorted(found.values(), key=lambda d: (d.started_at, d.workflow_id, d.run_id))
+    if newest:
+        out.histories = out.histories[-newest:]
     return out
 
 

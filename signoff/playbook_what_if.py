@@ -8,8 +8,9 @@ target, a step whose action moved to another tier (and whether it now waits for 
 
 A replay is only as good as its inputs: the case's entities are rebuilt from the alert batches in its
 history before its first step, and the playbook it recorded must plan exactly the steps it ran from
-them. Where it does not (batches refused or merged in, a history from before playbooks were recorded),
-the case is listed as not reproducible instead of being compared. Pure over decoded histories.
+them. Where it does not (batches refused, merged in or detached), the case is listed as not
+reproducible instead of being compared; a case from before playbooks were recorded names none and is
+not read. Pure over decoded histories.
 """
 
 from __future__ import annotations
@@ -116,16 +117,11 @@ def _case_id(h: DecodedHistory, ex: dict[str, Any]) -> str:
 def playbook_diff(playbook: Playbook, policy: Policy,
                   cases: list[tuple[DecodedHistory, dict[str, Any]]]) -> dict[str, Any]:
     """Every recorded case of `playbook`, newest first, with counts per outcome (JSON-able)."""
-    mine = [(h, ex) for h, ex in cases if ((ex.get("governance") or {}).get("playbook") or {}).get("name")
-            == playbook.name or _planned_with(h) == playbook.name]
+    mine = [(h, ex) for h, ex in cases
+            if ((ex.get("governance") or {}).get("playbook") or {}).get("name") == playbook.name]
     mine.sort(key=lambda pair: pair[1].get("opened_at") or "", reverse=True)
     rows = [case_diff(playbook, policy, h, ex) for h, ex in mine]
     counts = {k: sum(1 for r in rows if r["outcome"] == k) for k in ("same", "changed", "not_reproducible",
                                                                       "not_planned")}
     return {"playbook": playbook.name, "digest": playbook.record().digest, "cases": len(rows), "counts": counts,
             "rows": rows}
-
-
-def _planned_with(h: DecodedHistory) -> str | None:
-    recorded = recorded_playbook(h)
-    return recorded.name if recorded else None

@@ -31,47 +31,28 @@ def recorded_cases(histories: Path | None, newest: int) -> list[Recorded]:
 async def _from_server(newest: int) -> list[Recorded]:
     """A running case's steps come from its `status` query (its history holds them only once it ends)."""
     import asyncio
-    from datetime import timedelta
 
-    from signoff.audit import CASE_TYPE
-    from signoff.client import connect
+    from signoff.audit import CASE_TYPE, collect_histories
+    from signoff.client import BEST_EFFORT_QUERY, connect
     from signoff.explain import explanation_from_history
-    from signoff.history import apply_archive_record, archived_runs, decode_history, read_archive
     from signoff.models import CaseView
 
     client = await connect()
-    runs = sorted([(wf.start_time, wf.id, wf.run_id)
-                   async for wf in client.list_workflows(f"WorkflowType='{CASE_TYPE}'")], reverse=True)[:newest]
+    decoded = (await collect_histories(client, (CASE_TYPE,), newest=newest)).histories
     gate = asyncio.Semaphore(16)
 
-    async def read(workflow_id: str, run_id: str) -> Recorded:
-        async with gate:
-            handle = client.get_workflow_handle(workflow_id, run_id=run_id)
-            decoded = await decode_history(await handle.fetch_history(), client.data_converter)
-            view = None
-            if decoded.close == "running":
+    async def read(h: DecodedHistory) -> Recorded:
+        view = None
+        if h.close == "running" and h.source == "live":
+            async with gate:
                 try:
-                    view = await handle.query("status", result_type=CaseView, rpc_timeout=timedelta(seconds=10))
+                    view = await client.get_workflow_handle(h.workflow_id, run_id=h.run_id).query(
+                        "status", result_type=CaseView, rpc_timeout=BEST_EFFORT_QUERY)
                 except Exception:  # no worker answered: its steps are not judged (counted apart)
                     view = None
-            return decoded, explanation_from_history(decoded, view)
+        return h, explanation_from_history(h, view)
 
-    found = list(await asyncio.gather(*(read(w, r) for _, w, r in runs)))
-    seen = {(h.workflow_id, h.run_id) for h, _ in found}
-    for path in archived_runs():
-        if len(found) >= newest:
-            break
-        try:
-            history, record = read_archive(path)
-        except (OSError, ValueError, KeyError):
-            continue
-        if (record["workflow_id"], record["run_id"]) in seen:
-            continue
-        decoded = await decode_history(history, client.data_converter, source="archive")
-        if decoded.workflow_type == CASE_TYPE:
-            decoded = apply_archive_record(decoded, record)
-            found.append((decoded, explanation_from_history(decoded)))
-    return found
+    return list(await asyncio.gather(*(read(h) for h in decoded)))
 
 
 async def _from_files(paths: list[Path]) -> list[Recorded]:

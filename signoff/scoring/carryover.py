@@ -65,8 +65,10 @@ def carryover(policy: Policy, live: GovernanceState | None, outgoing: str, incom
     if outgoing == incoming:
         return []
     recommendation: float | None = None
+    from signoff.scoring.evaluate import recommended_for
+
     try:
-        rec = _recommend(incoming, risk_budget)
+        rec = recommended_for(incoming, risk_budget)
         recommendation = rec.threshold if rec.feasible else None
     except ValueError:
         pass
@@ -81,12 +83,6 @@ def carryover(policy: Policy, live: GovernanceState | None, outgoing: str, incom
             autonomy=governed.autonomy, outgoing=at_threshold(outgoing, governed.threshold), incoming=new,
             incoming_recommended=recommendation, over_budget=new is not None and new.upper95 > risk_budget))
     return found
-
-
-def _recommend(model_id: str, risk_budget: float) -> metrics.ThresholdRecommendation:
-    from signoff.scoring.evaluate import recommended_for
-
-    return recommended_for(model_id, risk_budget)
 
 
 def _figures(at: AtThreshold | None) -> str:
